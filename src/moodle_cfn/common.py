@@ -1,0 +1,75 @@
+"""Pieces every layer shares: operator parameters with their console labels, tags, scanner suppressions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from troposphere import Parameter, Sub, Tags, Template
+
+APPLICATION_TAG = "moodle-cfn"
+
+# Console parameter groups, in the order the master template shows them.
+GROUP_SITE = "Site"
+GROUP_NETWORK = "Network"
+GROUP_TEMPLATES = "Template location (filled in by `moodle-cfn publish`)"
+
+
+@dataclass(frozen=True)
+class OperatorParameter:
+    """A parameter the operator sets on the master stack, with its console label and group.
+
+    The layer that consumes the value declares the same `parameter` object, so the name exists once and the
+    master passes it through with a plain Ref.
+    """
+
+    parameter: Parameter
+    label: str
+    group: str
+
+    @property
+    def name(self) -> str:
+        """The parameter's logical name."""
+        return self.parameter.title
+
+
+SITE_NAME = OperatorParameter(
+    Parameter(
+        "SiteName",
+        Type="String",
+        Default="moodle",
+        AllowedPattern=r"^[a-z][a-z0-9-]{1,19}$",
+        ConstraintDescription="2-20 characters: lower-case letters, digits and hyphens, starting with a letter.",
+        Description="Short name of this Moodle site, used in resource Name tags and dashboards.",
+    ),
+    label="Site name",
+    group=GROUP_SITE,
+)
+
+
+def tags(name: str | Sub, **extra: str) -> Tags:
+    """Tags for one resource: a Name prefixed with the site name, plus the application tag.
+
+    `name` is a suffix such as "public-1"; stack-level tags from the operator propagate to every resource by
+    CloudFormation itself, so only what is specific to the resource is set here.
+    """
+    full_name = name if isinstance(name, Sub) else Sub(f"${{{SITE_NAME.name}}}-{name}")
+    return Tags(Name=full_name, Application=APPLICATION_TAG, **extra)
+
+
+def checkov_skips(**reasons: str) -> dict[str, object]:
+    """Resource Metadata that suppresses checkov checks, each with the reason it does not apply.
+
+    Called as `checkov_skips(CKV_AWS_158="why")`; the reason is mandatory by construction.
+    """
+    return {
+        "checkov": {
+            "skip": [{"id": check_id, "comment": reason} for check_id, reason in sorted(reasons.items())]
+        }
+    }
+
+
+def declare_parameters(template: Template, parameters: Iterable[OperatorParameter]) -> None:
+    """Declare operator parameters in a template (the child side of a pass-through)."""
+    for parameter in parameters:
+        template.add_parameter(parameter.parameter)

@@ -1,0 +1,33 @@
+"""The nested layers, in deployment order. The master template wires exactly these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from troposphere import Template
+
+from moodle_cfn.common import OperatorParameter
+from moodle_cfn.layers import network
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One nested stack: its template file name, its builder, and the operator parameters it introduces."""
+
+    name: str
+    build: Callable[[], Template]
+    parameters: tuple[OperatorParameter, ...]
+
+    @property
+    def file_name(self) -> str:
+        """File the template is written to, and the key it is published under."""
+        return f"{self.name}.yaml"
+
+    @property
+    def stack_title(self) -> str:
+        """Logical id of the nested stack resource in the master template."""
+        return f"{self.name.capitalize()}Stack"
+
+
+LAYERS: tuple[Layer, ...] = (Layer("network", network.build, network.PARAMETERS),)

@@ -1,0 +1,580 @@
+"""Network layer: VPC over 2 or 3 AZs, three subnet tiers, NAT, S3 endpoint, flow logs, tier security groups.
+
+Every per-AZ resource comes from a loop over `AZ_SLOTS`; the third slot exists only under the `HasAz3`
+condition, and NAT gateways beyond the first only when `NatGatewayMode` is `per-az`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from troposphere import (
+    AWSHelperFn,
+    Condition,
+    Equals,
+    GetAtt,
+    GetAZs,
+    If,
+    Join,
+    NoValue,
+    Output,
+    Parameter,
+    Ref,
+    Select,
+    Sub,
+    Template,
+)
+from troposphere import And as AndCondition
+from troposphere.ec2 import (
+    EIP,
+    VPC,
+    FlowLog,
+    InternetGateway,
+    NatGateway,
+    Route,
+    RouteTable,
+    SecurityGroup,
+    SecurityGroupIngress,
+    SecurityGroupRule,
+    Subnet,
+    SubnetRouteTableAssociation,
+    VPCEndpoint,
+    VPCGatewayAttachment,
+)
+from troposphere.iam import Policy, Role
+from troposphere.logs import LogGroup
+
+from moodle_cfn.common import (
+    GROUP_NETWORK,
+    SITE_NAME,
+    OperatorParameter,
+    checkov_skips,
+    declare_parameters,
+    tags,
+)
+from moodle_cfn.policies import log_delivery_policy, service_trust_policy
+
+AZ_SLOTS = (1, 2, 3)
+HAS_AZ3 = "HasAz3"
+NAT_PER_AZ = "NatPerAz"
+
+CIDR_PATTERN = (
+    r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(1[6-9]|2[0-8])$"
+)
+CIDR_CONSTRAINT = "An IPv4 CIDR block with a prefix length from /16 to /28, such as 10.0.0.0/16."
+# The values CloudWatch Logs accepts for RetentionInDays.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                      2922, 3288, 3653)  # fmt: skip
+
+# Ports between tiers.
+HTTP_PORT = 80
+HTTPS_PORT = 443
+SMTP_SUBMISSION_PORT = 587
+POSTGRES_PORT = 5432
+MEMCACHED_PORT = 11211
+VALKEY_PORT = 6379
+NFS_PORT = 2049
+
+# Outputs later layers read; each name is also the parameter name on the consuming side.
+VPC_ID = "VpcId"
+VPC_CIDR_OUTPUT = "VpcCidrBlock"
+AVAILABILITY_ZONE_NAMES = "AvailabilityZoneNames"
+
+
+def _cidr_parameter(name: str, default: str, what: str) -> Parameter:
+    return Parameter(
+        name,
+        Type="String",
+        Default=default,
+        AllowedPattern=CIDR_PATTERN,
+        ConstraintDescription=CIDR_CONSTRAINT,
+        Description=f"CIDR block of {what}.",
+    )
+
+
+AVAILABILITY_ZONE_COUNT = OperatorParameter(
+    Parameter(
+        "AvailabilityZoneCount",
+        Type="String",
+        Default="2",
+        AllowedValues=["2", "3"],
+        Description="Number of Availability Zones to spread every tier over (the region's first 2 or 3 AZs).",
+    ),
+    label="Number of Availability Zones",
+    group=GROUP_NETWORK,
+)
+NAT_GATEWAY_MODE = OperatorParameter(
+    Parameter(
+        "NatGatewayMode",
+        Type="String",
+        Default="per-az",
+        AllowedValues=["per-az", "single"],
+        Description="per-az: one NAT gateway in each AZ, so losing an AZ never cuts the others off (production). "
+        "single: one NAT gateway shared by all AZs, cheaper, for non-production.",
+    ),
+    label="NAT gateways",
+    group=GROUP_NETWORK,
+)
+VPC_CIDR = OperatorParameter(
+    _cidr_parameter("VpcCidr", "10.0.0.0/16", "the VPC"), label="VPC CIDR block", group=GROUP_NETWORK
+)
+FLOW_LOG_RETENTION_DAYS = OperatorParameter(
+    Parameter(
+        "FlowLogRetentionDays",
+        Type="Number",
+        Default=90,
+        AllowedValues=list(LOG_RETENTION_DAYS),
+        Description="Days CloudWatch Logs keeps the VPC flow logs.",
+    ),
+    label="Flow log retention (days)",
+    group=GROUP_NETWORK,
+)
+
+
+@dataclass(frozen=True)
+class SubnetTier:
+    """One row of subnets, one subnet per AZ slot."""
+
+    key: str
+    description: str
+    default_cidrs: tuple[str, str, str]
+
+    def subnet_title(self, slot: int) -> str:
+        """Logical id of the subnet in `slot`."""
+        return f"{self.key}Subnet{slot}"
+
+    def cidr_parameter(self, slot: int) -> OperatorParameter:
+        """The operator parameter holding this tier's CIDR in `slot` (the same object on every call)."""
+        return _subnet_cidr_parameter(self, slot)
+
+    @property
+    def ids_output(self) -> str:
+        """Name of the output listing this tier's subnet ids, comma separated, in AZ order."""
+        return f"{self.key}SubnetIds"
+
+
+@functools.cache
+def _subnet_cidr_parameter(tier: SubnetTier, slot: int) -> OperatorParameter:
+    return OperatorParameter(
+        _cidr_parameter(
+            f"{tier.key}Subnet{slot}Cidr",
+            tier.default_cidrs[slot - 1],
+            f"the {tier.description} subnet in AZ {slot}" + (" (used only with 3 AZs)" if slot == 3 else ""),
+        ),
+        label=f"{tier.description.capitalize()} subnet {slot} CIDR",
+        group=GROUP_NETWORK,
+    )
+
+
+PUBLIC = SubnetTier("Public", "public", ("10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"))
+APP = SubnetTier("App", "private application", ("10.0.16.0/20", "10.0.32.0/20", "10.0.48.0/20"))
+DATA = SubnetTier("Data", "private data", ("10.0.64.0/24", "10.0.65.0/24", "10.0.66.0/24"))
+TIERS = (PUBLIC, APP, DATA)
+
+
+@dataclass(frozen=True)
+class TierSecurityGroup:
+    """A security group for one tier; `key` prefixes its logical id and its output."""
+
+    key: str
+    description: str
+
+    @property
+    def title(self) -> str:
+        """Logical id of the security group."""
+        return f"{self.key}SecurityGroup"
+
+    @property
+    def id_output(self) -> str:
+        """Name of the output carrying the group id."""
+        return f"{self.key}SecurityGroupId"
+
+
+ALB_SG = TierSecurityGroup("Alb", "Application Load Balancer: HTTPS and the HTTP-to-HTTPS redirect from viewers")
+WEB_SG = TierSecurityGroup("Web", "Moodle web nodes: HTTP from the load balancer only")
+DATABASE_SG = TierSecurityGroup("Database", "Aurora PostgreSQL: from the web nodes only")
+CACHE_SG = TierSecurityGroup("Cache", "ElastiCache session and application caches: from the web nodes only")
+FILE_SYSTEM_SG = TierSecurityGroup("FileSystem", "EFS mount targets for moodledata: NFS from the web nodes only")
+SECURITY_GROUPS = (ALB_SG, WEB_SG, DATABASE_SG, CACHE_SG, FILE_SYSTEM_SG)
+
+
+@dataclass(frozen=True)
+class PeerRule:
+    """Traffic allowed from one tier's group to another's on one TCP port."""
+
+    source: TierSecurityGroup
+    destination: TierSecurityGroup
+    port: int
+    what: str
+
+
+# The whole east-west policy. Both cache ports are open because each cache cluster picks its engine
+# (memcached or valkey) independently; nothing else listens in the cache group.
+PEER_RULES = (
+    PeerRule(ALB_SG, WEB_SG, HTTP_PORT, "HTTP from the load balancer to Apache"),
+    PeerRule(WEB_SG, DATABASE_SG, POSTGRES_PORT, "PostgreSQL from the web nodes"),
+    PeerRule(WEB_SG, CACHE_SG, MEMCACHED_PORT, "memcached from the web nodes"),
+    PeerRule(WEB_SG, CACHE_SG, VALKEY_PORT, "valkey from the web nodes"),
+    PeerRule(WEB_SG, FILE_SYSTEM_SG, NFS_PORT, "NFS from the web nodes"),
+)
+
+# Where the web nodes may reach outside the VPC (through the NAT gateways): package repositories, the Moodle
+# download, AWS APIs, and mail submission to Amazon SES or another smarthost.
+WEB_INTERNET_PORTS = (
+    (HTTPS_PORT, "HTTPS to package repositories, Moodle downloads and AWS APIs"),
+    (HTTP_PORT, "HTTP to package mirrors that do not redirect to HTTPS"),
+    (SMTP_SUBMISSION_PORT, "SMTP submission (STARTTLS) to Amazon SES or the site's mail relay"),
+)
+ANYWHERE = "0.0.0.0/0"
+# A security group with explicit egress loses the default allow-all rule; this one matches nothing routable.
+NO_EGRESS = SecurityGroupRule(
+    IpProtocol="icmp", FromPort=-1, ToPort=-1, CidrIp="127.0.0.1/32", Description="No outbound traffic"
+)
+
+PARAMETERS: tuple[OperatorParameter, ...] = (
+    AVAILABILITY_ZONE_COUNT,
+    NAT_GATEWAY_MODE,
+    VPC_CIDR,
+    *(tier.cidr_parameter(slot) for tier in TIERS for slot in AZ_SLOTS),
+    FLOW_LOG_RETENTION_DAYS,
+)
+
+
+def slot_condition(slot: int) -> str | None:
+    """Condition under which AZ `slot` exists (None: always)."""
+    return HAS_AZ3 if slot == 3 else None
+
+
+def nat_condition(slot: int) -> str | None:
+    """Condition under which a NAT gateway exists in AZ `slot` (None: always; slot 1 serves single mode)."""
+    return {1: None, 2: NAT_PER_AZ, 3: "NatInAz3"}[slot]
+
+
+def availability_zone(slot: int) -> Select:
+    """The region's AZ for `slot`. GetAZs("") means the stack's own region (and works in StackSets)."""
+    return Select(slot - 1, GetAZs(""))
+
+
+def per_slot_list(values: dict[int, AWSHelperFn]) -> If:
+    """A comma-joined list over the AZ slots in use, in slot order."""
+    return If(
+        HAS_AZ3,
+        Join(",", [values[slot] for slot in AZ_SLOTS]),
+        Join(",", [values[slot] for slot in AZ_SLOTS if slot != 3]),
+    )
+
+
+def add_conditions(template: Template) -> None:
+    """AZ-count and NAT-mode conditions every per-AZ loop relies on."""
+    template.add_condition(HAS_AZ3, Equals(Ref(AVAILABILITY_ZONE_COUNT.parameter), "3"))
+    template.add_condition(NAT_PER_AZ, Equals(Ref(NAT_GATEWAY_MODE.parameter), "per-az"))
+    template.add_condition("NatInAz3", AndCondition(Condition(HAS_AZ3), Condition(NAT_PER_AZ)))
+
+
+def add_vpc(template: Template) -> tuple[VPC, InternetGateway, VPCGatewayAttachment]:
+    """The VPC and its attached Internet gateway."""
+    vpc = template.add_resource(
+        VPC(
+            "Vpc",
+            CidrBlock=Ref(VPC_CIDR.parameter),
+            EnableDnsHostnames=True,  # EFS mount helper and RDS endpoints resolve through VPC DNS
+            EnableDnsSupport=True,
+            Tags=tags("vpc"),
+        )
+    )
+    gateway = template.add_resource(InternetGateway("InternetGateway", Tags=tags("igw")))
+    attachment = template.add_resource(
+        VPCGatewayAttachment("InternetGatewayAttachment", VpcId=Ref(vpc), InternetGatewayId=Ref(gateway))
+    )
+    return vpc, gateway, attachment
+
+
+def add_subnets(template: Template, vpc: VPC) -> dict[str, dict[int, Subnet]]:
+    """One subnet per tier and AZ slot; returns {tier key: {slot: subnet}}."""
+    subnets: dict[str, dict[int, Subnet]] = {}
+    for tier in TIERS:
+        subnets[tier.key] = {}
+        for slot in AZ_SLOTS:
+            subnet = Subnet(
+                tier.subnet_title(slot),
+                VpcId=Ref(vpc),
+                AvailabilityZone=availability_zone(slot),
+                CidrBlock=Ref(tier.cidr_parameter(slot).parameter),
+                # Nothing is launched with a public address: the ALB and NAT gateways get theirs explicitly.
+                MapPublicIpOnLaunch=False,
+                Tags=tags(f"{tier.key.lower()}-{slot}", Tier=tier.key.lower()),
+            )
+            if slot_condition(slot):
+                subnet.Condition = slot_condition(slot)
+            subnets[tier.key][slot] = template.add_resource(subnet)
+    return subnets
+
+
+def associate(template: Template, subnet: Subnet, route_table: RouteTable) -> None:
+    """Associate a subnet with a route table, under the subnet's own condition."""
+    association = SubnetRouteTableAssociation(
+        f"{subnet.title}RouteTableAssociation", SubnetId=Ref(subnet), RouteTableId=Ref(route_table)
+    )
+    if getattr(subnet, "Condition", None):
+        association.Condition = subnet.Condition
+    template.add_resource(association)
+
+
+def add_public_routing(
+    template: Template,
+    vpc: VPC,
+    gateway: InternetGateway,
+    attachment: VPCGatewayAttachment,
+    public: dict[int, Subnet],
+) -> None:
+    """One public route table, default route to the Internet gateway."""
+    table = template.add_resource(RouteTable("PublicRouteTable", VpcId=Ref(vpc), Tags=tags("public")))
+    template.add_resource(
+        Route(
+            "PublicDefaultRoute",
+            DependsOn=attachment.title,  # a route to a detached gateway fails
+            RouteTableId=Ref(table),
+            DestinationCidrBlock=ANYWHERE,
+            GatewayId=Ref(gateway),
+        )
+    )
+    for subnet in public.values():
+        associate(template, subnet, table)
+
+
+def add_nat_gateways(
+    template: Template, attachment: VPCGatewayAttachment, public: dict[int, Subnet]
+) -> dict[int, NatGateway]:
+    """A NAT gateway with its Elastic IP in each slot's public subnet (only slot 1 in single mode)."""
+    gateways: dict[int, NatGateway] = {}
+    for slot in AZ_SLOTS:
+        eip = EIP(f"NatEip{slot}", DependsOn=attachment.title, Domain="vpc", Tags=tags(f"nat-{slot}"))
+        gateway = NatGateway(
+            f"NatGateway{slot}",
+            AllocationId=GetAtt(eip, "AllocationId"),
+            SubnetId=Ref(public[slot]),
+            Tags=tags(f"nat-{slot}"),
+        )
+        condition = nat_condition(slot)
+        if condition:
+            eip.Condition = gateway.Condition = condition
+        template.add_resource(eip)
+        gateways[slot] = template.add_resource(gateway)
+    return gateways
+
+
+def nat_for_slot(slot: int, gateways: dict[int, NatGateway]) -> AWSHelperFn:
+    """The NAT gateway the app subnet in `slot` routes through: its own AZ's, or slot 1's in single mode."""
+    if nat_condition(slot) is None:
+        return Ref(gateways[slot])
+    return If(NAT_PER_AZ, Ref(gateways[slot]), Ref(gateways[1]))
+
+
+def add_private_routing(
+    template: Template,
+    vpc: VPC,
+    subnets: dict[str, dict[int, Subnet]],
+    gateways: dict[int, NatGateway],
+) -> list[AWSHelperFn]:
+    """Route tables of the private tiers; returns the ids of all of them, for the S3 endpoint.
+
+    App subnets get one table per AZ with a default route to their AZ's NAT gateway. Data subnets hold only
+    managed services (Aurora, ElastiCache, EFS) that need no Internet access, so they share one table
+    without a default route.
+    """
+    table_ids: list[AWSHelperFn] = []
+    for slot, subnet in subnets[APP.key].items():
+        table = RouteTable(f"AppRouteTable{slot}", VpcId=Ref(vpc), Tags=tags(f"app-{slot}"))
+        route = Route(
+            f"AppDefaultRoute{slot}",
+            RouteTableId=Ref(table),
+            DestinationCidrBlock=ANYWHERE,
+            NatGatewayId=nat_for_slot(slot, gateways),
+        )
+        if slot_condition(slot):
+            table.Condition = route.Condition = slot_condition(slot)
+            table_ids.append(If(slot_condition(slot), Ref(table), NoValue))
+        else:
+            table_ids.append(Ref(table))
+        template.add_resource(table)
+        template.add_resource(route)
+        associate(template, subnet, table)
+
+    data_table = template.add_resource(RouteTable("DataRouteTable", VpcId=Ref(vpc), Tags=tags("data")))
+    for subnet in subnets[DATA.key].values():
+        associate(template, subnet, data_table)
+    table_ids.append(Ref(data_table))
+    return table_ids
+
+
+def add_s3_endpoint(template: Template, vpc: VPC, route_table_ids: list[AWSHelperFn]) -> None:
+    """Gateway endpoint: S3 traffic (packages, code bundles, backups) skips the NAT gateways, at no cost."""
+    template.add_resource(
+        VPCEndpoint(
+            "S3GatewayEndpoint",
+            VpcId=Ref(vpc),
+            ServiceName=Sub("com.amazonaws.${AWS::Region}.s3"),
+            VpcEndpointType="Gateway",
+            RouteTableIds=route_table_ids,
+        )
+    )
+
+
+def add_flow_logs(template: Template, vpc: VPC) -> None:
+    """VPC flow logs (all traffic) into a log group with retention, written by a role scoped to that group."""
+    log_group = template.add_resource(
+        LogGroup(
+            "FlowLogGroup",
+            DeletionPolicy="Retain",  # audit evidence outlives the stack
+            UpdateReplacePolicy="Retain",
+            RetentionInDays=Ref(FLOW_LOG_RETENTION_DAYS.parameter),
+            Metadata=checkov_skips(
+                CKV_AWS_158="Flow logs hold connection metadata only, and CloudWatch Logs already encrypts them "
+                "at rest with service-owned keys; a customer key would add a key policy to maintain and "
+                "per-request KMS cost without protecting anything more."
+            ),
+        )
+    )
+    role = template.add_resource(
+        Role(
+            "FlowLogRole",
+            AssumeRolePolicyDocument=service_trust_policy(
+                "vpc-flow-logs.amazonaws.com",
+                Sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:vpc-flow-log/*"),
+            ),
+            Policies=[
+                Policy(PolicyName="deliver-flow-logs", PolicyDocument=log_delivery_policy(GetAtt(log_group, "Arn")))
+            ],
+            Tags=tags("flow-logs"),
+        )
+    )
+    template.add_resource(
+        FlowLog(
+            "VpcFlowLog",
+            ResourceId=Ref(vpc),
+            ResourceType="VPC",
+            TrafficType="ALL",
+            LogDestinationType="cloud-watch-logs",
+            LogGroupName=Ref(log_group),
+            DeliverLogsPermissionArn=GetAtt(role, "Arn"),
+            MaxAggregationInterval=60,
+            Tags=tags("flow-log"),
+        )
+    )
+
+
+def egress_rules(group: TierSecurityGroup, groups: dict[str, SecurityGroup]) -> list[SecurityGroupRule]:
+    """Inline egress of one group: its peer rules, plus the web tier's Internet ports (else nothing)."""
+    rules = [
+        SecurityGroupRule(
+            IpProtocol="tcp",
+            FromPort=rule.port,
+            ToPort=rule.port,
+            DestinationSecurityGroupId=Ref(groups[rule.destination.key]),
+            Description=rule.what,
+        )
+        for rule in PEER_RULES
+        if rule.source == group
+    ]
+    if group == WEB_SG:
+        rules += [
+            SecurityGroupRule(IpProtocol="tcp", FromPort=port, ToPort=port, CidrIp=ANYWHERE, Description=what)
+            for port, what in WEB_INTERNET_PORTS
+        ]
+    return rules or [NO_EGRESS]
+
+
+def alb_public_ingress() -> list[SecurityGroupRule]:
+    """Viewers reach the load balancer on HTTPS, and on HTTP only to be redirected to HTTPS."""
+    return [
+        SecurityGroupRule(
+            IpProtocol="tcp", FromPort=HTTPS_PORT, ToPort=HTTPS_PORT, CidrIp=ANYWHERE, Description="HTTPS from viewers"
+        ),
+        SecurityGroupRule(
+            IpProtocol="tcp",
+            FromPort=HTTP_PORT,
+            ToPort=HTTP_PORT,
+            CidrIp=ANYWHERE,
+            Description="HTTP from viewers, answered with a redirect to HTTPS",
+        ),
+    ]
+
+
+def add_security_groups(template: Template, vpc: VPC) -> dict[str, SecurityGroup]:
+    """One group per tier. Egress is inline, ingress between tiers is standalone, so no two groups form a cycle."""
+    groups: dict[str, SecurityGroup] = {}
+    # Destinations first: a group's inline egress refers to the groups it talks to.
+    for group in reversed(SECURITY_GROUPS):
+        resource = SecurityGroup(
+            group.title,
+            GroupDescription=group.description,
+            VpcId=Ref(vpc),
+            SecurityGroupEgress=egress_rules(group, groups),
+            Tags=tags(f"{group.key.lower()}-sg"),
+        )
+        if group == ALB_SG:
+            resource.SecurityGroupIngress = alb_public_ingress()
+            resource.Metadata = checkov_skips(
+                CKV_AWS_260="The Internet-facing load balancer listens on port 80 only to redirect viewers to "
+                "HTTPS; no content is served over HTTP."
+            )
+        groups[group.key] = template.add_resource(resource)
+
+    for rule in PEER_RULES:
+        template.add_resource(
+            SecurityGroupIngress(
+                f"{rule.destination.key}From{rule.source.key}Port{rule.port}",
+                GroupId=Ref(groups[rule.destination.key]),
+                IpProtocol="tcp",
+                FromPort=rule.port,
+                ToPort=rule.port,
+                SourceSecurityGroupId=Ref(groups[rule.source.key]),
+                Description=rule.what,
+            )
+        )
+    return groups
+
+
+def add_outputs(
+    template: Template, vpc: VPC, subnets: dict[str, dict[int, Subnet]], groups: dict[str, SecurityGroup]
+) -> None:
+    """Every id a later layer needs; subnet lists are comma-joined in AZ order."""
+    template.add_output(Output(VPC_ID, Description="VPC id", Value=Ref(vpc)))
+    template.add_output(Output(VPC_CIDR_OUTPUT, Description="VPC CIDR block", Value=GetAtt(vpc, "CidrBlock")))
+    template.add_output(
+        Output(
+            AVAILABILITY_ZONE_NAMES,
+            Description="The Availability Zones in use, comma separated, in subnet order",
+            Value=per_slot_list({slot: availability_zone(slot) for slot in AZ_SLOTS}),
+        )
+    )
+    for tier in TIERS:
+        template.add_output(
+            Output(
+                tier.ids_output,
+                Description=f"Ids of the {tier.description} subnets, comma separated, in AZ order",
+                Value=per_slot_list({slot: Ref(subnet) for slot, subnet in subnets[tier.key].items()}),
+            )
+        )
+    for group in SECURITY_GROUPS:
+        template.add_output(
+            Output(group.id_output, Description=group.description, Value=GetAtt(groups[group.key], "GroupId"))
+        )
+
+
+def build() -> Template:
+    """The network nested template."""
+    template = Template(Description="moodle-cfn network: VPC, subnets over 2-3 AZs, NAT, flow logs, security groups")
+    declare_parameters(template, (SITE_NAME, *PARAMETERS))
+    add_conditions(template)
+    vpc, gateway, attachment = add_vpc(template)
+    subnets = add_subnets(template, vpc)
+    add_public_routing(template, vpc, gateway, attachment, subnets[PUBLIC.key])
+    gateways = add_nat_gateways(template, attachment, subnets[PUBLIC.key])
+    add_s3_endpoint(template, vpc, add_private_routing(template, vpc, subnets, gateways))
+    add_flow_logs(template, vpc)
+    groups = add_security_groups(template, vpc)
+    add_outputs(template, vpc, subnets, groups)
+    return template

@@ -1,0 +1,194 @@
+"""Master template: the operator's parameters and console form, the Rules, and the wiring of the nested layers.
+
+Wiring is by name: a child parameter is either an operator parameter of the same name (passed with Ref) or
+an output of the same name of an earlier layer (passed with GetAtt ...Outputs.Name). Nothing is hand-copied,
+and a child parameter with no source is a build error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from troposphere import (
+    AWSHelperFn,
+    Equals,
+    GetAtt,
+    If,
+    Not,
+    Output,
+    Parameter,
+    Ref,
+    Sub,
+    Template,
+)
+from troposphere import And as AndFn
+from troposphere.cloudformation import Stack
+
+from moodle_cfn.common import GROUP_TEMPLATES, SITE_NAME, OperatorParameter
+from moodle_cfn.layers import LAYERS, Layer
+from moodle_cfn.layers.network import AVAILABILITY_ZONE_NAMES, PUBLIC, TIERS, VPC_ID, APP, DATA
+
+TEMPLATES_BUCKET_NAME = OperatorParameter(
+    Parameter(
+        "TemplatesBucketName",
+        Type="String",
+        AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        ConstraintDescription="An S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens.",
+        Description="S3 bucket holding the nested templates (the bucket `moodle-cfn publish` uploaded to).",
+    ),
+    label="Templates S3 bucket",
+    group=GROUP_TEMPLATES,
+)
+TEMPLATES_KEY_PREFIX = OperatorParameter(
+    Parameter(
+        "TemplatesKeyPrefix",
+        Type="String",
+        Default="moodle-cfn/",
+        AllowedPattern=r"^([0-9A-Za-z!_.*'()-]+/)*$",
+        ConstraintDescription="Empty, or path segments each ending in '/', such as moodle-cfn/ or releases/v1/.",
+        Description="Key prefix of the nested templates in the bucket; ends with '/'.",
+    ),
+    label="Templates key prefix",
+    group=GROUP_TEMPLATES,
+)
+TEMPLATES_BUCKET_REGION = OperatorParameter(
+    Parameter(
+        "TemplatesBucketRegion",
+        Type="String",
+        Default="",
+        AllowedPattern=r"^([a-z]{2}(-gov)?-[a-z]+-[0-9])?$",
+        ConstraintDescription="Empty, or a region code such as eu-west-1.",
+        Description="Region of the templates bucket. Empty means this stack's region; set it when StackSets "
+        "deploy into regions other than the bucket's.",
+    ),
+    label="Templates bucket region",
+    group=GROUP_TEMPLATES,
+)
+LOCATION_PARAMETERS = (TEMPLATES_BUCKET_NAME, TEMPLATES_KEY_PREFIX, TEMPLATES_BUCKET_REGION)
+BUCKET_REGION_IS_STACK_REGION = "TemplatesBucketInStackRegion"
+
+
+def s3_template_url(layer: Layer) -> Sub:
+    """Where CloudFormation fetches a nested template: the published bucket, in its own region."""
+    return Sub(
+        "https://${TemplatesBucketName}.s3.${BucketRegion}.${AWS::URLSuffix}/${TemplatesKeyPrefix}" + layer.file_name,
+        BucketRegion=If(
+            BUCKET_REGION_IS_STACK_REGION, Ref("AWS::Region"), Ref(TEMPLATES_BUCKET_REGION.parameter)
+        ),
+    )
+
+
+def local_template_url(layer: Layer) -> str:
+    """A relative path, which makes cfn-lint check the parent/child contract (E3043, E1010)."""
+    return layer.file_name
+
+
+@dataclass(frozen=True)
+class TemplateLocation:
+    """Where the master finds its nested templates: the parameters and conditions that takes, and the URL."""
+
+    parameters: tuple[OperatorParameter, ...]
+    conditions: tuple[tuple[str, AWSHelperFn], ...]
+    url: Callable[[Layer], object]
+
+
+# The published master: nested templates in an S3 bucket given by parameters.
+S3_LOCATION = TemplateLocation(
+    LOCATION_PARAMETERS,
+    ((BUCKET_REGION_IS_STACK_REGION, Equals(Ref(TEMPLATES_BUCKET_REGION.parameter), "")),),
+    s3_template_url,
+)
+# The lint-only master: nested templates beside it on disk.
+LOCAL_LOCATION = TemplateLocation((), (), local_template_url)
+
+
+def operator_parameters(location: TemplateLocation = S3_LOCATION) -> tuple[OperatorParameter, ...]:
+    """Every parameter of the master, in console order: site, then each layer's, then template location."""
+    return (SITE_NAME, *(p for layer in LAYERS for p in layer.parameters), *location.parameters)
+
+
+def add_console_form(template: Template, parameters: Iterable[OperatorParameter]) -> None:
+    """Parameter groups and labels for the CloudFormation console (AWS::CloudFormation::Interface)."""
+    for parameter in parameters:
+        template.add_parameter(parameter.parameter)
+        template.set_parameter_label(parameter.parameter, parameter.label)
+        template.add_parameter_to_group(parameter.parameter, parameter.group)
+
+
+def distinct_subnet_cidrs_rule() -> dict[str, object]:
+    """Rule: no two subnet CIDR parameters are equal (CloudFormation would fail late, on the second subnet)."""
+    cidrs = [tier.cidr_parameter(slot).parameter for tier in TIERS for slot in (1, 2, 3)]
+    assertions = []
+    for index, cidr in enumerate(cidrs[:-1]):
+        differs = [Not(Equals(Ref(cidr), Ref(other))) for other in cidrs[index + 1 :]]
+        assertions.append(
+            {
+                "Assert": differs[0] if len(differs) == 1 else AndFn(*differs),
+                "AssertDescription": f"{cidr.title} must differ from every other subnet CIDR parameter.",
+            }
+        )
+    return {"Assertions": assertions}
+
+
+def parameter_sources(
+    template: Template, stacks: dict[str, Stack], outputs_by_layer: dict[str, set[str]]
+) -> dict[str, AWSHelperFn]:
+    """Every value a child may ask for: operator parameters by Ref, earlier layers' outputs by GetAtt."""
+    sources: dict[str, AWSHelperFn] = {name: Ref(p) for name, p in template.parameters.items()}
+    for layer_name, outputs in outputs_by_layer.items():
+        for output in sorted(outputs):
+            sources.setdefault(output, GetAtt(stacks[layer_name], f"Outputs.{output}"))
+    return sources
+
+
+def add_layer_stacks(template: Template, template_url: Callable[[Layer], object]) -> dict[str, Stack]:
+    """One nested stack per layer, in order, each fed by name from the master's parameters and earlier outputs."""
+    stacks: dict[str, Stack] = {}
+    outputs_by_layer: dict[str, set[str]] = {}
+    for layer in LAYERS:
+        child = layer.build()
+        sources = parameter_sources(template, stacks, outputs_by_layer)
+        missing = sorted(set(child.parameters) - set(sources))
+        if missing:
+            raise ValueError(f"layer {layer.name}: no master parameter or earlier output named {missing}")
+        stacks[layer.name] = template.add_resource(
+            Stack(
+                layer.stack_title,
+                # Stateful resources inside a layer carry their own Snapshot/Retain policies; the nested
+                # stack itself holds nothing that survives on its own.
+                DeletionPolicy="Delete",
+                UpdateReplacePolicy="Delete",
+                TemplateURL=template_url(layer),
+                Parameters={name: sources[name] for name in sorted(child.parameters)},
+            )
+        )
+        outputs_by_layer[layer.name] = set(child.outputs)
+    return stacks
+
+
+def add_outputs(template: Template, stacks: dict[str, Stack]) -> None:
+    """What an operator looks for after a deploy; nested stacks keep the full detail."""
+    network = stacks["network"]
+    for name, description in (
+        (VPC_ID, "VPC id"),
+        (AVAILABILITY_ZONE_NAMES, "Availability Zones in use"),
+        (PUBLIC.ids_output, "Public subnet ids"),
+        (APP.ids_output, "Private application subnet ids"),
+        (DATA.ids_output, "Private data subnet ids"),
+    ):
+        template.add_output(Output(name, Description=description, Value=GetAtt(network, f"Outputs.{name}")))
+
+
+def build(location: TemplateLocation = S3_LOCATION) -> Template:
+    """The master template; `location` says where each nested template is found."""
+    template = Template(
+        Description="moodle-cfn master: a highly available Moodle site (network, data, cache and app layers)"
+    )
+    add_console_form(template, operator_parameters(location))
+    for name, condition in location.conditions:
+        template.add_condition(name, condition)
+    template.add_rule("DistinctSubnetCidrs", distinct_subnet_cidrs_rule())
+    stacks = add_layer_stacks(template, location.url)
+    add_outputs(template, stacks)
+    return template
