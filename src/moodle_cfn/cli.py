@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from moodle_cfn import __version__, master
 from moodle_cfn import params as params_file
@@ -24,9 +24,9 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see {PROG} --help)\n")
 
 
-def master_parameters() -> dict[str, dict]:
-    """The master template's Parameters section, built in memory (always current, no files read)."""
-    return master.build().to_dict()["Parameters"]
+def master_template() -> dict[str, Any]:
+    """The master template as data, built in memory (always current, no files read)."""
+    return master.build().to_dict()
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -39,28 +39,34 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a params file; print a one-line summary."""
-    parameters = master_parameters()
-    values = params_file.load(Path(args.params), parameters)
-    defaults = len(parameters) - len(values)
+    template = master_template()
+    values = params_file.load(Path(args.params), template)
+    defaults = len(template["Parameters"]) - len(values)
     print(f"{args.params}: valid ({len(values)} parameters set, {defaults} left at their defaults)")
     return 0
 
 
 def cmd_params(args: argparse.Namespace) -> int:
     """Print a params file as AWS CLI / StackSets parameter JSON."""
-    values = params_file.load(Path(args.params), master_parameters())
+    values = params_file.load(Path(args.params), master_template())
     sys.stdout.write(params_file.to_cli_json(values))
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per action."""
-    root = _OneLineParser(prog=PROG, description="CloudFormation templates for a highly available Moodle site.")
+    root = _OneLineParser(
+        prog=PROG, description="CloudFormation templates for a highly available Moodle site."
+    )
     root.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_OneLineParser)
+    commands = root.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_OneLineParser
+    )
 
     build = commands.add_parser("build", help="render every template into a directory")
-    build.add_argument("--out", default="templates", metavar="DIR", help="output directory (default: templates)")
+    build.add_argument(
+        "--out", default="templates", metavar="DIR", help="output directory (default: templates)"
+    )
     build.set_defaults(func=cmd_build)
 
     validate = commands.add_parser("validate", help="check a params file against the master template")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from troposphere import And as AndFn
 from troposphere import (
     AWSHelperFn,
     Equals,
@@ -22,12 +23,11 @@ from troposphere import (
     Sub,
     Template,
 )
-from troposphere import And as AndFn
 from troposphere.cloudformation import Stack
 
 from moodle_cfn.common import GROUP_TEMPLATES, SITE_NAME, OperatorParameter
 from moodle_cfn.layers import LAYERS, Layer
-from moodle_cfn.layers.network import AVAILABILITY_ZONE_NAMES, PUBLIC, TIERS, VPC_ID, APP, DATA
+from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, TIERS, VPC_ID
 
 TEMPLATES_BUCKET_NAME = OperatorParameter(
     Parameter(
@@ -72,7 +72,8 @@ BUCKET_REGION_IS_STACK_REGION = "TemplatesBucketInStackRegion"
 def s3_template_url(layer: Layer) -> Sub:
     """Where CloudFormation fetches a nested template: the published bucket, in its own region."""
     return Sub(
-        "https://${TemplatesBucketName}.s3.${BucketRegion}.${AWS::URLSuffix}/${TemplatesKeyPrefix}" + layer.file_name,
+        "https://${TemplatesBucketName}.s3.${BucketRegion}.${AWS::URLSuffix}/${TemplatesKeyPrefix}"
+        + layer.file_name,
         BucketRegion=If(
             BUCKET_REGION_IS_STACK_REGION, Ref("AWS::Region"), Ref(TEMPLATES_BUCKET_REGION.parameter)
         ),

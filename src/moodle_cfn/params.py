@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from moodle_cfn.errors import InputError
+from moodle_cfn.rules import check_rules
 
 Scalar = str | int | float | bool
 LIST_TYPES = ("CommaDelimitedList", "List<")
@@ -32,9 +33,7 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -68,9 +67,11 @@ def read_document(path: Path) -> Mapping[str, Any]:
         if path.suffix.lower() == ".json":
             document = json.loads(text, object_pairs_hook=_reject_duplicate_json_keys)
         else:
-            document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+            document = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except json.JSONDecodeError as error:
-        raise InputError(source, f"line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}") from None
+        raise InputError(
+            source, f"line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}"
+        ) from None
     except ValueError as error:
         raise InputError(source, f"invalid JSON: {error}") from None
     except yaml.YAMLError as error:
@@ -83,7 +84,8 @@ def read_document(path: Path) -> Mapping[str, Any]:
         raise InputError(source, "is empty; expected a mapping of master parameter names to values")
     if not isinstance(document, dict):
         raise InputError(
-            source, f"expected a mapping of master parameter names to values, found a {type(document).__name__}"
+            source,
+            f"expected a mapping of master parameter names to values, found a {type(document).__name__}",
         )
     for key in document:
         if not isinstance(key, str):
@@ -141,7 +143,9 @@ def check_value(source: str, key: str, value: Any, spec: Mapping[str, Any]) -> s
     if kind.startswith(LIST_TYPES):
         return _check_list(source, key, value, spec)
     if not isinstance(value, Scalar):
-        raise InputError(source, f"expected a single value for type {kind}, found a {type(value).__name__}", key)
+        raise InputError(
+            source, f"expected a single value for type {kind}, found a {type(value).__name__}", key
+        )
 
     text = _as_text(value)
     constraint = spec.get("ConstraintDescription")
@@ -180,17 +184,23 @@ def validate(
         if spec is None:
             close = difflib.get_close_matches(key, list(parameters), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise InputError(source, f"unknown parameter (the master template has no such parameter){hint}", key)
+            raise InputError(
+                source, f"unknown parameter (the master template has no such parameter){hint}", key
+            )
         values[key] = check_value(source, key, value, spec)
     for key, spec in parameters.items():
         if key not in values and "Default" not in spec:
-            raise InputError(source, "missing: the master template requires this parameter (it has no default)", key)
+            raise InputError(
+                source, "missing: the master template requires this parameter (it has no default)", key
+            )
     return values
 
 
-def load(path: Path, parameters: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Read and validate a params file against a template's Parameters."""
-    return validate(read_document(path), parameters, str(path))
+def load(path: Path, template: Mapping[str, Any]) -> dict[str, str]:
+    """Read a params file and check it against a template's Parameters, then against its Rules."""
+    values = validate(read_document(path), template["Parameters"], str(path))
+    check_rules(template, values, str(path))
+    return values
 
 
 def to_cli_json(values: Mapping[str, str]) -> str:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from troposphere import And as AndCondition
 from troposphere import (
     AWSHelperFn,
-    Condition,
     Equals,
     GetAtt,
     GetAZs,
     If,
     Join,
-    NoValue,
     Output,
     Parameter,
     Ref,
@@ -25,7 +24,6 @@ from troposphere import (
     Sub,
     Template,
 )
-from troposphere import And as AndCondition
 from troposphere.ec2 import (
     EIP,
     VPC,
@@ -58,6 +56,7 @@ from moodle_cfn.policies import log_delivery_policy, service_trust_policy
 AZ_SLOTS = (1, 2, 3)
 HAS_AZ3 = "HasAz3"
 NAT_PER_AZ = "NatPerAz"
+NAT_IN_AZ3 = "NatInAz3"
 
 CIDR_PATTERN = (
     r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
@@ -192,11 +191,15 @@ class TierSecurityGroup:
         return f"{self.key}SecurityGroupId"
 
 
-ALB_SG = TierSecurityGroup("Alb", "Application Load Balancer: HTTPS and the HTTP-to-HTTPS redirect from viewers")
+ALB_SG = TierSecurityGroup(
+    "Alb", "Application Load Balancer: HTTPS and the HTTP-to-HTTPS redirect from viewers"
+)
 WEB_SG = TierSecurityGroup("Web", "Moodle web nodes: HTTP from the load balancer only")
 DATABASE_SG = TierSecurityGroup("Database", "Aurora PostgreSQL: from the web nodes only")
 CACHE_SG = TierSecurityGroup("Cache", "ElastiCache session and application caches: from the web nodes only")
-FILE_SYSTEM_SG = TierSecurityGroup("FileSystem", "EFS mount targets for moodledata: NFS from the web nodes only")
+FILE_SYSTEM_SG = TierSecurityGroup(
+    "FileSystem", "EFS mount targets for moodledata: NFS from the web nodes only"
+)
 SECURITY_GROUPS = (ALB_SG, WEB_SG, DATABASE_SG, CACHE_SG, FILE_SYSTEM_SG)
 
 
@@ -249,7 +252,7 @@ def slot_condition(slot: int) -> str | None:
 
 def nat_condition(slot: int) -> str | None:
     """Condition under which a NAT gateway exists in AZ `slot` (None: always; slot 1 serves single mode)."""
-    return {1: None, 2: NAT_PER_AZ, 3: "NatInAz3"}[slot]
+    return {1: None, 2: NAT_PER_AZ, 3: NAT_IN_AZ3}[slot]
 
 
 def availability_zone(slot: int) -> Select:
@@ -257,8 +260,20 @@ def availability_zone(slot: int) -> Select:
     return Select(slot - 1, GetAZs(""))
 
 
-def per_slot_list(values: dict[int, AWSHelperFn]) -> If:
-    """A comma-joined list over the AZ slots in use, in slot order."""
+def per_slot_list(values: dict[int, AWSHelperFn], extra: tuple[AWSHelperFn, ...] = ()) -> If:
+    """The values of the AZ slots in use, in slot order, followed by `extra`.
+
+    A whole list per branch, rather than AWS::NoValue inside one list, which some tools (moto) mishandle.
+    """
+    return If(
+        HAS_AZ3,
+        [*(values[slot] for slot in AZ_SLOTS), *extra],
+        [*(values[slot] for slot in AZ_SLOTS if slot != 3), *extra],
+    )
+
+
+def per_slot_joined(values: dict[int, AWSHelperFn]) -> If:
+    """A comma-joined list over the AZ slots in use, in slot order (for outputs)."""
     return If(
         HAS_AZ3,
         Join(",", [values[slot] for slot in AZ_SLOTS]),
@@ -268,9 +283,12 @@ def per_slot_list(values: dict[int, AWSHelperFn]) -> If:
 
 def add_conditions(template: Template) -> None:
     """AZ-count and NAT-mode conditions every per-AZ loop relies on."""
-    template.add_condition(HAS_AZ3, Equals(Ref(AVAILABILITY_ZONE_COUNT.parameter), "3"))
-    template.add_condition(NAT_PER_AZ, Equals(Ref(NAT_GATEWAY_MODE.parameter), "per-az"))
-    template.add_condition("NatInAz3", AndCondition(Condition(HAS_AZ3), Condition(NAT_PER_AZ)))
+    three_azs = Equals(Ref(AVAILABILITY_ZONE_COUNT.parameter), "3")
+    nat_per_az = Equals(Ref(NAT_GATEWAY_MODE.parameter), "per-az")
+    template.add_condition(HAS_AZ3, three_azs)
+    template.add_condition(NAT_PER_AZ, nat_per_az)
+    # Spelled out rather than And(Condition(...), ...): same meaning, and moto evaluates it correctly.
+    template.add_condition(NAT_IN_AZ3, AndCondition(three_azs, nat_per_az))
 
 
 def add_vpc(template: Template) -> tuple[VPC, InternetGateway, VPCGatewayAttachment]:
@@ -377,14 +395,14 @@ def add_private_routing(
     vpc: VPC,
     subnets: dict[str, dict[int, Subnet]],
     gateways: dict[int, NatGateway],
-) -> list[AWSHelperFn]:
+) -> If:
     """Route tables of the private tiers; returns the ids of all of them, for the S3 endpoint.
 
     App subnets get one table per AZ with a default route to their AZ's NAT gateway. Data subnets hold only
     managed services (Aurora, ElastiCache, EFS) that need no Internet access, so they share one table
     without a default route.
     """
-    table_ids: list[AWSHelperFn] = []
+    app_tables: dict[int, AWSHelperFn] = {}
     for slot, subnet in subnets[APP.key].items():
         table = RouteTable(f"AppRouteTable{slot}", VpcId=Ref(vpc), Tags=tags(f"app-{slot}"))
         route = Route(
@@ -395,9 +413,7 @@ def add_private_routing(
         )
         if slot_condition(slot):
             table.Condition = route.Condition = slot_condition(slot)
-            table_ids.append(If(slot_condition(slot), Ref(table), NoValue))
-        else:
-            table_ids.append(Ref(table))
+        app_tables[slot] = Ref(table)
         template.add_resource(table)
         template.add_resource(route)
         associate(template, subnet, table)
@@ -405,11 +421,10 @@ def add_private_routing(
     data_table = template.add_resource(RouteTable("DataRouteTable", VpcId=Ref(vpc), Tags=tags("data")))
     for subnet in subnets[DATA.key].values():
         associate(template, subnet, data_table)
-    table_ids.append(Ref(data_table))
-    return table_ids
+    return per_slot_list(app_tables, extra=(Ref(data_table),))
 
 
-def add_s3_endpoint(template: Template, vpc: VPC, route_table_ids: list[AWSHelperFn]) -> None:
+def add_s3_endpoint(template: Template, vpc: VPC, route_table_ids: If) -> None:
     """Gateway endpoint: S3 traffic (packages, code bundles, backups) skips the NAT gateways, at no cost."""
     template.add_resource(
         VPCEndpoint(
@@ -445,7 +460,10 @@ def add_flow_logs(template: Template, vpc: VPC) -> None:
                 Sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:vpc-flow-log/*"),
             ),
             Policies=[
-                Policy(PolicyName="deliver-flow-logs", PolicyDocument=log_delivery_policy(GetAtt(log_group, "Arn")))
+                Policy(
+                    PolicyName="deliver-flow-logs",
+                    PolicyDocument=log_delivery_policy(GetAtt(log_group, "Arn")),
+                )
             ],
             Tags=tags("flow-logs"),
         )
@@ -490,7 +508,11 @@ def alb_public_ingress() -> list[SecurityGroupRule]:
     """Viewers reach the load balancer on HTTPS, and on HTTP only to be redirected to HTTPS."""
     return [
         SecurityGroupRule(
-            IpProtocol="tcp", FromPort=HTTPS_PORT, ToPort=HTTPS_PORT, CidrIp=ANYWHERE, Description="HTTPS from viewers"
+            IpProtocol="tcp",
+            FromPort=HTTPS_PORT,
+            ToPort=HTTPS_PORT,
+            CidrIp=ANYWHERE,
+            Description="HTTPS from viewers",
         ),
         SecurityGroupRule(
             IpProtocol="tcp",
@@ -547,7 +569,7 @@ def add_outputs(
         Output(
             AVAILABILITY_ZONE_NAMES,
             Description="The Availability Zones in use, comma separated, in subnet order",
-            Value=per_slot_list({slot: availability_zone(slot) for slot in AZ_SLOTS}),
+            Value=per_slot_joined({slot: availability_zone(slot) for slot in AZ_SLOTS}),
         )
     )
     for tier in TIERS:
@@ -555,7 +577,7 @@ def add_outputs(
             Output(
                 tier.ids_output,
                 Description=f"Ids of the {tier.description} subnets, comma separated, in AZ order",
-                Value=per_slot_list({slot: Ref(subnet) for slot, subnet in subnets[tier.key].items()}),
+                Value=per_slot_joined({slot: Ref(subnet) for slot, subnet in subnets[tier.key].items()}),
             )
         )
     for group in SECURITY_GROUPS:
@@ -566,7 +588,9 @@ def add_outputs(
 
 def build() -> Template:
     """The network nested template."""
-    template = Template(Description="moodle-cfn network: VPC, subnets over 2-3 AZs, NAT, flow logs, security groups")
+    template = Template(
+        Description="moodle-cfn network: VPC, subnets over 2-3 AZs, NAT, flow logs, security groups"
+    )
     declare_parameters(template, (SITE_NAME, *PARAMETERS))
     add_conditions(template)
     vpc, gateway, attachment = add_vpc(template)
