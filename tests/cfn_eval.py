@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def _truth(expression: Any, parameters: dict[str, str], conditions: dict[str, Any], cache: dict[str, bool]) -> Any:
+def _truth(
+    expression: Any, parameters: dict[str, str], conditions: dict[str, Any], cache: dict[str, bool]
+) -> Any:
     if isinstance(expression, dict) and len(expression) == 1:
         ((function, argument),) = expression.items()
         if function == "Ref":
@@ -26,7 +28,9 @@ def _truth(expression: Any, parameters: dict[str, str], conditions: dict[str, An
     return expression
 
 
-def condition_value(name: str, parameters: dict[str, str], conditions: dict[str, Any], cache: dict[str, bool]) -> bool:
+def condition_value(
+    name: str, parameters: dict[str, str], conditions: dict[str, Any], cache: dict[str, bool]
+) -> bool:
     """The value of one named condition."""
     if name not in cache:
         cache[name] = bool(_truth(conditions[name], parameters, conditions, cache))

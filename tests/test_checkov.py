@@ -10,7 +10,16 @@ from tests.conftest import TEMPLATES_DIR, tool
 
 def test_checkov_finds_nothing_and_every_skip_is_explained():
     result = subprocess.run(
-        [tool("checkov"), "-d", str(TEMPLATES_DIR), "--framework", "cloudformation", "--skip-download", "-o", "json"],
+        [
+            tool("checkov"),
+            "-d",
+            str(TEMPLATES_DIR),
+            "--framework",
+            "cloudformation",
+            "--skip-download",
+            "-o",
+            "json",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -22,4 +31,6 @@ def test_checkov_finds_nothing_and_every_skip_is_explained():
     assert report["summary"]["passed"] > 40
     for check in report["results"]["skipped_checks"]:
         comment = check["check_result"].get("suppress_comment", "")
-        assert len(comment) >= 40, f"{check['check_id']} on {check['resource']} is suppressed without a reason"
+        assert len(comment) >= 40, (
+            f"{check['check_id']} on {check['resource']} is suppressed without a reason"
+        )

@@ -16,7 +16,11 @@ def test_committed_templates_are_current():
     for name, text in built.items():
         if committed[name] != text:
             diff = difflib.unified_diff(
-                committed[name].splitlines(), text.splitlines(), f"templates/{name}", f"built {name}", lineterm=""
+                committed[name].splitlines(),
+                text.splitlines(),
+                f"templates/{name}",
+                f"built {name}",
+                lineterm="",
             )
             stale.append("\n".join(list(diff)[:60]))
     assert not stale, "templates/ is stale; run `make templates` and commit:\n" + "\n\n".join(stale)

@@ -16,7 +16,11 @@ LOCAL_ONLY_IGNORE = "W3002"
 
 def cfn_lint(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [tool("cfn-lint"), "--include-checks", "I", *args], capture_output=True, text=True, cwd=cwd, check=False
+        [tool("cfn-lint"), "--include-checks", "I", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
     )
 
 
@@ -42,7 +46,9 @@ def test_contract_checks_catch_an_unknown_parameter_and_a_missing_output(tmp_pat
     # Proves the check above is live: break the contract both ways and cfn-lint must say so.
     path = local_rendering(tmp_path)
     text = path.read_text()
-    text = text.replace("        VpcCidr: !Ref 'VpcCidr'\n", "        VpcCidr: !Ref 'VpcCidr'\n        Bogus: x\n")
+    text = text.replace(
+        "        VpcCidr: !Ref 'VpcCidr'\n", "        VpcCidr: !Ref 'VpcCidr'\n        Bogus: x\n"
+    )
     text = text.replace("NetworkStack.Outputs.VpcId", "NetworkStack.Outputs.NoSuchOutput")
     path.write_text(text)
     result = cfn_lint("--ignore-checks", LOCAL_ONLY_IGNORE, "--", "master.yaml", cwd=tmp_path)

@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from moodle_cfn import master, rules
+from moodle_cfn.common import GROUP_SITE, GROUP_TEMPLATES
 from moodle_cfn.errors import InputError
 from moodle_cfn.layers import LAYERS, network
 from tests.conftest import TEMPLATES_DIR
@@ -25,7 +26,8 @@ def test_every_parameter_has_a_label_and_exactly_one_group(master_template):
     assert sorted(grouped) == sorted(master_template["Parameters"])
     assert len(grouped) == len(set(grouped))
     assert set(interface["ParameterLabels"]) == set(master_template["Parameters"])
-    assert [g["Label"]["default"] for g in interface["ParameterGroups"]][0] == "Site"
+    labels = [g["Label"]["default"] for g in interface["ParameterGroups"]]
+    assert (labels[0], labels[-1]) == (GROUP_SITE, GROUP_TEMPLATES)
 
 
 def test_every_parameter_is_described_and_constrained(master_template):

@@ -41,7 +41,8 @@ def default_routes(resources: dict[str, dict[str, Any]], table: str) -> list[dic
     return [
         r["Properties"]
         for r in of_type(resources, "AWS::EC2::Route").values()
-        if r["Properties"]["RouteTableId"] == {"Ref": table} and r["Properties"]["DestinationCidrBlock"] == "0.0.0.0/0"
+        if r["Properties"]["RouteTableId"] == {"Ref": table}
+        and r["Properties"]["DestinationCidrBlock"] == "0.0.0.0/0"
     ]
 
 
@@ -78,7 +79,9 @@ def test_nat_gateways_per_mode_and_app_subnets_route_through_their_own_az(networ
 
 
 @pytest.mark.parametrize(("azs", "nat_mode"), SCENARIOS)
-def test_public_subnets_route_to_the_internet_gateway_and_data_subnets_nowhere(network_template, azs, nat_mode):
+def test_public_subnets_route_to_the_internet_gateway_and_data_subnets_nowhere(
+    network_template, azs, nat_mode
+):
     resources = active_resources(network_template, {"AvailabilityZoneCount": azs, "NatGatewayMode": nat_mode})
     for slot in range(1, int(azs) + 1):
         public_routes = default_routes(resources, route_table_of(resources, f"PublicSubnet{slot}"))
@@ -91,7 +94,9 @@ def test_s3_endpoint_serves_every_private_route_table(network_template, azs, nat
     resources = active_resources(network_template, {"AvailabilityZoneCount": azs, "NatGatewayMode": nat_mode})
     endpoint = resources["S3GatewayEndpoint"]["Properties"]
     private_tables = {
-        route_table_of(resources, f"{tier}Subnet{slot}") for tier in ("App", "Data") for slot in range(1, int(azs) + 1)
+        route_table_of(resources, f"{tier}Subnet{slot}")
+        for tier in ("App", "Data")
+        for slot in range(1, int(azs) + 1)
     }
     assert {ref(t) for t in endpoint["RouteTableIds"]} == private_tables
     assert endpoint["VpcEndpointType"] == "Gateway"
@@ -106,12 +111,16 @@ def all_ingress(template: dict[str, Any]) -> list[tuple[str, str, int, dict[str,
                 rules.append((name, rule.get("CidrIp", ""), rule["FromPort"], rule))
         if resource["Type"] == "AWS::EC2::SecurityGroupIngress":
             props = resource["Properties"]
-            rules.append((ref(props["GroupId"]), ref(props["SourceSecurityGroupId"]), props["FromPort"], props))
+            rules.append(
+                (ref(props["GroupId"]), ref(props["SourceSecurityGroupId"]), props["FromPort"], props)
+            )
     return rules
 
 
 def test_only_the_load_balancer_is_open_to_the_internet_and_only_on_80_and_443(network_template):
-    public = [(group, port) for group, source, port, _ in all_ingress(network_template) if source in PUBLIC_CIDRS]
+    public = [
+        (group, port) for group, source, port, _ in all_ingress(network_template) if source in PUBLIC_CIDRS
+    ]
     assert sorted(public) == [("AlbSecurityGroup", 80), ("AlbSecurityGroup", 443)]
 
 

@@ -59,7 +59,9 @@ BAD_INPUTS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(("file_name", "text", "where", "reason"), list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
+@pytest.mark.parametrize(
+    ("file_name", "text", "where", "reason"), list(BAD_INPUTS.values()), ids=list(BAD_INPUTS)
+)
 def test_bad_input_is_one_line_naming_file_key_and_reason(tmp_path, capsys, file_name, text, where, reason):
     path = tmp_path / file_name
     path.write_text(text)
@@ -93,7 +95,11 @@ def test_non_utf8_file(tmp_path, capsys):
 def test_values_are_normalised_to_cloudformation_text(master_template):
     document = {"TemplatesBucketName": "b-1", "FlowLogRetentionDays": 30, "AvailabilityZoneCount": 3}
     values = params.validate(document, master_template["Parameters"], "p.yaml")
-    assert values == {"TemplatesBucketName": "b-1", "FlowLogRetentionDays": "30", "AvailabilityZoneCount": "3"}
+    assert values == {
+        "TemplatesBucketName": "b-1",
+        "FlowLogRetentionDays": "30",
+        "AvailabilityZoneCount": "3",
+    }
 
 
 def test_boolean_yaml_values_become_true_false():
@@ -136,7 +142,10 @@ def test_the_console_script_exits_2_without_a_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("NatGatewayMode: [")
     result = subprocess.run(
-        [sys.executable, "-m", "moodle_cfn", "validate", str(bad)], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "moodle_cfn", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.startswith(f"moodle-cfn: error: {bad}: line 1") and result.stderr.count("\n") == 1
