@@ -7,13 +7,14 @@ import itertools
 import pytest
 
 from moodle_cfn import master, rules
+from moodle_cfn.azs import AZ_SLOTS
 from moodle_cfn.common import GROUP_SITE, GROUP_TEMPLATES
 from moodle_cfn.errors import InputError
 from moodle_cfn.layers import LAYERS, network
 from tests.conftest import TEMPLATES_DIR
 
 CLOUDFORMATION_DIRECT_BODY_LIMIT = 51_200
-SUBNET_CIDRS = [tier.cidr_parameter(slot).name for tier in network.TIERS for slot in network.AZ_SLOTS]
+SUBNET_CIDRS = [tier.cidr_parameter(slot).name for tier in network.TIERS for slot in AZ_SLOTS]
 
 
 def test_master_fits_the_direct_template_body_limit():

@@ -14,13 +14,10 @@ from troposphere import (
     AWSHelperFn,
     Equals,
     GetAtt,
-    GetAZs,
     If,
-    Join,
     Output,
     Parameter,
     Ref,
-    Select,
     Sub,
     Template,
 )
@@ -43,6 +40,16 @@ from troposphere.ec2 import (
 from troposphere.iam import Policy, Role
 from troposphere.logs import LogGroup
 
+from moodle_cfn.azs import (
+    AVAILABILITY_ZONE_COUNT,
+    AZ_SLOTS,
+    add_az_condition,
+    availability_zone,
+    per_slot_joined,
+    per_slot_list,
+    slot_condition,
+    three_azs,
+)
 from moodle_cfn.common import (
     GROUP_NETWORK,
     SITE_NAME,
@@ -53,8 +60,6 @@ from moodle_cfn.common import (
 )
 from moodle_cfn.policies import log_delivery_policy, service_trust_policy
 
-AZ_SLOTS = (1, 2, 3)
-HAS_AZ3 = "HasAz3"
 NAT_PER_AZ = "NatPerAz"
 NAT_IN_AZ3 = "NatInAz3"
 
@@ -93,17 +98,6 @@ def _cidr_parameter(name: str, default: str, what: str) -> Parameter:
     )
 
 
-AVAILABILITY_ZONE_COUNT = OperatorParameter(
-    Parameter(
-        "AvailabilityZoneCount",
-        Type="String",
-        Default="2",
-        AllowedValues=["2", "3"],
-        Description="Number of Availability Zones to spread every tier over (the region's first 2 or 3 AZs).",
-    ),
-    label="Number of Availability Zones",
-    group=GROUP_NETWORK,
-)
 NAT_GATEWAY_MODE = OperatorParameter(
     Parameter(
         "NatGatewayMode",
@@ -245,50 +239,18 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
 )
 
 
-def slot_condition(slot: int) -> str | None:
-    """Condition under which AZ `slot` exists (None: always)."""
-    return HAS_AZ3 if slot == 3 else None
-
-
 def nat_condition(slot: int) -> str | None:
     """Condition under which a NAT gateway exists in AZ `slot` (None: always; slot 1 serves single mode)."""
     return {1: None, 2: NAT_PER_AZ, 3: NAT_IN_AZ3}[slot]
 
 
-def availability_zone(slot: int) -> Select:
-    """The region's AZ for `slot`. GetAZs("") means the stack's own region (and works in StackSets)."""
-    return Select(slot - 1, GetAZs(""))
-
-
-def per_slot_list(values: dict[int, AWSHelperFn], extra: tuple[AWSHelperFn, ...] = ()) -> If:
-    """The values of the AZ slots in use, in slot order, followed by `extra`.
-
-    A whole list per branch, rather than AWS::NoValue inside one list, which some tools (moto) mishandle.
-    """
-    return If(
-        HAS_AZ3,
-        [*(values[slot] for slot in AZ_SLOTS), *extra],
-        [*(values[slot] for slot in AZ_SLOTS if slot != 3), *extra],
-    )
-
-
-def per_slot_joined(values: dict[int, AWSHelperFn]) -> If:
-    """A comma-joined list over the AZ slots in use, in slot order (for outputs)."""
-    return If(
-        HAS_AZ3,
-        Join(",", [values[slot] for slot in AZ_SLOTS]),
-        Join(",", [values[slot] for slot in AZ_SLOTS if slot != 3]),
-    )
-
-
 def add_conditions(template: Template) -> None:
     """AZ-count and NAT-mode conditions every per-AZ loop relies on."""
-    three_azs = Equals(Ref(AVAILABILITY_ZONE_COUNT.parameter), "3")
     nat_per_az = Equals(Ref(NAT_GATEWAY_MODE.parameter), "per-az")
-    template.add_condition(HAS_AZ3, three_azs)
+    add_az_condition(template)
     template.add_condition(NAT_PER_AZ, nat_per_az)
     # Spelled out rather than And(Condition(...), ...): same meaning, and moto evaluates it correctly.
-    template.add_condition(NAT_IN_AZ3, AndCondition(three_azs, nat_per_az))
+    template.add_condition(NAT_IN_AZ3, AndCondition(three_azs(), nat_per_az))
 
 
 def add_vpc(template: Template) -> tuple[VPC, InternetGateway, VPCGatewayAttachment]:
