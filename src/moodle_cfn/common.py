@@ -9,10 +9,22 @@ from troposphere import Parameter, Sub, Tags, Template
 
 APPLICATION_TAG = "moodle-cfn"
 
+# The values CloudWatch Logs accepts for RetentionInDays.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                      2922, 3288, 3653)  # fmt: skip
+
 # Console parameter groups, in the order the master template shows them.
 GROUP_SITE = "Site"
 GROUP_NETWORK = "Network"
+GROUP_DATABASE = "Database (Aurora PostgreSQL)"
+GROUP_FILE_SYSTEM = "Shared file system (EFS moodledata)"
+GROUP_ENCRYPTION = "Encryption at rest"
 GROUP_TEMPLATES = "Template location (filled in by `moodle-cfn publish`)"
+
+
+# DeletionPolicy/UpdateReplacePolicy pairs for stateful resources.
+RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+SNAPSHOT = {"DeletionPolicy": "Snapshot", "UpdateReplacePolicy": "Snapshot"}
 
 
 @dataclass(frozen=True)

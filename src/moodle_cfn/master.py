@@ -26,7 +26,7 @@ from troposphere import (
 from troposphere.cloudformation import Stack
 
 from moodle_cfn.common import GROUP_TEMPLATES, SITE_NAME, OperatorParameter
-from moodle_cfn.layers import LAYERS, Layer
+from moodle_cfn.layers import LAYERS, Layer, database, file_system
 from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, TIERS, VPC_ID
 
 TEMPLATES_BUCKET_NAME = OperatorParameter(
@@ -168,17 +168,31 @@ def add_layer_stacks(template: Template, template_url: Callable[[Layer], object]
     return stacks
 
 
-def add_outputs(template: Template, stacks: dict[str, Stack]) -> None:
-    """What an operator looks for after a deploy; nested stacks keep the full detail."""
-    network = stacks["network"]
-    for name, description in (
+# What an operator looks for after a deploy, by layer; the nested stacks keep the full detail.
+MASTER_OUTPUTS = {
+    "network": (
         (VPC_ID, "VPC id"),
         (AVAILABILITY_ZONE_NAMES, "Availability Zones in use"),
         (PUBLIC.ids_output, "Public subnet ids"),
         (APP.ids_output, "Private application subnet ids"),
         (DATA.ids_output, "Private data subnet ids"),
-    ):
-        template.add_output(Output(name, Description=description, Value=GetAtt(network, f"Outputs.{name}")))
+    ),
+    "data": (
+        (database.DATABASE_ENDPOINT, "Aurora writer endpoint"),
+        (database.DATABASE_READER_ENDPOINT, "Aurora reader endpoint"),
+        (database.DATABASE_MASTER_SECRET_ARN, "Secret of the database master user (managed and rotated by RDS)"),
+        (database.DATABASE_APP_SECRET_ARN, "Secret of Moodle's database user"),
+        (file_system.FILE_SYSTEM_ID, "EFS file system holding moodledata"),
+    ),
+}
+
+
+def add_outputs(template: Template, stacks: dict[str, Stack]) -> None:
+    """The MASTER_OUTPUTS, read from the nested stacks."""
+    for layer_name, outputs in MASTER_OUTPUTS.items():
+        for name, description in outputs:
+            value = GetAtt(stacks[layer_name], f"Outputs.{name}")
+            template.add_output(Output(name, Description=description, Value=value))
 
 
 def build(location: TemplateLocation = S3_LOCATION) -> Template:

@@ -11,14 +11,15 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from moodle_cfn.checks import CrossCheck, run_checks
 from moodle_cfn.errors import InputError
-from moodle_cfn.rules import check_rules
+from moodle_cfn.rules import check_rules, effective_values
 
 Scalar = str | int | float | bool
 LIST_TYPES = ("CommaDelimitedList", "List<")
@@ -196,10 +197,11 @@ def validate(
     return values
 
 
-def load(path: Path, template: Mapping[str, Any]) -> dict[str, str]:
-    """Read a params file and check it against a template's Parameters, then against its Rules."""
+def load(path: Path, template: Mapping[str, Any], checks: Iterable[CrossCheck] = ()) -> dict[str, str]:
+    """Read a params file; check it against a template's Parameters, its Rules, then the cross-checks."""
     values = validate(read_document(path), template["Parameters"], str(path))
     check_rules(template, values, str(path))
+    run_checks(checks, effective_values(template["Parameters"], values), str(path))
     return values
 
 

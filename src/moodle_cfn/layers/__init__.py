@@ -7,17 +7,19 @@ from dataclasses import dataclass
 
 from troposphere import Template
 
+from moodle_cfn.checks import CrossCheck
 from moodle_cfn.common import OperatorParameter
-from moodle_cfn.layers import network
+from moodle_cfn.layers import data, network
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One nested stack: its template file name, its builder, and the operator parameters it introduces."""
+    """One nested stack: its builder, the operator parameters it introduces, and their cross-checks."""
 
     name: str
     build: Callable[[], Template]
     parameters: tuple[OperatorParameter, ...]
+    checks: tuple[CrossCheck, ...] = ()
 
     @property
     def file_name(self) -> str:
@@ -30,4 +32,12 @@ class Layer:
         return f"{self.name.capitalize()}Stack"
 
 
-LAYERS: tuple[Layer, ...] = (Layer("network", network.build, network.PARAMETERS),)
+LAYERS: tuple[Layer, ...] = (
+    Layer("network", network.build, network.PARAMETERS),
+    Layer("data", data.build, data.PARAMETERS, data.CHECKS),
+)
+
+
+def all_checks() -> tuple[CrossCheck, ...]:
+    """Every layer's cross-parameter checks, in layer order."""
+    return tuple(check for layer in LAYERS for check in layer.checks)

@@ -52,6 +52,7 @@ from moodle_cfn.azs import (
 )
 from moodle_cfn.common import (
     GROUP_NETWORK,
+    LOG_RETENTION_DAYS,
     SITE_NAME,
     OperatorParameter,
     checkov_skips,
@@ -68,9 +69,6 @@ CIDR_PATTERN = (
     r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(1[6-9]|2[0-8])$"
 )
 CIDR_CONSTRAINT = "An IPv4 CIDR block with a prefix length from /16 to /28, such as 10.0.0.0/16."
-# The values CloudWatch Logs accepts for RetentionInDays.
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-                      2922, 3288, 3653)  # fmt: skip
 
 # Ports between tiers.
 HTTP_PORT = 80
@@ -85,6 +83,14 @@ NFS_PORT = 2049
 VPC_ID = "VpcId"
 VPC_CIDR_OUTPUT = "VpcCidrBlock"
 AVAILABILITY_ZONE_NAMES = "AvailabilityZoneNames"
+
+
+# How a later layer declares a network output as its own parameter: same name, the type it needs there.
+INPUT_TYPES = {
+    VPC_ID: "AWS::EC2::VPC::Id",
+    VPC_CIDR_OUTPUT: "String",
+    AVAILABILITY_ZONE_NAMES: "CommaDelimitedList",
+}
 
 
 def _cidr_parameter(name: str, default: str, what: str) -> Parameter:
@@ -564,3 +570,15 @@ def build() -> Template:
     groups = add_security_groups(template, vpc)
     add_outputs(template, vpc, subnets, groups)
     return template
+
+
+@functools.cache
+def as_parameter(output: str) -> Parameter:
+    """The parameter a later layer declares to receive network output `output` (one object per name)."""
+    types = {
+        **INPUT_TYPES,
+        **{tier.ids_output: "List<AWS::EC2::Subnet::Id>" for tier in TIERS},
+        **{group.id_output: "AWS::EC2::SecurityGroup::Id" for group in SECURITY_GROUPS},
+    }
+    description = build().outputs[output].Description
+    return Parameter(output, Type=types[output], Description=f"{description} (network layer output)")

@@ -1,0 +1,33 @@
+"""Cross-parameter checks that CloudFormation Rules cannot express (Rules have no numeric comparison).
+
+Each layer lists its checks; `moodle-cfn validate` runs them on a params file's effective values (given
+values over the master defaults), so an impossible combination fails on the operator's machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from moodle_cfn.errors import InputError
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """`holds(values)` must be true; otherwise the error names `key` and gives `reason`."""
+
+    key: str
+    reason: str
+    holds: Callable[[Mapping[str, str]], bool]
+
+
+def number(values: Mapping[str, str], key: str) -> float:
+    """A numeric parameter value (already type-checked by the params validation)."""
+    return float(values[key])
+
+
+def run_checks(checks: Iterable[CrossCheck], values: Mapping[str, str], source: str) -> None:
+    """Raise InputError for the first check that does not hold."""
+    for check in checks:
+        if not check.holds(values):
+            raise InputError(source, check.reason, check.key)

@@ -1,0 +1,425 @@
+"""Aurora PostgreSQL for Moodle: a cluster with a writer and a reader in different AZs, TLS required.
+
+Database credentials: RDS owns the master user's password (ManageMasterUserPassword) in a secret it rotates.
+Moodle never uses that user. It connects as its own application user, whose password lives in a separate
+secret that is not rotated automatically; the first web node reads the master secret once, creates the
+application user with that password and gives it the Moodle database. Master rotation therefore never
+changes the credentials written into config.php.
+"""
+
+from __future__ import annotations
+
+from troposphere import Equals, GetAtt, If, NoValue, Parameter, Ref, Select, Split, Sub, Template
+from troposphere.iam import Role
+from troposphere.logs import LogGroup
+from troposphere.rds import (
+    DBCluster,
+    DBClusterParameterGroup,
+    DBInstance,
+    DBSubnetGroup,
+    ServerlessV2ScalingConfiguration,
+)
+from troposphere.secretsmanager import GenerateSecretString, Secret
+
+from moodle_cfn.checks import CrossCheck, number
+from moodle_cfn.common import (
+    GROUP_DATABASE,
+    LOG_RETENTION_DAYS,
+    RETAIN,
+    SITE_NAME,
+    SNAPSHOT,
+    OperatorParameter,
+    checkov_skips,
+    tags,
+)
+from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY, customer_key
+from moodle_cfn.layers.network import AVAILABILITY_ZONE_NAMES, DATA, DATABASE_SG, POSTGRES_PORT, as_parameter
+from moodle_cfn.policies import service_trust_policy
+
+IS_SERVERLESS = "DatabaseIsServerless"
+
+# Writer first: the first instance created in an Aurora cluster becomes the writer.
+DATABASE_INSTANCE_SLOTS = (1, 2)
+APP_USER_NAME = "moodle"
+PERFORMANCE_INSIGHTS_FREE_RETENTION_DAYS = 7
+ENHANCED_MONITORING_SECONDS = 60
+# Slow statements (ms) logged to CloudWatch: long enough to keep the log quiet, short enough to show a
+# missing index before users complain.
+SLOW_STATEMENT_MS = "2000"
+
+# Outputs later layers read (the names are also their parameter names there).
+DATABASE_ENDPOINT = "DatabaseEndpoint"
+DATABASE_READER_ENDPOINT = "DatabaseReaderEndpoint"
+DATABASE_PORT = "DatabasePort"
+DATABASE_NAME_OUTPUT = "DatabaseName"  # the same value as the master parameter of that name
+DATABASE_CLUSTER_ID = "DatabaseClusterId"
+DATABASE_MASTER_SECRET_ARN = "DatabaseMasterSecretArn"
+DATABASE_APP_SECRET_ARN = "DatabaseAppUserSecretArn"
+INSTANCE_CLASSES = [
+    "db.t4g.medium",
+    "db.t4g.large",
+    *(
+        f"db.{family}.{size}"
+        for family in ("r7g", "r6g", "r6i")
+        for size in ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge")
+    ),
+]
+SERVERLESS_ACU_MIN, SERVERLESS_ACU_MAX = 0.5, 256
+DATABASE_ENGINE_VERSION = OperatorParameter(
+    Parameter(
+        "DatabaseEngineVersion",
+        Type="String",
+        Default="17.7",
+        AllowedPattern=r"^1[67]\.[0-9]{1,2}$",
+        ConstraintDescription="An Aurora PostgreSQL 16.x or 17.x version, such as 17.7.",
+        Description="Aurora PostgreSQL version (16.x or 17.x; Moodle 5.2 needs 16 or newer). Aurora applies minor "
+        "upgrades in the maintenance window: before changing this, set it to the version the cluster runs.",
+    ),
+    label="Engine version",
+    group=GROUP_DATABASE,
+)
+DATABASE_CAPACITY_MODE = OperatorParameter(
+    Parameter(
+        "DatabaseCapacityMode",
+        Type="String",
+        Default="provisioned",
+        AllowedValues=["provisioned", "serverless-v2"],
+        Description="provisioned: two instances of DatabaseInstanceClass. serverless-v2: two Aurora Serverless v2 "
+        "instances scaling between DatabaseMinCapacity and DatabaseMaxCapacity. Both put a writer and a reader in "
+        "different AZs.",
+    ),
+    label="Capacity mode",
+    group=GROUP_DATABASE,
+)
+DATABASE_INSTANCE_CLASS = OperatorParameter(
+    Parameter(
+        "DatabaseInstanceClass",
+        Type="String",
+        Default="db.r7g.large",
+        AllowedValues=INSTANCE_CLASSES,
+        Description="Instance class of both instances in provisioned mode (Graviton r7g/r6g, Intel r6i; t4g only "
+        "for development).",
+    ),
+    label="Instance class (provisioned)",
+    group=GROUP_DATABASE,
+)
+DATABASE_MIN_CAPACITY = OperatorParameter(
+    Parameter(
+        "DatabaseMinCapacity",
+        Type="Number",
+        Default=0.5,
+        MinValue=SERVERLESS_ACU_MIN,
+        MaxValue=SERVERLESS_ACU_MAX,
+        Description="Serverless v2 minimum capacity in ACUs (1 ACU is about 2 GiB of memory).",
+    ),
+    label="Minimum ACUs (serverless v2)",
+    group=GROUP_DATABASE,
+)
+DATABASE_MAX_CAPACITY = OperatorParameter(
+    Parameter(
+        "DatabaseMaxCapacity",
+        Type="Number",
+        Default=16,
+        MinValue=1,
+        MaxValue=SERVERLESS_ACU_MAX,
+        Description="Serverless v2 maximum capacity in ACUs; caps cost during exam peaks.",
+    ),
+    label="Maximum ACUs (serverless v2)",
+    group=GROUP_DATABASE,
+)
+DATABASE_NAME = OperatorParameter(
+    Parameter(
+        "DatabaseName",
+        Type="String",
+        Default="moodle",
+        AllowedPattern=r"^[a-z][a-z0-9_]{0,62}$",
+        ConstraintDescription="Lower-case letters, digits and underscores, starting with a letter.",
+        Description="Name of the Moodle database.",
+    ),
+    label="Database name",
+    group=GROUP_DATABASE,
+)
+DATABASE_MASTER_USERNAME = OperatorParameter(
+    Parameter(
+        "DatabaseMasterUsername",
+        Type="String",
+        Default="moodle_master",
+        AllowedPattern=r"^(?!rds)[a-z][a-z0-9_]{0,15}$",
+        ConstraintDescription="1-16 lower-case letters, digits and underscores, starting with a letter, not rds*.",
+        Description="Master user name. Its password is generated and rotated by RDS in Secrets Manager; Moodle "
+        f"itself connects as the separate '{APP_USER_NAME}' user.",
+    ),
+    label="Master user name",
+    group=GROUP_DATABASE,
+)
+DATABASE_BACKUP_RETENTION_DAYS = OperatorParameter(
+    Parameter(
+        "DatabaseBackupRetentionDays",
+        Type="Number",
+        Default=7,
+        MinValue=1,
+        MaxValue=35,
+        Description="Days of automated backups (point-in-time recovery window). Production: 14 or more.",
+    ),
+    label="Backup retention (days)",
+    group=GROUP_DATABASE,
+)
+DATABASE_BACKUP_WINDOW = OperatorParameter(
+    Parameter(
+        "DatabaseBackupWindow",
+        Type="String",
+        Default="01:00-02:00",
+        AllowedPattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$",
+        ConstraintDescription="hh24:mi-hh24:mi in UTC, at least 30 minutes, such as 01:00-02:00.",
+        Description="Daily backup window, UTC. Must not overlap the maintenance window.",
+    ),
+    label="Backup window (UTC)",
+    group=GROUP_DATABASE,
+)
+DATABASE_MAINTENANCE_WINDOW = OperatorParameter(
+    Parameter(
+        "DatabaseMaintenanceWindow",
+        Type="String",
+        Default="sun:02:30-sun:03:30",
+        AllowedPattern=r"^(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]-"
+        r"(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]$",
+        ConstraintDescription="ddd:hh24:mi-ddd:hh24:mi in UTC, such as sun:02:30-sun:03:30.",
+        Description="Weekly maintenance window, UTC (minor version upgrades, patches). Pick a quiet hour, not "
+        "an exam period.",
+    ),
+    label="Maintenance window (UTC)",
+    group=GROUP_DATABASE,
+)
+DATABASE_DELETION_PROTECTION = OperatorParameter(
+    Parameter(
+        "DatabaseDeletionProtection",
+        Type="String",
+        Default="true",
+        AllowedValues=["true", "false"],
+        Description="Refuse to delete the cluster (a stack delete fails until this is switched off). Keep true "
+        "in production.",
+    ),
+    label="Deletion protection",
+    group=GROUP_DATABASE,
+)
+DATABASE_LOG_RETENTION_DAYS = OperatorParameter(
+    Parameter(
+        "DatabaseLogRetentionDays",
+        Type="Number",
+        Default=30,
+        AllowedValues=list(LOG_RETENTION_DAYS),
+        Description="Days CloudWatch Logs keeps the PostgreSQL log (errors and statements slower than "
+        f"{SLOW_STATEMENT_MS} ms).",
+    ),
+    label="PostgreSQL log retention (days)",
+    group=GROUP_DATABASE,
+)
+PARAMETERS: tuple[OperatorParameter, ...] = (
+    DATABASE_ENGINE_VERSION,
+    DATABASE_CAPACITY_MODE,
+    DATABASE_INSTANCE_CLASS,
+    DATABASE_MIN_CAPACITY,
+    DATABASE_MAX_CAPACITY,
+    DATABASE_NAME,
+    DATABASE_MASTER_USERNAME,
+    DATABASE_BACKUP_RETENTION_DAYS,
+    DATABASE_BACKUP_WINDOW,
+    DATABASE_MAINTENANCE_WINDOW,
+    DATABASE_DELETION_PROTECTION,
+    DATABASE_LOG_RETENTION_DAYS,
+)
+
+CHECKS = (
+    CrossCheck(
+        DATABASE_MIN_CAPACITY.name,
+        "must not exceed DatabaseMaxCapacity",
+        lambda v: number(v, DATABASE_MIN_CAPACITY.name) <= number(v, DATABASE_MAX_CAPACITY.name),
+    ),
+    CrossCheck(
+        DATABASE_MIN_CAPACITY.name,
+        "Aurora Serverless v2 capacity moves in steps of 0.5 ACU",
+        lambda v: number(v, DATABASE_MIN_CAPACITY.name) * 2 % 1 == 0,
+    ),
+    CrossCheck(
+        DATABASE_MAX_CAPACITY.name,
+        "Aurora Serverless v2 capacity moves in steps of 0.5 ACU",
+        lambda v: number(v, DATABASE_MAX_CAPACITY.name) * 2 % 1 == 0,
+    ),
+)
+
+# Values taken from the network layer.
+DATA_SUBNET_IDS = as_parameter(DATA.ids_output)
+ZONE_NAMES = as_parameter(AVAILABILITY_ZONE_NAMES)
+DATABASE_SECURITY_GROUP = as_parameter(DATABASE_SG.id_output)
+NETWORK_INPUTS = (DATA_SUBNET_IDS, ZONE_NAMES, DATABASE_SECURITY_GROUP)
+
+
+def add_conditions(template: Template) -> None:
+    """Declare the capacity-mode switch."""
+    template.add_condition(IS_SERVERLESS, Equals(Ref(DATABASE_CAPACITY_MODE.parameter), "serverless-v2"))
+
+
+def cluster_identifier() -> Sub:
+    """A fixed cluster name: it names the log group in advance, and it makes CloudFormation refuse an update
+    that would replace the cluster instead of silently building an empty one."""
+    return Sub(f"${{{SITE_NAME.name}}}-db")
+
+
+def add_database_plumbing(
+    template: Template,
+) -> tuple[DBSubnetGroup, DBClusterParameterGroup, LogGroup, Role]:
+    """Subnet group, cluster parameter group, the PostgreSQL log group and the enhanced-monitoring role."""
+    subnet_group = template.add_resource(
+        DBSubnetGroup(
+            "DatabaseSubnetGroup",
+            DBSubnetGroupDescription="Moodle Aurora cluster: the private data subnets",
+            SubnetIds=Ref(DATA_SUBNET_IDS),
+            Tags=tags("db-subnets"),
+        )
+    )
+    parameter_group = template.add_resource(
+        DBClusterParameterGroup(
+            "DatabaseClusterParameterGroup",
+            Description="Moodle: TLS required, slow statements logged",
+            # The family follows the major version, so a 16 -> 17 change brings a matching group.
+            Family=Sub(
+                "aurora-postgresql${Major}",
+                Major=Select(0, Split(".", Ref(DATABASE_ENGINE_VERSION.parameter))),
+            ),
+            Parameters={
+                # libpq (PHP pgsql) defaults to sslmode=prefer, so Moodle negotiates TLS with no option set;
+                # the server refuses any client that does not.
+                "rds.force_ssl": "1",
+                "log_min_duration_statement": SLOW_STATEMENT_MS,
+            },
+            Tags=tags("db-params"),
+        )
+    )
+    log_group = template.add_resource(
+        LogGroup(
+            "DatabaseLogGroup",
+            # The name RDS exports to; created first so it has a retention and is kept with the stack's data.
+            LogGroupName=Sub(f"/aws/rds/cluster/${{{SITE_NAME.name}}}-db/postgresql"),
+            RetentionInDays=Ref(DATABASE_LOG_RETENTION_DAYS.parameter),
+            KmsKeyId=customer_key(),
+            Metadata=checkov_skips(CKV_AWS_158=CUSTOMER_KEY_SKIP_REASON),
+            **RETAIN,
+        )
+    )
+    monitoring_role = template.add_resource(
+        Role(
+            "DatabaseMonitoringRole",
+            AssumeRolePolicyDocument=service_trust_policy(
+                "monitoring.rds.amazonaws.com",
+                Sub("arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:db:*"),
+            ),
+            ManagedPolicyArns=[
+                Sub("arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole")
+            ],
+            Tags=tags("db-monitoring"),
+        )
+    )
+    return subnet_group, parameter_group, log_group, monitoring_role
+
+
+def add_database(template: Template) -> tuple[DBCluster, Secret]:
+    """The Aurora cluster, its two instances in different AZs, and Moodle's own database user secret."""
+    subnet_group, parameter_group, log_group, monitoring_role = add_database_plumbing(template)
+    cluster = template.add_resource(
+        DBCluster(
+            "DatabaseCluster",
+            DependsOn=[log_group.title],
+            DBClusterIdentifier=cluster_identifier(),
+            Engine="aurora-postgresql",
+            EngineVersion=Ref(DATABASE_ENGINE_VERSION.parameter),
+            DatabaseName=Ref(DATABASE_NAME.parameter),
+            MasterUsername=Ref(DATABASE_MASTER_USERNAME.parameter),
+            ManageMasterUserPassword=True,
+            MasterUserSecret=If(HAS_DATA_KMS_KEY, {"KmsKeyId": Ref(DATA_KMS_KEY_ARN.parameter)}, NoValue),
+            Port=POSTGRES_PORT,
+            StorageEncrypted=True,
+            KmsKeyId=customer_key(),
+            BackupRetentionPeriod=Ref(DATABASE_BACKUP_RETENTION_DAYS.parameter),
+            PreferredBackupWindow=Ref(DATABASE_BACKUP_WINDOW.parameter),
+            PreferredMaintenanceWindow=Ref(DATABASE_MAINTENANCE_WINDOW.parameter),
+            DeletionProtection=Ref(DATABASE_DELETION_PROTECTION.parameter),
+            CopyTagsToSnapshot=True,
+            DBSubnetGroupName=Ref(subnet_group),
+            DBClusterParameterGroupName=Ref(parameter_group),
+            VpcSecurityGroupIds=[Ref(DATABASE_SECURITY_GROUP)],
+            EnableCloudwatchLogsExports=["postgresql"],
+            ServerlessV2ScalingConfiguration=If(
+                IS_SERVERLESS,
+                ServerlessV2ScalingConfiguration(
+                    MinCapacity=Ref(DATABASE_MIN_CAPACITY.parameter),
+                    MaxCapacity=Ref(DATABASE_MAX_CAPACITY.parameter),
+                ),
+                NoValue,
+            ),
+            Tags=tags("db"),
+            Metadata=checkov_skips(
+                CKV_AWS_162="Moodle's pgsql driver authenticates with a password from config.php; IAM "
+                "authentication tokens expire after 15 minutes and Moodle cannot refresh them.",
+            ),
+            **SNAPSHOT,
+        )
+    )
+    for slot in DATABASE_INSTANCE_SLOTS:
+        template.add_resource(
+            DBInstance(
+                f"DatabaseInstance{slot}",
+                # Aurora keeps the data in the cluster volume; an instance holds none, the cluster snapshots.
+                DeletionPolicy="Delete",
+                UpdateReplacePolicy="Delete",
+                Engine="aurora-postgresql",
+                DBClusterIdentifier=Ref(cluster),
+                DBInstanceClass=If(IS_SERVERLESS, "db.serverless", Ref(DATABASE_INSTANCE_CLASS.parameter)),
+                AvailabilityZone=Select(slot - 1, Ref(ZONE_NAMES)),
+                PromotionTier=slot - 1,
+                PubliclyAccessible=False,
+                AutoMinorVersionUpgrade=True,
+                CACertificateIdentifier="rds-ca-rsa2048-g1",
+                EnablePerformanceInsights=True,
+                PerformanceInsightsRetentionPeriod=PERFORMANCE_INSIGHTS_FREE_RETENTION_DAYS,
+                PerformanceInsightsKMSKeyId=customer_key(),
+                MonitoringInterval=ENHANCED_MONITORING_SECONDS,
+                MonitoringRoleArn=GetAtt(monitoring_role, "Arn"),
+                Tags=tags(f"db-{slot}"),
+            )
+        )
+    app_secret = template.add_resource(
+        Secret(
+            "DatabaseAppUserSecret",
+            Description=Sub(
+                f"Moodle's own PostgreSQL user ({APP_USER_NAME}) for ${{{SITE_NAME.name}}}; not rotated "
+                "automatically, so config.php stays valid when RDS rotates the master password."
+            ),
+            GenerateSecretString=GenerateSecretString(
+                SecretStringTemplate=f'{{"username": "{APP_USER_NAME}"}}',
+                GenerateStringKey="password",
+                PasswordLength=40,
+                # Letters and digits only: safe unquoted in a libpq connection string and in config.php.
+                ExcludePunctuation=True,
+            ),
+            KmsKeyId=customer_key(),
+            Tags=tags("db-app-user"),
+            Metadata=checkov_skips(
+                CKV_AWS_149=CUSTOMER_KEY_SKIP_REASON,
+            ),
+            **RETAIN,
+        )
+    )
+    return cluster, app_secret
+
+
+def outputs(cluster: DBCluster, app_secret: Secret) -> list[tuple[str, str, object]]:
+    """(name, description, value) of every database output: endpoints, names and secret ARNs, never a password."""
+    return [
+        (DATABASE_ENDPOINT, "Writer endpoint", GetAtt(cluster, "Endpoint.Address")),
+        (DATABASE_READER_ENDPOINT, "Reader endpoint (Moodle's read-only replica option)", GetAtt(cluster, "ReadEndpoint.Address")),
+        (DATABASE_PORT, "PostgreSQL port", GetAtt(cluster, "Endpoint.Port")),
+        (DATABASE_NAME_OUTPUT, "Moodle database name", Ref(DATABASE_NAME.parameter)),
+        (DATABASE_CLUSTER_ID, "Aurora cluster identifier", Ref(cluster)),
+        (DATABASE_MASTER_SECRET_ARN, "Secret of the master user, managed and rotated by RDS", GetAtt(cluster, "MasterUserSecret.SecretArn")),
+        (DATABASE_APP_SECRET_ARN, f"Secret of Moodle's database user ({APP_USER_NAME})", Ref(app_secret)),
+    ]  # fmt: skip
