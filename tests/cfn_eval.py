@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
 
 def _truth(
     expression: Any, parameters: dict[str, str], conditions: dict[str, Any], cache: dict[str, bool]
@@ -52,10 +54,11 @@ def resolve_ifs(value: Any, conditions: dict[str, bool]) -> Any:
         if set(value) == {"Fn::If"}:
             name, when_true, when_false = value["Fn::If"]
             return resolve_ifs(when_true if conditions[name] else when_false, conditions)
-        return {key: resolve_ifs(item, conditions) for key, item in value.items()}
+        items = {key: resolve_ifs(item, conditions) for key, item in value.items()}
+        return {key: item for key, item in items.items() if item != NO_VALUE}
     if isinstance(value, list):
         items = [resolve_ifs(item, conditions) for item in value]
-        return [item for item in items if item != {"Ref": "AWS::NoValue"}]
+        return [item for item in items if item != NO_VALUE]
     return value
 
 
