@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.server import ThreadedMotoServer
 
-from moodle_cfn import master
-from moodle_cfn.layers import network
+from moodle_cfn import master, params
+from moodle_cfn.layers import LAYERS, network
+from tests.rehearsal import child_parameters, deploy, with_placeholders
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES_DIR = ROOT / "templates"
 PARAMS_DIR = ROOT / "params"
 PARAMS_FILES = sorted(PARAMS_DIR.glob("*.yaml"))
+REHEARSAL_REGION = "us-east-1"
+# What each layer's template becomes for moto (see tests/rehearsal.py for why).
+REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "network": lambda template: template,
+    "data": lambda template: with_placeholders(
+        template,
+        {
+            "DatabaseClusterParameterGroup",
+            "DatabaseCluster",
+            "DatabaseInstance1",
+            "DatabaseInstance2",
+            "DatabaseAppUserSecret",
+        },
+        {("FileSystem", "Arn"), ("FileSystemAccessPoint", "Arn")},
+    ),
+}
 
 
 def tool(name: str) -> str:
@@ -33,3 +53,48 @@ def network_template() -> dict[str, Any]:
 def master_template() -> dict[str, Any]:
     """The published master template as plain data."""
     return json.loads(master.build().to_json())
+
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[dict[str, Any]]:
+    """A moto server on 127.0.0.1 at a free port, and boto3 client settings pointing at it."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        yield {"endpoint_url": f"http://{host}:{port}", "region_name": REHEARSAL_REGION}
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def rehearsal(aws, master_template) -> Callable[[str], dict[str, Any]]:
+    """rehearsal("dev.yaml") -> {stack title: deployed stack}: the layers deployed in order, once per file."""
+    deployed: dict[str, dict[str, Any]] = {}
+
+    def deploy_layers(params_file: str) -> dict[str, Any]:
+        if params_file not in deployed:
+            given = params.load(PARAMS_DIR / params_file, master_template)
+            stacks: dict[str, Any] = {}
+            for layer in LAYERS:
+                parameters = child_parameters(
+                    master_template, layer, given, {k: s["outputs"] for k, s in stacks.items()}
+                )
+                template = REHEARSAL_TEMPLATES[layer.name](layer.build().to_dict())
+                stack_name = f"{params_file.removesuffix('.yaml')}-{layer.name}"
+                stacks[layer.stack_title] = {
+                    **deploy(aws, stack_name, template, parameters),
+                    "parameters": parameters,
+                }
+            deployed[params_file] = stacks
+        return deployed[params_file]
+
+    return deploy_layers

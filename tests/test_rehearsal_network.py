@@ -1,9 +1,6 @@
 """Deploy rehearsal of the network layer in a local moto server, with the values each params file gives it.
 
-The network stack receives exactly what the master passes it: every network parameter is a plain Ref to
-the master parameter of the same name (asserted in test_master), so its values are the params file's over
-the master's defaults.
-
+The network stack receives exactly what the master passes it (`tests/rehearsal.py: child_parameters`).
 What this rehearsal is not: moto creates the VPC, subnets, route tables, routes, NAT gateways, EIPs,
 security groups, the S3 endpoint, the flow log, its role and log group, and evaluates Conditions and Fn::If.
 It does not model routing or reachability, it ignores AWS::EC2::SecurityGroupEgress, and it records
@@ -13,76 +10,17 @@ table link is read from the stack's resources while the routes and NAT placement
 
 from __future__ import annotations
 
-import os
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from moodle_cfn.build import build_all
 from moodle_cfn.layers import network
-from moodle_cfn.params import load
-from moodle_cfn.rules import effective_values
-from tests.conftest import PARAMS_DIR
-
-REGION = "eu-west-1"
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[dict[str, Any]]:
-    """A moto server on 127.0.0.1 at a free port, and client settings pointing at it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    os.environ.pop("AWS_PROFILE", None)
-    try:
-        yield {"endpoint_url": f"http://{host}:{port}", "region_name": REGION}
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def network_parameters(params_file: str, master_template: dict[str, Any]) -> dict[str, str]:
-    """The values the master would pass the network stack for this params file."""
-    given = load(PARAMS_DIR / params_file, master_template)
-    values = effective_values(master_template["Parameters"], given)
-    child_parameters = network.build().to_dict()["Parameters"]
-    return {name: values[name] for name in child_parameters}
-
-
-def deploy(aws: dict[str, Any], name: str, parameters: dict[str, str]) -> dict[str, Any]:
-    """Create the network stack; return its outputs and logical -> physical resource ids."""
-    cloudformation = boto3.client("cloudformation", **aws)
-    cloudformation.create_stack(
-        StackName=name,
-        TemplateBody=build_all()["network.yaml"],
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
-        Capabilities=["CAPABILITY_IAM"],
-    )
-    stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
-    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
-    resources = cloudformation.list_stack_resources(StackName=name)["StackResourceSummaries"]
-    return {
-        "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]},
-        "physical": {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources},
-        "types": Counter(r["ResourceType"] for r in resources),
-    }
 
 
 @pytest.fixture(scope="module", params=["dev.yaml", "production.yaml"])
-def deployed(request, aws, master_template) -> dict[str, Any]:
-    parameters = network_parameters(request.param, master_template)
-    stack = deploy(aws, request.param.removesuffix(".yaml"), parameters)
-    return {**stack, "parameters": parameters, "ec2": boto3.client("ec2", **aws)}
+def deployed(request, aws, rehearsal) -> dict[str, Any]:
+    return {**rehearsal(request.param)["NetworkStack"], "ec2": boto3.client("ec2", **aws)}
 
 
 def az_of_subnets(ec2: Any, vpc_id: str) -> dict[str, str]:
