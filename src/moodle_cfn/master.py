@@ -180,7 +180,10 @@ MASTER_OUTPUTS = {
     "data": (
         (database.DATABASE_ENDPOINT, "Aurora writer endpoint"),
         (database.DATABASE_READER_ENDPOINT, "Aurora reader endpoint"),
-        (database.DATABASE_MASTER_SECRET_ARN, "Secret of the database master user (managed and rotated by RDS)"),
+        (
+            database.DATABASE_MASTER_SECRET_ARN,
+            "Secret of the database master user (managed and rotated by RDS)",
+        ),
         (database.DATABASE_APP_SECRET_ARN, "Secret of Moodle's database user"),
         (file_system.FILE_SYSTEM_ID, "EFS file system holding moodledata"),
     ),
