@@ -35,6 +35,15 @@ REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
         },
         {("FileSystem", "Arn"), ("FileSystemAccessPoint", "Arn")},
     ),
+    "cache": lambda template: with_placeholders(
+        template,
+        {
+            name
+            for name, resource in template["Resources"].items()
+            if resource["Type"].startswith("AWS::ElastiCache::")
+            or resource["Type"] == "AWS::SecretsManager::Secret"
+        },
+    ),
 }
 
 

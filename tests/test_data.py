@@ -59,17 +59,23 @@ def test_master_password_is_managed_by_rds_and_never_a_parameter(data_template):
 
 
 SECRET_WORDS = re.compile("password|secret|token", re.I)
-# Property names that would carry a secret value inline.
+# Property names that would carry a secret value; allowed only as a Secrets Manager dynamic reference.
 SECRET_PROPERTIES = {"MasterUserPassword", "Password", "AuthToken", "SecretString"}
+DYNAMIC_REFERENCE = re.compile(r"^\{\{resolve:secretsmanager:\$\{\w+\}:SecretString:\w+\}\}$")
 
 
-def property_names(node: Any) -> set[str]:
-    """Every mapping key anywhere under `node`."""
+def secret_properties(node: Any) -> list[tuple[str, Any]]:
+    """Every (name, value) anywhere under `node` whose name is in SECRET_PROPERTIES."""
+    found = []
     if isinstance(node, dict):
-        return set(node) | {k for value in node.values() for k in property_names(value)}
-    if isinstance(node, list):
-        return {k for value in node for k in property_names(value)}
-    return set()
+        for key, value in node.items():
+            if key in SECRET_PROPERTIES:
+                found.append((key, value))
+            found += secret_properties(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += secret_properties(value)
+    return found
 
 
 def test_no_secret_value_anywhere_in_templates_or_params_files():
@@ -77,7 +83,8 @@ def test_no_secret_value_anywhere_in_templates_or_params_files():
         "master": master.build().to_dict()
     }
     for name, template in templates.items():
-        assert not SECRET_PROPERTIES & property_names(template["Resources"]), name
+        for key, value in secret_properties(template["Resources"]):
+            assert isinstance(value, dict) and DYNAMIC_REFERENCE.match(value["Fn::Sub"][0]), f"{name}: {key}"
         for parameter, spec in template["Parameters"].items():
             assert not SECRET_WORDS.search(parameter) and "NoEcho" not in spec, f"{name}: {parameter}"
     for path in PARAMS_FILES:

@@ -8,6 +8,7 @@ from pathlib import Path
 from moodle_cfn import master
 from moodle_cfn.build import write_templates
 from tests.conftest import TEMPLATES_DIR, tool
+from tests.variants import write_variants
 
 # W3002 says a relative TemplateURL "may only work with the package command": true, and the point of the
 # local rendering, which exists only so cfn-lint opens the child templates.
@@ -54,3 +55,10 @@ def test_contract_checks_catch_an_unknown_parameter_and_a_missing_output(tmp_pat
     result = cfn_lint("--ignore-checks", LOCAL_ONLY_IGNORE, "--", "master.yaml", cwd=tmp_path)
     assert "E3043" in result.stdout and "Bogus" in result.stdout
     assert "Outputs.NoSuchOutput" in result.stdout
+
+
+def test_every_parameter_choice_has_zero_findings(tmp_path):
+    files = write_variants(tmp_path)
+    # The variants' masters point at the published S3 URLs, like the committed one.
+    result = cfn_lint("--", *(str(f) for f in files))
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")

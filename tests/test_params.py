@@ -55,6 +55,7 @@ BAD_INPUTS = {
     "empty file": ("p.yaml", "", "p.yaml: is empty", "expected a mapping"),
     "broken json": ("p.json", '{"TemplatesBucketName": "b",}', "line 1", "invalid JSON"),
     "duplicate json key": ("p.json", '{"SiteName": "a1", "SiteName": "b1"}', "p.json: invalid JSON", "duplicate key 'SiteName'"),
+    "cross-check": ("p.yaml", VALID_MINIMUM + "AvailabilityZoneCount: 3\n", "SessionCacheNodes", "every Availability Zone"),
     "rule violation": ("p.yaml", VALID_MINIMUM + "AppSubnet2Cidr: 10.0.16.0/20\n", "rule DistinctSubnetCidrs", "AppSubnet1Cidr must differ"),
 }  # fmt: skip
 
@@ -130,10 +131,11 @@ def test_number_bounds_and_string_lengths():
 
 def test_params_prints_aws_cli_json(tmp_path, capsys):
     path = tmp_path / "p.yaml"
-    path.write_text("TemplatesBucketName: my-bucket\nAvailabilityZoneCount: 3\n")
+    path.write_text("TemplatesBucketName: my-bucket\nNatGatewayMode: single\nFlowLogRetentionDays: 30\n")
     assert main(["params", str(path)]) == 0
     assert json.loads(capsys.readouterr().out) == [
-        {"ParameterKey": "AvailabilityZoneCount", "ParameterValue": "3"},
+        {"ParameterKey": "FlowLogRetentionDays", "ParameterValue": "30"},
+        {"ParameterKey": "NatGatewayMode", "ParameterValue": "single"},
         {"ParameterKey": "TemplatesBucketName", "ParameterValue": "my-bucket"},
     ]
 

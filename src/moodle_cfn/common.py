@@ -19,6 +19,7 @@ GROUP_NETWORK = "Network"
 GROUP_DATABASE = "Database (Aurora PostgreSQL)"
 GROUP_FILE_SYSTEM = "Shared file system (EFS moodledata)"
 GROUP_ENCRYPTION = "Encryption at rest"
+GROUP_CACHE = "Caches (ElastiCache: sessions and application cache)"
 GROUP_TEMPLATES = "Template location (filled in by `moodle-cfn publish`)"
 
 

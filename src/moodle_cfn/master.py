@@ -26,7 +26,7 @@ from troposphere import (
 from troposphere.cloudformation import Stack
 
 from moodle_cfn.common import GROUP_TEMPLATES, SITE_NAME, OperatorParameter
-from moodle_cfn.layers import LAYERS, Layer, database, file_system
+from moodle_cfn.layers import LAYERS, Layer, cache, database, file_system
 from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, TIERS, VPC_ID
 
 TEMPLATES_BUCKET_NAME = OperatorParameter(
@@ -186,6 +186,11 @@ MASTER_OUTPUTS = {
         ),
         (database.DATABASE_APP_SECRET_ARN, "Secret of Moodle's database user"),
         (file_system.FILE_SYSTEM_ID, "EFS file system holding moodledata"),
+    ),
+    "cache": tuple(
+        (role.output(what), f"{role.purpose} cache {what.lower()}")
+        for role in cache.ROLES
+        for what in ("Engine", "Endpoint")
     ),
 }
 

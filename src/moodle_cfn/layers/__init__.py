@@ -9,7 +9,7 @@ from troposphere import Template
 
 from moodle_cfn.checks import CrossCheck
 from moodle_cfn.common import OperatorParameter
-from moodle_cfn.layers import data, network
+from moodle_cfn.layers import cache, data, network
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Layer:
 LAYERS: tuple[Layer, ...] = (
     Layer("network", network.build, network.PARAMETERS),
     Layer("data", data.build, data.PARAMETERS, data.CHECKS),
+    Layer("cache", cache.build, cache.PARAMETERS, cache.CHECKS),
 )
 
 
