@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -34,6 +35,18 @@ REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "DatabaseAppUserSecret",
         },
         {("FileSystem", "Arn"), ("FileSystemAccessPoint", "Arn")},
+    ),
+    "app": lambda template: with_placeholders(
+        template,
+        # moto: no CloudFront, ACM or Secrets Manager resources; SecurityGroupIngress without SourcePrefixListId.
+        {
+            "Distribution",
+            "StaticCachePolicy",
+            "StaticOriginRequestPolicy",
+            "OriginSecret",
+            "SiteCertificate",
+            "AlbFromCloudFront",
+        },
     ),
     "cache": lambda template: with_placeholders(
         template,
@@ -84,26 +97,41 @@ def aws() -> Iterator[dict[str, Any]]:
                 os.environ[key] = value
 
 
+def rehearsal_overrides(params_file: str, aws: dict[str, Any]) -> dict[str, str]:
+    """What a rehearsal adds to a params file: production gets a domain with a certificate, which moto's
+    load balancer needs to exist in its ACM first; dev keeps CloudFront's own name."""
+    if params_file != "production.yaml":
+        return {}
+    domain = "moodle.example.edu"
+    certificate = boto3.client("acm", **aws).request_certificate(DomainName=domain, ValidationMethod="DNS")
+    return {"DomainName": domain, "CertificateArn": certificate["CertificateArn"]}
+
+
 @pytest.fixture(scope="session")
 def rehearsal(aws, master_template) -> Callable[[str], dict[str, Any]]:
     """rehearsal("dev.yaml") -> {stack title: deployed stack}: the layers deployed in order, once per file."""
     deployed: dict[str, dict[str, Any]] = {}
+    ssm = boto3.client("ssm", **aws)
+
+    def read_ssm(name: str) -> str:
+        return ssm.get_parameter(Name=name)["Parameter"]["Value"]
 
     def deploy_layers(params_file: str) -> dict[str, Any]:
         if params_file not in deployed:
-            given = params.load(PARAMS_DIR / params_file, master_template)
+            given = params.load(PARAMS_DIR / params_file, master_template) | rehearsal_overrides(
+                params_file, aws
+            )
             stacks: dict[str, Any] = {}
+            deployed[params_file] = stacks  # filled as layers deploy; a failed layer is not retried
             for layer in LAYERS:
-                parameters = child_parameters(
-                    master_template, layer, given, {k: s["outputs"] for k, s in stacks.items()}
-                )
+                outputs = {title: stack["outputs"] for title, stack in stacks.items()}
+                parameters = child_parameters(master_template, layer, given, outputs, read_ssm)
                 template = REHEARSAL_TEMPLATES[layer.name](layer.build().to_dict())
                 stack_name = f"{params_file.removesuffix('.yaml')}-{layer.name}"
                 stacks[layer.stack_title] = {
                     **deploy(aws, stack_name, template, parameters),
                     "parameters": parameters,
                 }
-            deployed[params_file] = stacks
         return deployed[params_file]
 
     return deploy_layers

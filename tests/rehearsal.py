@@ -16,6 +16,7 @@ moto runs CloudFormation for real for most network, EFS, IAM and logs resources,
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -26,22 +27,29 @@ from moodle_cfn.rules import effective_values
 PLACEHOLDER = "moto-placeholder:"
 
 
+SSM_TYPE = "AWS::SSM::Parameter::Value<"
+
+
 def child_parameters(
     master_template: dict[str, Any],
     layer: Layer,
     given: dict[str, str],
     outputs_by_stack: dict[str, dict[str, str]],
+    read_ssm: Callable[[str], str],
 ) -> dict[str, str]:
     """The parameter values the master passes `layer`'s nested stack, for params `given`.
 
-    `outputs_by_stack` maps a nested stack's logical id (NetworkStack, ...) to its deployed outputs.
+    `outputs_by_stack` maps a nested stack's logical id (NetworkStack, ...) to its deployed outputs. A master
+    parameter of an SSM type is resolved as CloudFormation would, by reading the SSM parameter it names.
     """
     values = effective_values(master_template["Parameters"], given)
     passed = master_template["Resources"][layer.stack_title]["Properties"]["Parameters"]
     resolved = {}
     for name, source in passed.items():
         if "Ref" in source:
-            resolved[name] = values[source["Ref"]]
+            value = values[source["Ref"]]
+            is_ssm = master_template["Parameters"][source["Ref"]]["Type"].startswith(SSM_TYPE)
+            resolved[name] = read_ssm(value) if is_ssm else value
         else:
             stack, attribute = source["Fn::GetAtt"]
             resolved[name] = outputs_by_stack[stack][attribute.removeprefix("Outputs.")]

@@ -86,7 +86,9 @@ def test_no_secret_value_anywhere_in_templates_or_params_files():
         for key, value in secret_properties(template["Resources"]):
             assert isinstance(value, dict) and DYNAMIC_REFERENCE.match(value["Fn::Sub"][0]), f"{name}: {key}"
         for parameter, spec in template["Parameters"].items():
-            assert not SECRET_WORDS.search(parameter) and "NoEcho" not in spec, f"{name}: {parameter}"
+            # A secret's ARN names where a secret is, which is fine; a secret's value never is a parameter.
+            names_a_secret = SECRET_WORDS.search(parameter) and not parameter.endswith("SecretArn")
+            assert not names_a_secret and "NoEcho" not in spec, f"{name}: {parameter}"
     for path in PARAMS_FILES:
         keys = {
             line.split(":")[0] for line in path.read_text().splitlines() if line and not line.startswith("#")

@@ -19,5 +19,8 @@ def test_cache_stack_deploys_with_network_outputs(rehearsal, params_file):
     assert caches["parameters"]["CacheSecurityGroupId"] == network["outputs"]["CacheSecurityGroupId"]
     outputs = caches["outputs"]
     assert outputs["SessionCacheEngine"] == outputs["ApplicationCacheEngine"] == "memcached"
-    assert outputs["SessionCacheEndpoint"] == "moto-placeholder:SessionMemcachedCluster.ConfigurationEndpoint.Address"
+    assert (
+        outputs["SessionCacheEndpoint"]
+        == "moto-placeholder:SessionMemcachedCluster.ConfigurationEndpoint.Address"
+    )
     assert outputs["SessionCacheAuthSecretArn"] == "none"

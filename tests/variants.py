@@ -16,6 +16,11 @@ from moodle_cfn import master
 from moodle_cfn.layers import LAYERS
 
 CUSTOMER_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+DOMAIN = "moodle.example.edu"
+ZONE = "Z0123456789ABCDEFGHIJ"
+US_EAST_1_CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-3333-4444-555555555555"
+REGIONAL_CERTIFICATE = "arn:aws:acm:eu-west-1:123456789012:certificate/66666666-7777-8888-9999-000000000000"
+WEB_ACL = "arn:aws:wafv2:us-east-1:123456789012:global/webacl/moodle/abcdef01-2345-6789-abcd-ef0123456789"
 
 VARIANTS: dict[str, dict[str, str]] = {
     "valkey-caches": {"SessionCacheEngine": "valkey", "ApplicationCacheEngine": "valkey"},
@@ -29,6 +34,23 @@ VARIANTS: dict[str, dict[str, str]] = {
         "ApplicationCacheNodes": "3",
     },
     "single-nat-provisioned-efs": {"NatGatewayMode": "single", "FileSystemThroughputMode": "provisioned"},
+    "no-cloudfront-own-domain": {"EnableCloudFront": "false", "DomainName": DOMAIN, "HostedZoneId": ZONE},
+    "cloudfront-own-domain": {
+        "DomainName": DOMAIN,
+        "HostedZoneId": ZONE,
+        "CloudFrontCertificateArn": US_EAST_1_CERTIFICATE,
+        "CloudFrontWebAclArn": WEB_ACL,
+    },
+    "existing-certificate-intel-warm-pool-windows": {
+        "DomainName": DOMAIN,
+        "CertificateArn": REGIONAL_CERTIFICATE,
+        "WebInstanceType": "m7i.large",
+        "WebWarmPool": "true",
+        "ScalingWindow1Start": "30 7 * * 1-5",
+        "ScalingWindow1End": "0 13 * * 1-5",
+        "ScalingWindow2Start": "0 8 1 6 *",
+        "ScalingWindow2End": "0 20 30 6 *",
+    },
 }
 
 

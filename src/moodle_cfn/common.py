@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from troposphere import Parameter, Sub, Tags, Template
+from troposphere import AWSHelperFn, Equals, Or, Parameter, Sub, Tags, Template
 
 APPLICATION_TAG = "moodle-cfn"
 
@@ -20,6 +21,8 @@ GROUP_DATABASE = "Database (Aurora PostgreSQL)"
 GROUP_FILE_SYSTEM = "Shared file system (EFS moodledata)"
 GROUP_ENCRYPTION = "Encryption at rest"
 GROUP_CACHE = "Caches (ElastiCache: sessions and application cache)"
+GROUP_WEB = "Web tier (Auto Scaling group)"
+GROUP_EDGE = "Load balancer and CloudFront"
 GROUP_TEMPLATES = "Template location (filled in by `moodle-cfn publish`)"
 
 
@@ -86,3 +89,17 @@ def declare_parameters(template: Template, parameters: Iterable[OperatorParamete
     """Declare operator parameters in a template (the child side of a pass-through)."""
     for parameter in parameters:
         template.add_parameter(parameter.parameter)
+
+
+def equals_any(value: AWSHelperFn, options: list[str]) -> Or:
+    """Condition expression: `value` equals one of `options` (Fn::Or takes 2-10 operands, so nest)."""
+    tests = [Equals(value, option) for option in options]
+    chunks = [tests[i : i + 10] for i in range(0, len(tests), 10)]
+    groups = [Or(*chunk) if len(chunk) > 1 else chunk[0] for chunk in chunks]
+    return Or(*groups) if len(groups) > 1 else groups[0]
+
+
+@functools.cache
+def output_as_parameter(output: str, type_: str = "String") -> Parameter:
+    """The parameter a later layer declares to receive an earlier layer's output of the same name."""
+    return Parameter(output, Type=type_, Description=f"{output} (an output of an earlier layer)")

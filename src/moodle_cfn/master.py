@@ -26,7 +26,7 @@ from troposphere import (
 from troposphere.cloudformation import Stack
 
 from moodle_cfn.common import GROUP_TEMPLATES, SITE_NAME, OperatorParameter
-from moodle_cfn.layers import LAYERS, Layer, cache, database, file_system
+from moodle_cfn.layers import LAYERS, Layer, app, cache, database, file_system, site
 from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, TIERS, VPC_ID
 
 TEMPLATES_BUCKET_NAME = OperatorParameter(
@@ -187,6 +187,13 @@ MASTER_OUTPUTS = {
         (database.DATABASE_APP_SECRET_ARN, "Secret of Moodle's database user"),
         (file_system.FILE_SYSTEM_ID, "EFS file system holding moodledata"),
     ),
+    "app": (
+        (app.SITE_URL, "The Moodle site"),
+        (app.SITE_TARGET, "DNS target for the domain when the stack does not manage its records"),
+        (app.CLOUDFRONT_DOMAIN, "CloudFront domain name"),
+        (app.LOAD_BALANCER_DNS, "Load balancer DNS name"),
+        (app.AUTO_SCALING_GROUP, "Auto Scaling group of the web nodes"),
+    ),
     "cache": tuple(
         (role.output(what), f"{role.purpose} cache {what.lower()}")
         for role in cache.ROLES
@@ -212,6 +219,8 @@ def build(location: TemplateLocation = S3_LOCATION) -> Template:
     for name, condition in location.conditions:
         template.add_condition(name, condition)
     template.add_rule("DistinctSubnetCidrs", distinct_subnet_cidrs_rule())
+    for name, rule in site.master_rules().items():
+        template.add_rule(name, rule)
     stacks = add_layer_stacks(template, location.url)
     add_outputs(template, stacks)
     return template

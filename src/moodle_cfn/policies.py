@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from awacs import logs
+from dataclasses import dataclass
+
+from awacs import cloudformation, cloudwatch, ec2, elasticfilesystem, logs, secretsmanager
 from awacs.aws import (
     Allow,
     ArnLike,
@@ -12,6 +14,7 @@ from awacs.aws import (
     Statement,
     StringEquals,
 )
+from awacs.aws import Condition as AwsCondition
 from awacs.sts import AssumeRole
 from troposphere import AWSHelperFn, Ref, Sub
 
@@ -64,5 +67,82 @@ def log_delivery_policy(log_group_arn: AWSHelperFn) -> PolicyDocument:
                 Action=[logs.DescribeLogGroups],
                 Resource=[Sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*")],
             ),
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class WebNodeResources:
+    """The ARNs a web node may use; every one belongs to this stack."""
+
+    secret_arns: list[AWSHelperFn]
+    file_system_arn: AWSHelperFn
+    access_point_arn: AWSHelperFn
+    log_group_arns: list[AWSHelperFn]
+
+
+def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
+    """What a Moodle web node may do beyond Session Manager: read its secrets, mount its file system through
+    its access point, write its logs and metrics, and report to CloudFormation."""
+    return PolicyDocument(
+        Version=POLICY_VERSION,
+        Statement=[
+            Statement(
+                Sid="ReadThisSitesSecrets",
+                Effect=Allow,
+                Action=[secretsmanager.GetSecretValue, secretsmanager.DescribeSecret],
+                Resource=resources.secret_arns,
+            ),
+            Statement(
+                Sid="MountMoodledataThroughTheAccessPoint",
+                Effect=Allow,
+                Action=[elasticfilesystem.ClientMount, elasticfilesystem.ClientWrite],
+                Resource=[resources.file_system_arn],
+                Condition=AwsCondition(
+                    StringEquals({"elasticfilesystem:AccessPointArn": resources.access_point_arn})
+                ),
+            ),
+            Statement(
+                Sid="WriteNodeLogs",
+                Effect=Allow,
+                Action=[logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams],
+                Resource=resources.log_group_arns,
+            ),
+            Statement(
+                Sid="SignalAndReadThisStack",
+                Effect=Allow,
+                Action=[cloudformation.SignalResource, cloudformation.DescribeStackResource],
+                Resource=[Ref("AWS::StackId")],
+            ),
+            # PutMetricData and DescribeTags have no resource-level permissions: "*" is the only resource
+            # they accept. Metrics are limited to the CloudWatch agent's namespace.
+            Statement(
+                Sid="AgentMetrics",
+                Effect=Allow,
+                Action=[cloudwatch.PutMetricData],
+                Resource=["*"],
+                Condition=AwsCondition(StringEquals({"cloudwatch:namespace": "CWAgent"})),
+            ),
+            Statement(Sid="AgentInstanceTags", Effect=Allow, Action=[ec2.DescribeTags], Resource=["*"]),
+        ],
+    )
+
+
+def single_statement_policy(
+    sid: str, actions: list, resources: list, condition: AwsCondition | None = None
+) -> PolicyDocument:
+    """A policy document with one Allow statement."""
+    statement = Statement(Sid=sid, Effect=Allow, Action=actions, Resource=resources)
+    if condition is not None:
+        statement.Condition = condition
+    return PolicyDocument(Version=POLICY_VERSION, Statement=[statement])
+
+
+def ec2_trust_policy() -> PolicyDocument:
+    """Trust policy for an EC2 instance role."""
+    return PolicyDocument(
+        Version=POLICY_VERSION,
+        Statement=[
+            Statement(Effect=Allow, Principal=Principal("Service", "ec2.amazonaws.com"), Action=[AssumeRole])
         ],
     )

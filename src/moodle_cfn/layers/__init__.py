@@ -9,7 +9,7 @@ from troposphere import Template
 
 from moodle_cfn.checks import CrossCheck
 from moodle_cfn.common import OperatorParameter
-from moodle_cfn.layers import cache, data, network
+from moodle_cfn.layers import app, cache, data, network
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("network", network.build, network.PARAMETERS),
     Layer("data", data.build, data.PARAMETERS, data.CHECKS),
     Layer("cache", cache.build, cache.PARAMETERS, cache.CHECKS),
+    Layer("app", app.build, app.PARAMETERS, app.CHECKS),
 )
 
 

@@ -277,7 +277,6 @@ def add_valkey(
             AutoMinorVersionUpgrade=True,
             PreferredMaintenanceWindow=Ref(CACHE_MAINTENANCE_WINDOW.parameter),
             Tags=tags(f"{role.key.lower()}-cache"),
-            Metadata=checkov_skips(CKV_AWS_191=CUSTOMER_KEY_SKIP_REASON),
         )
     )
     return group, secret

@@ -192,7 +192,7 @@ class TierSecurityGroup:
 
 
 ALB_SG = TierSecurityGroup(
-    "Alb", "Application Load Balancer: HTTPS and the HTTP-to-HTTPS redirect from viewers"
+    "Alb", "Application Load Balancer: from CloudFront, or from viewers without CloudFront"
 )
 WEB_SG = TierSecurityGroup("Web", "Moodle web nodes: HTTP from the load balancer only")
 DATABASE_SG = TierSecurityGroup("Database", "Aurora PostgreSQL: from the web nodes only")
@@ -472,28 +472,11 @@ def egress_rules(group: TierSecurityGroup, groups: dict[str, SecurityGroup]) -> 
     return rules or [NO_EGRESS]
 
 
-def alb_public_ingress() -> list[SecurityGroupRule]:
-    """Viewers reach the load balancer on HTTPS, and on HTTP only to be redirected to HTTPS."""
-    return [
-        SecurityGroupRule(
-            IpProtocol="tcp",
-            FromPort=HTTPS_PORT,
-            ToPort=HTTPS_PORT,
-            CidrIp=ANYWHERE,
-            Description="HTTPS from viewers",
-        ),
-        SecurityGroupRule(
-            IpProtocol="tcp",
-            FromPort=HTTP_PORT,
-            ToPort=HTTP_PORT,
-            CidrIp=ANYWHERE,
-            Description="HTTP from viewers, answered with a redirect to HTTPS",
-        ),
-    ]
-
-
 def add_security_groups(template: Template, vpc: VPC) -> dict[str, SecurityGroup]:
-    """One group per tier. Egress is inline, ingress between tiers is standalone, so no two groups form a cycle."""
+    """One group per tier. Egress is inline, ingress between tiers is standalone, so no two groups form a cycle.
+
+    Who may reach the load balancer depends on whether CloudFront fronts it: the app layer adds that ingress.
+    """
     groups: dict[str, SecurityGroup] = {}
     # Destinations first: a group's inline egress refers to the groups it talks to.
     for group in reversed(SECURITY_GROUPS):
@@ -504,12 +487,6 @@ def add_security_groups(template: Template, vpc: VPC) -> dict[str, SecurityGroup
             SecurityGroupEgress=egress_rules(group, groups),
             Tags=tags(f"{group.key.lower()}-sg"),
         )
-        if group == ALB_SG:
-            resource.SecurityGroupIngress = alb_public_ingress()
-            resource.Metadata = checkov_skips(
-                CKV_AWS_260="The Internet-facing load balancer listens on port 80 only to redirect viewers to "
-                "HTTPS; no content is served over HTTP."
-            )
         groups[group.key] = template.add_resource(resource)
 
     for rule in PEER_RULES:

@@ -1,0 +1,171 @@
+"""App layer: everything around the Moodle web nodes (layers/site.py, load_balancer.py, web_tier.py, edge.py).
+
+It takes the network's subnets and security groups, the data layer's secrets and file system, and the cache
+layer's cluster ids, and builds the certificate, the load balancer, the Auto Scaling web tier, CloudFront
+and the DNS records.
+"""
+
+from __future__ import annotations
+
+from awacs import elasticache, kms
+from troposphere import Equals, GetAtt, If, NoValue, Or, Output, Parameter, Ref, Sub, Template
+from troposphere.iam import PolicyType
+
+from moodle_cfn.common import SITE_NAME, OperatorParameter, declare_parameters, output_as_parameter
+from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
+from moodle_cfn.layers import cache, database, edge, file_system, load_balancer, site, web_tier
+from moodle_cfn.policies import WebNodeResources, single_statement_policy
+
+PARAMETERS: tuple[OperatorParameter, ...] = (
+    *site.PARAMETERS,
+    *load_balancer.PARAMETERS,
+    *edge.PARAMETERS,
+    *web_tier.PARAMETERS,
+    *web_tier.MASTER_ONLY_PARAMETERS,
+)
+CHECKS = web_tier.CHECKS
+ANY_MEMCACHED = "AnyCacheIsMemcached"
+
+# Values taken from the data and cache layers (names are their outputs').
+DATA_INPUTS = tuple(
+    output_as_parameter(name)
+    for name in (
+        database.DATABASE_APP_SECRET_ARN,
+        database.DATABASE_MASTER_SECRET_ARN,
+        file_system.FILE_SYSTEM_ARN,
+        file_system.ACCESS_POINT_ARN,
+    )
+)
+CACHE_INPUTS = tuple(
+    output_as_parameter(role.output(what)) for role in cache.ROLES for what in ("Id", "AuthSecretArn")
+)
+
+SITE_URL = "SiteUrl"
+CLOUDFRONT_DOMAIN = "CloudFrontDomainName"
+LOAD_BALANCER_DNS = "LoadBalancerDnsName"
+AUTO_SCALING_GROUP = "AutoScalingGroupName"
+SITE_TARGET = "SiteTarget"
+
+
+def declare(template: Template) -> None:
+    """Parameters: operator choices, then values from the other layers."""
+    operator = [p for p in PARAMETERS if p not in web_tier.MASTER_ONLY_PARAMETERS]
+    declare_parameters(
+        template, (SITE_NAME, *operator, DATA_KMS_KEY_ARN, *(role.engine for role in cache.ROLES))
+    )
+    for parameter in (
+        *load_balancer.NETWORK_INPUTS,
+        web_tier.APP_SUBNET_IDS,
+        web_tier.AMI_ARM64_ID,
+        web_tier.AMI_X86_64_ID,
+        *DATA_INPUTS,
+        *CACHE_INPUTS,
+    ):
+        template.add_parameter(parameter)
+
+
+def cache_secret_arns() -> list[If]:
+    """The valkey AUTH secrets, for the clusters running valkey."""
+    return [If(role.is_valkey, Ref(role.output("AuthSecretArn")), NoValue) for role in cache.ROLES]
+
+
+def add_conditional_policies(template: Template, role: Parameter) -> None:
+    """Permissions that exist only for some choices: the customer key, and memcached node discovery."""
+    template.add_condition(
+        ANY_MEMCACHED, Or(*(Equals(Ref(r.engine.parameter), "memcached") for r in cache.ROLES))
+    )
+    template.add_resource(
+        PolicyType(
+            "WebKmsDecryptPolicy",
+            Condition=HAS_DATA_KMS_KEY,
+            PolicyName="decrypt-with-the-site-key",
+            Roles=[Ref(role)],
+            PolicyDocument=single_statement_policy(
+                "DecryptSecretsAndFiles", [kms.Decrypt], [Ref(DATA_KMS_KEY_ARN.parameter)]
+            ),
+        )
+    )
+    cluster_arns = [
+        If(
+            r.is_memcached,
+            Sub(
+                "arn:${AWS::Partition}:elasticache:${AWS::Region}:${AWS::AccountId}:cluster:${Id}",
+                Id=Ref(r.output("Id")),
+            ),
+            NoValue,
+        )
+        for r in cache.ROLES
+    ]
+    template.add_resource(
+        PolicyType(
+            "WebCacheDiscoveryPolicy",
+            Condition=ANY_MEMCACHED,
+            PolicyName="discover-memcached-nodes",
+            Roles=[Ref(role)],
+            PolicyDocument=single_statement_policy(
+                "ListMemcachedNodes", [elasticache.DescribeCacheClusters], cluster_arns
+            ),
+        )
+    )
+
+
+def add_outputs(
+    template: Template, load_balancer_resource: object, distribution: object, group: object
+) -> None:
+    """Where the site is, and the names an operator looks up."""
+    host = If(
+        site.HAS_DOMAIN,
+        Ref(site.DOMAIN_NAME.parameter),
+        If(
+            site.USE_CLOUDFRONT, GetAtt(distribution, "DomainName"), GetAtt(load_balancer_resource, "DNSName")
+        ),
+    )
+    target = If(
+        site.USE_CLOUDFRONT, GetAtt(distribution, "DomainName"), GetAtt(load_balancer_resource, "DNSName")
+    )
+    for name, description, value in (
+        (SITE_URL, "The Moodle site (its wwwroot)", Sub("https://${Host}", Host=host)),
+        (SITE_TARGET, "Point the domain's DNS record (CNAME or alias) here when HostedZoneId is empty", target),
+        (CLOUDFRONT_DOMAIN, "CloudFront domain name (none without CloudFront)", If(site.USE_CLOUDFRONT, GetAtt(distribution, "DomainName"), "none")),
+        (LOAD_BALANCER_DNS, "Load balancer DNS name", GetAtt(load_balancer_resource, "DNSName")),
+        (AUTO_SCALING_GROUP, "Auto Scaling group of the web nodes", Ref(group)),
+    ):  # fmt: skip
+        template.add_output(Output(name, Description=description, Value=value))
+
+
+def build() -> Template:
+    """The app nested template."""
+    template = Template(
+        Description="moodle-cfn app: certificate, load balancer, Auto Scaling web tier, CloudFront and DNS"
+    )
+    declare(template)
+    site.add_conditions(template)
+    cache.add_conditions(template)
+    load_balancer.add_mappings_and_conditions(template)
+    web_tier.add_conditions(template)
+
+    certificate = site.add_certificate(template)
+    alb, target_group = load_balancer.add_load_balancer(template, site.regional_certificate_arn(certificate))
+    logs = web_tier.add_log_groups(template)
+    resources = WebNodeResources(
+        secret_arns=[Ref(p) for p in DATA_INPUTS[:2]] + cache_secret_arns(),
+        file_system_arn=Ref(DATA_INPUTS[2]),
+        access_point_arn=Ref(DATA_INPUTS[3]),
+        log_group_arns=[GetAtt(group, "Arn") for group in logs.values()],
+    )
+    role, profile = web_tier.add_instance_role(template, resources)
+    add_conditional_policies(template, role)
+    launch_template = web_tier.add_launch_template(
+        template,
+        profile,
+        load_balancer.WEB_SECURITY_GROUP,
+        web_tier.user_data(
+            SignalResource=web_tier.ASG_TITLE, HealthCheckPath=load_balancer.HEALTH_CHECK_PATH
+        ),
+    )
+    group = web_tier.add_auto_scaling_group(template, launch_template, target_group)
+    web_tier.add_scaling(template, group, load_balancer.alb_full_name_for_metrics(alb, target_group))
+    distribution = edge.add_distribution(template, alb, site.cloudfront_certificate_arn(certificate))
+    edge.add_dns_records(template, alb, distribution)
+    add_outputs(template, alb, distribution, group)
+    return template

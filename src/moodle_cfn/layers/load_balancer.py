@@ -1,0 +1,451 @@
+"""The Application Load Balancer: listeners, target group, access logs, and who may reach it.
+
+With CloudFront, only CloudFront reaches the load balancer: the CloudFront origin-facing managed prefix
+list is the only source in its security group, and a listener rule forwards a request only when it
+carries the secret origin header CloudFront adds (a secret generated into Secrets Manager; everything else
+gets 403). Without CloudFront, viewers reach it on 443, and on 80 only to be redirected.
+"""
+
+from __future__ import annotations
+
+from awacs import s3 as s3_actions
+from awacs.aws import Allow, Bool, Condition, Deny, PolicyDocument, Principal, Statement
+from troposphere import (
+    Equals,
+    FindInMap,
+    GetAtt,
+    If,
+    Join,
+    Not,
+    NoValue,
+    Parameter,
+    Ref,
+    Sub,
+    Template,
+)
+from troposphere.ec2 import SecurityGroupIngress
+from troposphere.elasticloadbalancingv2 import (
+    Action,
+    Certificate,
+    FixedResponseConfig,
+    HttpHeaderConfig,
+    Listener,
+    ListenerRule,
+    ListenerRuleAction,
+    LoadBalancer,
+    LoadBalancerAttributes,
+    Matcher,
+    RedirectConfig,
+    TargetGroup,
+    TargetGroupAttribute,
+)
+from troposphere.elasticloadbalancingv2 import (
+    Condition as RuleCondition,
+)
+from troposphere.s3 import (
+    AbortIncompleteMultipartUpload,
+    Bucket,
+    BucketEncryption,
+    BucketPolicy,
+    LifecycleConfiguration,
+    LifecycleRule,
+    NoncurrentVersionExpiration,
+    OwnershipControls,
+    OwnershipControlsRule,
+    PublicAccessBlockConfiguration,
+    ServerSideEncryptionByDefault,
+    ServerSideEncryptionRule,
+    VersioningConfiguration,
+)
+from troposphere.secretsmanager import GenerateSecretString, Secret
+
+from moodle_cfn.common import (
+    GROUP_EDGE,
+    RETAIN,
+    SITE_NAME,
+    OperatorParameter,
+    checkov_skips,
+    equals_any,
+    tags,
+)
+from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, customer_key
+from moodle_cfn.layers import site
+from moodle_cfn.layers.network import ALB_SG, HTTP_PORT, HTTPS_PORT, PUBLIC, VPC_ID, WEB_SG, as_parameter
+from moodle_cfn.policies import POLICY_VERSION
+
+# Served by Apache itself on every node (bootstrap/user-data.sh), not by PHP.
+HEALTH_CHECK_PATH = "/lb-health"
+ORIGIN_HEADER = "X-Origin-Verify"
+ORIGIN_SECRET_REFERENCE = "{{resolve:secretsmanager:${OriginSecret}:SecretString:value}}"
+# Moodle requests in flight when a node leaves (uploads, quiz submissions) get this long to finish.
+DEREGISTRATION_DELAY_SECONDS = "60"
+# Long enough for a course restore page; CloudFront's origin read timeout (60 s) is the tighter limit.
+IDLE_TIMEOUT_SECONDS = "120"
+TLS13_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+HAS_PREFIX_LIST_PARAMETER = "HasCloudFrontPrefixListParameter"
+
+# Elastic Load Balancing's log-delivery account per region, for regions older than August 2022; newer
+# regions use the logdelivery.elasticloadbalancing.amazonaws.com service principal.
+ELB_LOG_ACCOUNTS = {
+    "us-east-1": "127311923021",
+    "us-east-2": "033677994240",
+    "us-west-1": "027434742980",
+    "us-west-2": "797873946194",
+    "af-south-1": "098369216593",
+    "ap-east-1": "754344448648",
+    "ap-south-1": "718504428378",
+    "ap-northeast-1": "582318560864",
+    "ap-northeast-2": "600734575887",
+    "ap-northeast-3": "383597477331",
+    "ap-southeast-1": "114774131450",
+    "ap-southeast-2": "783225319266",
+    "ca-central-1": "985666609251",
+    "eu-central-1": "054676820928",
+    "eu-west-1": "156460612806",
+    "eu-west-2": "652711504416",
+    "eu-west-3": "009996457667",
+    "eu-south-1": "635631232127",
+    "eu-north-1": "897822967062",
+    "me-south-1": "076674570225",
+    "sa-east-1": "507241528517",
+}
+# The com.amazonaws.global.cloudfront.origin-facing managed prefix list, per region. Elsewhere the
+# operator gives its id (aws ec2 describe-managed-prefix-lists).
+CLOUDFRONT_PREFIX_LISTS = {
+    "us-east-1": "pl-3b927c52",
+    "us-east-2": "pl-b6a144df",
+    "us-west-1": "pl-4ea04527",
+    "us-west-2": "pl-82a045eb",
+    "eu-west-1": "pl-4fa04526",
+    "eu-west-2": "pl-93a247fa",
+    "eu-central-1": "pl-a3a144ca",
+    "ap-southeast-1": "pl-31a34658",
+    "ap-southeast-2": "pl-b8a742d1",
+    "ap-northeast-1": "pl-58a04531",
+}
+ELB_ACCOUNT_REGION = "RegionHasElbLogAccount"
+
+CLOUDFRONT_PREFIX_LIST_ID = OperatorParameter(
+    Parameter(
+        "CloudFrontPrefixListId",
+        Type="String",
+        Default="",
+        AllowedPattern=r"^(pl-[0-9a-f]{8,17})?$",
+        ConstraintDescription="Empty, or a managed prefix list id such as pl-3b927c52.",
+        Description="Id of com.amazonaws.global.cloudfront.origin-facing in this region. Empty: looked up for "
+        f"{', '.join(sorted(CLOUDFRONT_PREFIX_LISTS))}; other regions must set it (aws ec2 "
+        "describe-managed-prefix-lists --filters Name=prefix-list-name,Values=com.amazonaws.global.cloudfront.origin-facing).",
+    ),
+    label="CloudFront origin-facing prefix list id (other regions)",
+    group=GROUP_EDGE,
+)
+ACCESS_LOG_RETENTION_DAYS = OperatorParameter(
+    Parameter(
+        "AccessLogRetentionDays",
+        Type="Number",
+        Default=90,
+        MinValue=1,
+        MaxValue=3650,
+        Description="Days the load balancer access logs are kept in their S3 bucket.",
+    ),
+    label="Load balancer access log retention (days)",
+    group=GROUP_EDGE,
+)
+PARAMETERS = (CLOUDFRONT_PREFIX_LIST_ID, ACCESS_LOG_RETENTION_DAYS)
+
+VPC = as_parameter(VPC_ID)
+PUBLIC_SUBNET_IDS = as_parameter(PUBLIC.ids_output)
+ALB_SECURITY_GROUP = as_parameter(ALB_SG.id_output)
+WEB_SECURITY_GROUP = as_parameter(WEB_SG.id_output)
+NETWORK_INPUTS = (VPC, PUBLIC_SUBNET_IDS, ALB_SECURITY_GROUP, WEB_SECURITY_GROUP)
+
+
+def add_mappings_and_conditions(template: Template) -> None:
+    """Per-region lookups and the conditions choosing between them."""
+    template.add_mapping(
+        "ElbLogDelivery", {region: {"AccountId": account} for region, account in ELB_LOG_ACCOUNTS.items()}
+    )
+    template.add_mapping(
+        "CloudFrontPrefixList", {region: {"Id": pl} for region, pl in CLOUDFRONT_PREFIX_LISTS.items()}
+    )
+    template.add_condition(ELB_ACCOUNT_REGION, equals_any(Ref("AWS::Region"), sorted(ELB_LOG_ACCOUNTS)))
+    template.add_condition(
+        HAS_PREFIX_LIST_PARAMETER, Not(Equals(Ref(CLOUDFRONT_PREFIX_LIST_ID.parameter), ""))
+    )
+
+
+def log_bucket_policy(bucket: Bucket) -> PolicyDocument:
+    """Elastic Load Balancing may write this account's logs; nobody may use the bucket without TLS."""
+    logs_prefix = Sub("${Bucket}/AWSLogs/${AWS::AccountId}/*", Bucket=GetAtt(bucket, "Arn"))
+    delivery = If(
+        ELB_ACCOUNT_REGION,
+        Principal(
+            "AWS",
+            Sub(
+                "arn:${AWS::Partition}:iam::${Account}:root",
+                Account=FindInMap("ElbLogDelivery", Ref("AWS::Region"), "AccountId"),
+            ),
+        ),
+        Principal("Service", "logdelivery.elasticloadbalancing.amazonaws.com"),
+    )
+    return PolicyDocument(
+        Version=POLICY_VERSION,
+        Statement=[
+            Statement(
+                Sid="ElbLogDelivery",
+                Effect=Allow,
+                Principal=delivery,
+                Action=[s3_actions.PutObject],
+                Resource=[logs_prefix],
+            ),
+            Statement(
+                Sid="DenyInsecureTransport",
+                Effect=Deny,
+                Principal=Principal("*"),
+                Action=[s3_actions.Action("*")],
+                Resource=[GetAtt(bucket, "Arn"), Sub("${Bucket}/*", Bucket=GetAtt(bucket, "Arn"))],
+                Condition=Condition(Bool("aws:SecureTransport", "false")),
+            ),
+        ],
+    )
+
+
+def add_log_bucket(template: Template) -> Bucket:
+    """Encrypted, private, versioned bucket for the load balancer's access logs, expiring them."""
+    bucket = template.add_resource(
+        Bucket(
+            "AccessLogBucket",
+            # Load balancer access logs can only be written with SSE-S3 (AES256), not with a KMS key.
+            BucketEncryption=BucketEncryption(
+                ServerSideEncryptionConfiguration=[
+                    ServerSideEncryptionRule(
+                        ServerSideEncryptionByDefault=ServerSideEncryptionByDefault(SSEAlgorithm="AES256")
+                    )
+                ]
+            ),
+            PublicAccessBlockConfiguration=PublicAccessBlockConfiguration(
+                BlockPublicAcls=True,
+                BlockPublicPolicy=True,
+                IgnorePublicAcls=True,
+                RestrictPublicBuckets=True,
+            ),
+            OwnershipControls=OwnershipControls(
+                Rules=[OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]
+            ),
+            VersioningConfiguration=VersioningConfiguration(Status="Enabled"),
+            LifecycleConfiguration=LifecycleConfiguration(
+                Rules=[
+                    LifecycleRule(
+                        Id="expire-access-logs",
+                        Status="Enabled",
+                        ExpirationInDays=Ref(ACCESS_LOG_RETENTION_DAYS.parameter),
+                        NoncurrentVersionExpiration=NoncurrentVersionExpiration(NoncurrentDays=1),
+                        AbortIncompleteMultipartUpload=AbortIncompleteMultipartUpload(DaysAfterInitiation=1),
+                    )
+                ]
+            ),
+            Tags=tags("alb-logs"),
+            Metadata=checkov_skips(
+                CKV_AWS_18="This bucket receives the load balancer's access logs; logging its own access "
+                "would need a second bucket for no reader.",
+            ),
+            **RETAIN,
+        )
+    )
+    template.add_resource(
+        BucketPolicy("AccessLogBucketPolicy", Bucket=Ref(bucket), PolicyDocument=log_bucket_policy(bucket))
+    )
+    return bucket
+
+
+def add_origin_secret(template: Template) -> Secret:
+    """The value CloudFront sends in X-Origin-Verify, generated so it is never a parameter."""
+    return template.add_resource(
+        Secret(
+            "OriginSecret",
+            Condition=site.USE_CLOUDFRONT,
+            Description=Sub(f"${{{SITE_NAME.name}}}: header value proving a request came through CloudFront"),
+            GenerateSecretString=GenerateSecretString(
+                SecretStringTemplate="{}",
+                GenerateStringKey="value",
+                PasswordLength=48,
+                ExcludePunctuation=True,
+            ),
+            KmsKeyId=customer_key(),
+            Tags=tags("origin-secret"),
+            Metadata=checkov_skips(CKV_AWS_149=CUSTOMER_KEY_SKIP_REASON),
+            # Recreated with the distribution; nothing is lost with it.
+            DeletionPolicy="Delete",
+            UpdateReplacePolicy="Delete",
+        )
+    )
+
+
+def add_alb_ingress(template: Template) -> None:
+    """Who reaches the load balancer: CloudFront's prefix list on one port, or viewers on 443 and 80.
+
+    One prefix-list rule only: the CloudFront list counts as about 55 rules against the security group's
+    quota of 60, so a second one would not fit.
+    """
+    origin_port = If(site.HAS_CERTIFICATE, HTTPS_PORT, HTTP_PORT)
+    template.add_resource(
+        SecurityGroupIngress(
+            "AlbFromCloudFront",
+            Condition=site.USE_CLOUDFRONT,
+            GroupId=Ref(ALB_SECURITY_GROUP),
+            IpProtocol="tcp",
+            FromPort=origin_port,
+            ToPort=origin_port,
+            SourcePrefixListId=If(
+                HAS_PREFIX_LIST_PARAMETER,
+                Ref(CLOUDFRONT_PREFIX_LIST_ID.parameter),
+                FindInMap("CloudFrontPrefixList", Ref("AWS::Region"), "Id"),
+            ),
+            Description="CloudFront origin-facing addresses only",
+        )
+    )
+    for port, what in (
+        (HTTPS_PORT, "HTTPS from viewers"),
+        (HTTP_PORT, "HTTP from viewers, redirected to HTTPS"),
+    ):
+        template.add_resource(
+            SecurityGroupIngress(
+                f"AlbFromViewersPort{port}",
+                Condition=site.NO_CLOUDFRONT,
+                GroupId=Ref(ALB_SECURITY_GROUP),
+                IpProtocol="tcp",
+                FromPort=port,
+                ToPort=port,
+                CidrIp="0.0.0.0/0",
+                Description=what,
+                Metadata=checkov_skips(
+                    CKV_AWS_260="Without CloudFront this is the public entrance; port 80 only answers with a "
+                    "redirect to HTTPS (the rule exists only when a certificate does)."
+                )
+                if port == HTTP_PORT
+                else NoValue,
+            )
+        )
+
+
+def fixed_403() -> Action:
+    """The answer to a request that did not come through CloudFront."""
+    return Action(
+        Type="fixed-response",
+        FixedResponseConfig=FixedResponseConfig(
+            StatusCode="403", ContentType="text/plain", MessageBody="Forbidden"
+        ),
+    )
+
+
+def add_load_balancer(template: Template, certificate_arn: object) -> tuple[LoadBalancer, TargetGroup]:
+    """Internet-facing ALB in the public subnets, its target group and listeners."""
+    bucket = add_log_bucket(template)
+    secret = add_origin_secret(template)
+    add_alb_ingress(template)
+    load_balancer = template.add_resource(
+        LoadBalancer(
+            "LoadBalancer",
+            DependsOn=["AccessLogBucketPolicy"],
+            Scheme="internet-facing",
+            Type="application",
+            Subnets=Ref(PUBLIC_SUBNET_IDS),
+            SecurityGroups=[Ref(ALB_SECURITY_GROUP)],
+            LoadBalancerAttributes=[
+                LoadBalancerAttributes(Key=key, Value=value)
+                for key, value in (
+                    ("access_logs.s3.enabled", "true"),
+                    ("access_logs.s3.bucket", Ref(bucket)),
+                    ("routing.http.drop_invalid_header_fields.enabled", "true"),
+                    ("idle_timeout.timeout_seconds", IDLE_TIMEOUT_SECONDS),
+                    ("deletion_protection.enabled", "false"),
+                )
+            ],
+            Tags=tags("alb"),
+        )
+    )
+    target_group = template.add_resource(
+        TargetGroup(
+            "WebTargetGroup",
+            VpcId=Ref(VPC),
+            Protocol="HTTP",
+            Port=HTTP_PORT,
+            TargetType="instance",
+            HealthCheckProtocol="HTTP",
+            HealthCheckPath=HEALTH_CHECK_PATH,
+            HealthCheckIntervalSeconds=15,
+            HealthCheckTimeoutSeconds=5,
+            HealthyThresholdCount=2,
+            UnhealthyThresholdCount=3,
+            Matcher=Matcher(HttpCode="200"),
+            TargetGroupAttributes=[
+                TargetGroupAttribute(
+                    Key="deregistration_delay.timeout_seconds", Value=DEREGISTRATION_DELAY_SECONDS
+                ),
+                # Moodle pages vary from milliseconds to seconds: send new requests to the least busy node.
+                TargetGroupAttribute(Key="load_balancing.algorithm.type", Value="least_outstanding_requests"),
+            ],
+            Tags=tags("web"),
+        )
+    )
+    forward = Action(Type="forward", TargetGroupArn=Ref(target_group))
+    https = template.add_resource(
+        Listener(
+            "HttpsListener",
+            Condition=site.HAS_CERTIFICATE,
+            LoadBalancerArn=Ref(load_balancer),
+            Protocol="HTTPS",
+            Port=HTTPS_PORT,
+            SslPolicy=TLS13_POLICY,
+            Certificates=[Certificate(CertificateArn=certificate_arn)],
+            DefaultActions=[If(site.USE_CLOUDFRONT, fixed_403(), forward)],
+        )
+    )
+    redirect = Action(
+        Type="redirect",
+        RedirectConfig=RedirectConfig(Protocol="HTTPS", Port=str(HTTPS_PORT), StatusCode="HTTP_301"),
+    )
+    http = template.add_resource(
+        Listener(
+            "HttpListener",
+            LoadBalancerArn=Ref(load_balancer),
+            Protocol="HTTP",
+            Port=HTTP_PORT,
+            # With a certificate HTTP only redirects; without one (CloudFront's own name) CloudFront talks
+            # HTTP to the origin, and only its requests carrying the secret header are forwarded.
+            DefaultActions=[If(site.HAS_CERTIFICATE, redirect, fixed_403())],
+            Metadata=checkov_skips(
+                **dict.fromkeys(
+                    ("CKV_AWS_2", "CKV_AWS_103"),
+                    "Redirects to HTTPS whenever a certificate exists; without one, only CloudFront reaches it "
+                    "(prefix list and secret header) and viewers get HTTPS from CloudFront.",
+                )
+            ),
+        )
+    )
+    template.add_resource(
+        ListenerRule(
+            "ForwardFromCloudFront",
+            Condition=site.USE_CLOUDFRONT,
+            ListenerArn=If(site.HAS_CERTIFICATE, Ref(https), Ref(http)),
+            Priority=1,
+            Conditions=[
+                RuleCondition(
+                    Field="http-header",
+                    HttpHeaderConfig=HttpHeaderConfig(
+                        HttpHeaderName=ORIGIN_HEADER,
+                        Values=[Sub(ORIGIN_SECRET_REFERENCE, OriginSecret=Ref(secret))],
+                    ),
+                )
+            ],
+            Actions=[ListenerRuleAction(Type="forward", TargetGroupArn=Ref(target_group))],
+        )
+    )
+    return load_balancer, target_group
+
+
+def alb_full_name_for_metrics(load_balancer: LoadBalancer, target_group: TargetGroup) -> Join:
+    """The ResourceLabel of ALBRequestCountPerTarget: app/<lb>/<id>/targetgroup/<tg>/<id>."""
+    return Join(
+        "/", [GetAtt(load_balancer, "LoadBalancerFullName"), GetAtt(target_group, "TargetGroupFullName")]
+    )

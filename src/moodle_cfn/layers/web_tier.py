@@ -1,0 +1,512 @@
+"""The Moodle web tier: launch template, instance role, Auto Scaling group, scaling, exam schedules, warm pool.
+
+Instances run Amazon Linux 2023 from the public SSM parameter of the architecture matching the instance
+type (Graviton or x86), require IMDSv2, have no key pair and no public address (shell access through SSM
+Session Manager), and boot with bootstrap/user-data.sh.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from troposphere import (
+    And,
+    AWSHelperFn,
+    Base64,
+    Equals,
+    GetAtt,
+    If,
+    Not,
+    NoValue,
+    Parameter,
+    Ref,
+    Sub,
+    Template,
+)
+from troposphere.autoscaling import (
+    AutoScalingGroup,
+    InstanceReusePolicy,
+    LaunchTemplateSpecification,
+    MetricsCollection,
+    PredefinedMetricSpecification,
+    ScalingPolicy,
+    ScheduledAction,
+    TargetTrackingConfiguration,
+    WarmPool,
+)
+from troposphere.autoscaling import (
+    Tags as AsgTags,
+)
+from troposphere.ec2 import (
+    EBSBlockDevice,
+    IamInstanceProfile,
+    LaunchTemplate,
+    LaunchTemplateBlockDeviceMapping,
+    LaunchTemplateData,
+    MetadataOptions,
+    Monitoring,
+    TagSpecifications,
+)
+from troposphere.iam import InstanceProfile, Policy, Role
+from troposphere.logs import LogGroup
+from troposphere.policies import (
+    AutoScalingCreationPolicy,
+    AutoScalingRollingUpdate,
+    AutoScalingScheduledAction,
+    CreationPolicy,
+    ResourceSignal,
+    UpdatePolicy,
+)
+
+from moodle_cfn import bootstrap
+from moodle_cfn.checks import CrossCheck, number
+from moodle_cfn.common import (
+    GROUP_WEB,
+    LOG_RETENTION_DAYS,
+    RETAIN,
+    SITE_NAME,
+    OperatorParameter,
+    checkov_skips,
+    equals_any,
+    tags,
+)
+from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, customer_key
+from moodle_cfn.layers.network import APP, as_parameter
+from moodle_cfn.policies import WebNodeResources, ec2_trust_policy, web_node_policy
+
+IS_GRAVITON = "WebInstanceIsGraviton"
+USE_WARM_POOL = "UseWarmPool"
+GRAVITON_TYPES = [
+    "t4g.medium", "t4g.large", "t4g.xlarge",
+    "c7g.large", "c7g.xlarge", "c7g.2xlarge", "c7g.4xlarge",
+    "m7g.large", "m7g.xlarge", "m7g.2xlarge", "m7g.4xlarge",
+    "r7g.large", "r7g.xlarge",
+]  # fmt: skip
+X86_TYPES = [
+    "t3.medium", "t3.large",
+    "c7i.large", "c7i.xlarge", "c7i.2xlarge", "c7i.4xlarge",
+    "m7i.large", "m7i.xlarge", "m7i.2xlarge", "m7i.4xlarge",
+]  # fmt: skip
+AL2023_AMI = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
+# A cold boot installs packages and, on the first node, the Moodle database: give it time before the load
+# balancer's verdict counts.
+HEALTH_CHECK_GRACE_SECONDS = 900
+SIGNAL_TIMEOUT = "PT30M"
+SCHEDULE_SLOTS = (1, 2, 3)
+# Five cron fields (minute hour day-of-month month day-of-week) of an Auto Scaling recurrence.
+CRON_FIELD = r"[0-9A-Za-z*/,?#-]+"
+CRON_EXPRESSION = rf"{CRON_FIELD}( {CRON_FIELD}){{4}}"
+LOG_NAMES = ("bootstrap", "apache-access", "apache-error", "php-fpm", "moodle-cron")
+ASG_TITLE = "WebAutoScalingGroup"
+
+
+def _number(name: str, default: int, low: int, high: int, description: str, label: str) -> OperatorParameter:
+    return OperatorParameter(
+        Parameter(name, Type="Number", Default=default, MinValue=low, MaxValue=high, Description=description),
+        label=label,
+        group=GROUP_WEB,
+    )
+
+
+WEB_INSTANCE_TYPE = OperatorParameter(
+    Parameter(
+        "WebInstanceType",
+        Type="String",
+        Default="m7g.large",
+        AllowedValues=GRAVITON_TYPES + X86_TYPES,
+        Description="Instance type of the web nodes. Graviton (t4g, c7g, m7g, r7g) costs about 20% less than "
+        "the Intel equivalent; the AMI architecture follows the type.",
+    ),
+    label="Web instance type",
+    group=GROUP_WEB,
+)
+WEB_MIN_SIZE = _number(
+    "WebMinSize",
+    2,
+    1,
+    100,
+    "Fewest web nodes; 2 or more keeps the site up when an AZ fails.",
+    "Minimum nodes",
+)
+WEB_MAX_SIZE = _number("WebMaxSize", 6, 1, 100, "Most web nodes the group may scale out to.", "Maximum nodes")
+WEB_DESIRED_CAPACITY = _number(
+    "WebDesiredCapacity", 2, 1, 100, "Web nodes at creation, and after each stack update.", "Desired nodes"
+)
+WEB_ROOT_VOLUME_GIB = _number(
+    "WebRootVolumeSize",
+    30,
+    20,
+    500,
+    "Size (GiB) of each node's encrypted gp3 root volume.",
+    "Root volume (GiB)",
+)
+WEB_CPU_TARGET = _number(
+    "WebCpuTargetPercent", 60, 20, 90, "Average CPU the group scales to hold.", "Target CPU utilisation (%)"
+)
+WEB_REQUESTS_TARGET = _number(
+    "WebRequestsPerTargetTarget",
+    1000,
+    50,
+    100000,
+    "Load balancer requests per node per minute the group scales to hold.",
+    "Target requests per node per minute",
+)
+WEB_WARM_POOL = OperatorParameter(
+    Parameter(
+        "WebWarmPool",
+        Type="String",
+        Default="false",
+        AllowedValues=["true", "false"],
+        Description="Keep pre-booted, stopped nodes ready, so scaling out takes seconds instead of a full boot "
+        "(you pay for their volumes only).",
+    ),
+    label="Warm pool",
+    group=GROUP_WEB,
+)
+WEB_WARM_POOL_SIZE = _number(
+    "WebWarmPoolSize", 1, 0, 50, "Stopped nodes kept in the warm pool.", "Warm pool size"
+)
+APP_LOG_RETENTION_DAYS = OperatorParameter(
+    Parameter(
+        "AppLogRetentionDays",
+        Type="Number",
+        Default=30,
+        AllowedValues=list(LOG_RETENTION_DAYS),
+        Description="Days CloudWatch Logs keeps the web nodes' logs (Apache, PHP-FPM, cron, bootstrap).",
+    ),
+    label="Web node log retention (days)",
+    group=GROUP_WEB,
+)
+SCALING_TIME_ZONE = OperatorParameter(
+    Parameter(
+        "ScalingTimeZone",
+        Type="String",
+        Default="Etc/UTC",
+        AllowedPattern=r"^[A-Za-z]+(/[A-Za-z0-9_+-]+){0,2}$",
+        ConstraintDescription="An IANA time zone such as Europe/Madrid or America/Montevideo.",
+        Description="Time zone of the scheduled scaling windows' cron expressions.",
+    ),
+    label="Scheduled scaling time zone",
+    group=GROUP_WEB,
+)
+
+
+@dataclass(frozen=True)
+class ScheduleSlot:
+    """One scheduled-scaling window: scale up at `start`, back to the normal sizes at `end`."""
+
+    slot: int
+
+    @property
+    def condition(self) -> str:
+        """Name of the condition "this window is in use"."""
+        return f"HasScalingWindow{self.slot}"
+
+    @property
+    def parameters(self) -> tuple[OperatorParameter, OperatorParameter, OperatorParameter, OperatorParameter]:
+        """(start cron, end cron, minimum size, desired capacity)."""
+        return _schedule_parameters(self.slot)
+
+
+@functools.cache
+def _schedule_parameters(slot: int) -> tuple[OperatorParameter, ...]:
+    def cron(edge: str, what: str) -> OperatorParameter:
+        return OperatorParameter(
+            Parameter(
+                f"ScalingWindow{slot}{edge}",
+                Type="String",
+                Default="",
+                AllowedPattern=rf"^({CRON_EXPRESSION})?$",
+                ConstraintDescription="Empty, or a five-field cron expression such as '30 7 * * 1-5'.",
+                Description=f"Window {slot}: cron expression ({SCALING_TIME_ZONE.name}) of when to {what}. Set "
+                "windows with the ScheduledScaling list of a params file.",
+            ),
+            label=f"Window {slot} {edge.lower()} (cron)",
+            group=GROUP_WEB,
+        )
+
+    return (
+        cron("Start", "scale up"),
+        cron("End", "return to the normal sizes"),
+        _number(
+            f"ScalingWindow{slot}MinSize",
+            2,
+            1,
+            100,
+            f"Window {slot}: minimum nodes during the window.",
+            f"Window {slot} minimum",
+        ),
+        _number(
+            f"ScalingWindow{slot}DesiredCapacity",
+            2,
+            1,
+            100,
+            f"Window {slot}: nodes at the window's start.",
+            f"Window {slot} desired",
+        ),
+    )
+
+
+SCHEDULES = tuple(ScheduleSlot(slot) for slot in SCHEDULE_SLOTS)
+
+PARAMETERS: tuple[OperatorParameter, ...] = (
+    WEB_INSTANCE_TYPE,
+    WEB_MIN_SIZE,
+    WEB_MAX_SIZE,
+    WEB_DESIRED_CAPACITY,
+    WEB_ROOT_VOLUME_GIB,
+    WEB_CPU_TARGET,
+    WEB_REQUESTS_TARGET,
+    WEB_WARM_POOL,
+    WEB_WARM_POOL_SIZE,
+    APP_LOG_RETENTION_DAYS,
+    SCALING_TIME_ZONE,
+    *(p for schedule in SCHEDULES for p in schedule.parameters),
+)
+
+
+def _ami_parameter(arch: str) -> tuple[OperatorParameter, Parameter]:
+    """The master takes the public SSM parameter name and resolves it; the web tier receives the AMI id."""
+    name = f"WebAmi{arch.replace('_', '').capitalize()}"
+    master_side = OperatorParameter(
+        Parameter(
+            name,
+            Type="AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
+            Default=AL2023_AMI.format(arch=arch),
+            Description=f"SSM parameter holding the Amazon Linux 2023 {arch} AMI (the latest by default).",
+        ),
+        label=f"Amazon Linux 2023 AMI ({arch})",
+        group=GROUP_WEB,
+    )
+    return master_side, Parameter(
+        name, Type="AWS::EC2::Image::Id", Description=f"Amazon Linux 2023 {arch} AMI id"
+    )
+
+
+AMI_ARM64, AMI_ARM64_ID = _ami_parameter("arm64")
+AMI_X86_64, AMI_X86_64_ID = _ami_parameter("x86_64")
+MASTER_ONLY_PARAMETERS = (AMI_ARM64, AMI_X86_64)
+
+APP_SUBNET_IDS = as_parameter(APP.ids_output)
+
+
+def _window_checks(schedule: ScheduleSlot) -> tuple[CrossCheck, ...]:
+    start, end, low, desired = (p.name for p in schedule.parameters)
+    in_use = lambda v: bool(v.get(start) or v.get(end))  # noqa: E731
+    return (
+        CrossCheck(
+            end, f"a window needs both {start} and {end}", lambda v: bool(v.get(start)) == bool(v.get(end))
+        ),
+        CrossCheck(
+            desired,
+            f"must be between {low} and WebMaxSize",
+            lambda v: not in_use(v) or number(v, low) <= number(v, desired) <= number(v, WEB_MAX_SIZE.name),
+        ),
+    )
+
+
+CHECKS = (
+    CrossCheck(
+        WEB_DESIRED_CAPACITY.name,
+        "must be between WebMinSize and WebMaxSize",
+        lambda v: (
+            number(v, WEB_MIN_SIZE.name)
+            <= number(v, WEB_DESIRED_CAPACITY.name)
+            <= number(v, WEB_MAX_SIZE.name)
+        ),
+    ),
+    CrossCheck(
+        WEB_MAX_SIZE.name,
+        "must exceed WebMinSize, so a rolling update can add a node before removing one",
+        lambda v: number(v, WEB_MAX_SIZE.name) > number(v, WEB_MIN_SIZE.name),
+    ),
+    *(check for schedule in SCHEDULES for check in _window_checks(schedule)),
+)
+
+
+def add_conditions(template: Template) -> None:
+    """Architecture, warm pool and schedule-window switches."""
+    template.add_condition(IS_GRAVITON, equals_any(Ref(WEB_INSTANCE_TYPE.parameter), GRAVITON_TYPES))
+    template.add_condition(USE_WARM_POOL, Equals(Ref(WEB_WARM_POOL.parameter), "true"))
+    for schedule in SCHEDULES:
+        start, end = schedule.parameters[:2]
+        template.add_condition(
+            schedule.condition,
+            And(Not(Equals(Ref(start.parameter), "")), Not(Equals(Ref(end.parameter), ""))),
+        )
+
+
+def add_log_groups(template: Template) -> dict[str, LogGroup]:
+    """One log group per kind of node log, named so the CloudWatch agent config can name them."""
+    groups = {}
+    for log in LOG_NAMES:
+        title = "".join(part.capitalize() for part in log.split("-")) + "LogGroup"
+        groups[log] = template.add_resource(
+            LogGroup(
+                title,
+                LogGroupName=Sub(f"/moodle/${{{SITE_NAME.name}}}/{log}"),
+                RetentionInDays=Ref(APP_LOG_RETENTION_DAYS.parameter),
+                KmsKeyId=customer_key(),
+                Metadata=checkov_skips(CKV_AWS_158=CUSTOMER_KEY_SKIP_REASON),
+                **RETAIN,
+            )
+        )
+    return groups
+
+
+def add_instance_role(template: Template, resources: WebNodeResources) -> tuple[Role, InstanceProfile]:
+    """The nodes' role: SSM Session Manager, plus only this stack's secrets, file system, logs and caches."""
+    role = template.add_resource(
+        Role(
+            "WebInstanceRole",
+            AssumeRolePolicyDocument=ec2_trust_policy(),
+            ManagedPolicyArns=[Sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore")],
+            Policies=[Policy(PolicyName="moodle-web-node", PolicyDocument=web_node_policy(resources))],
+            Tags=tags("web-node"),
+        )
+    )
+    return role, template.add_resource(InstanceProfile("WebInstanceProfile", Roles=[Ref(role)]))
+
+
+def add_launch_template(
+    template: Template, profile: InstanceProfile, web_security_group: Parameter, user_data: Sub
+) -> LaunchTemplate:
+    """Amazon Linux 2023 for the instance type's architecture, IMDSv2 only, encrypted gp3 root volume."""
+    return template.add_resource(
+        LaunchTemplate(
+            "WebLaunchTemplate",
+            LaunchTemplateData=LaunchTemplateData(
+                ImageId=If(IS_GRAVITON, Ref(AMI_ARM64_ID), Ref(AMI_X86_64_ID)),
+                InstanceType=Ref(WEB_INSTANCE_TYPE.parameter),
+                IamInstanceProfile=IamInstanceProfile(Arn=GetAtt(profile, "Arn")),
+                SecurityGroupIds=[Ref(web_security_group)],
+                MetadataOptions=MetadataOptions(
+                    HttpTokens="required",
+                    HttpEndpoint="enabled",
+                    HttpPutResponseHopLimit=1,
+                    InstanceMetadataTags="enabled",
+                ),
+                BlockDeviceMappings=[
+                    LaunchTemplateBlockDeviceMapping(
+                        DeviceName="/dev/xvda",
+                        Ebs=EBSBlockDevice(
+                            VolumeType="gp3",
+                            VolumeSize=Ref(WEB_ROOT_VOLUME_GIB.parameter),
+                            Encrypted=True,
+                            DeleteOnTermination=True,
+                        ),
+                    )
+                ],
+                Monitoring=Monitoring(Enabled=True),
+                UserData=Base64(user_data),
+                TagSpecifications=[
+                    TagSpecifications(ResourceType=kind, Tags=tags("web")) for kind in ("instance", "volume")
+                ],
+            ),
+        )
+    )
+
+
+def add_auto_scaling_group(
+    template: Template, launch_template: LaunchTemplate, target_group: AWSHelperFn
+) -> AutoScalingGroup:
+    """The group over the private application subnets, signalled at creation, replaced in rolling batches."""
+    return template.add_resource(
+        AutoScalingGroup(
+            ASG_TITLE,
+            VPCZoneIdentifier=Ref(APP_SUBNET_IDS),
+            LaunchTemplate=LaunchTemplateSpecification(
+                LaunchTemplateId=Ref(launch_template), Version=GetAtt(launch_template, "LatestVersionNumber")
+            ),
+            MinSize=Ref(WEB_MIN_SIZE.parameter),
+            MaxSize=Ref(WEB_MAX_SIZE.parameter),
+            DesiredCapacity=Ref(WEB_DESIRED_CAPACITY.parameter),
+            HealthCheckType="ELB",
+            HealthCheckGracePeriod=HEALTH_CHECK_GRACE_SECONDS,
+            TargetGroupARNs=[Ref(target_group)],
+            MetricsCollection=[MetricsCollection(Granularity="1Minute")],
+            Tags=AsgTags(Name=(Sub(f"${{{SITE_NAME.name}}}-web"), True)),
+            CreationPolicy=CreationPolicy(
+                ResourceSignal=ResourceSignal(Count=Ref(WEB_MIN_SIZE.parameter), Timeout=SIGNAL_TIMEOUT),
+                AutoScalingCreationPolicy=AutoScalingCreationPolicy(MinSuccessfulInstancesPercent=100),
+            ),
+            UpdatePolicy=UpdatePolicy(
+                AutoScalingRollingUpdate=AutoScalingRollingUpdate(
+                    MaxBatchSize=1,
+                    MinInstancesInService=Ref(WEB_MIN_SIZE.parameter),
+                    PauseTime=SIGNAL_TIMEOUT,
+                    WaitOnResourceSignals=True,
+                    SuspendProcesses=[
+                        "HealthCheck",
+                        "ReplaceUnhealthy",
+                        "AZRebalance",
+                        "AlarmNotification",
+                        "ScheduledActions",
+                    ],
+                ),
+                # A stack update must not undo what an exam window or a scaling policy did to the sizes.
+                AutoScalingScheduledAction=AutoScalingScheduledAction(
+                    IgnoreUnmodifiedGroupSizeProperties=True
+                ),
+            ),
+        )
+    )
+
+
+def add_scaling(template: Template, group: AutoScalingGroup, request_label: AWSHelperFn) -> None:
+    """Target tracking on CPU and on requests per node, scheduled windows, and the optional warm pool."""
+    for title, metric, target, label in (
+        ("CpuTargetTracking", "ASGAverageCPUUtilization", WEB_CPU_TARGET, NoValue),
+        ("RequestsTargetTracking", "ALBRequestCountPerTarget", WEB_REQUESTS_TARGET, request_label),
+    ):
+        template.add_resource(
+            ScalingPolicy(
+                title,
+                AutoScalingGroupName=Ref(group),
+                PolicyType="TargetTrackingScaling",
+                EstimatedInstanceWarmup=300,
+                TargetTrackingConfiguration=TargetTrackingConfiguration(
+                    TargetValue=Ref(target.parameter),
+                    PredefinedMetricSpecification=PredefinedMetricSpecification(
+                        PredefinedMetricType=metric, ResourceLabel=label
+                    ),
+                ),
+            )
+        )
+    for schedule in SCHEDULES:
+        start, end, low, desired = schedule.parameters
+        for action, recurrence, min_size, capacity in (
+            ("ScaleUp", start, low, desired),
+            ("ScaleBack", end, WEB_MIN_SIZE, WEB_DESIRED_CAPACITY),
+        ):
+            template.add_resource(
+                ScheduledAction(
+                    f"Window{schedule.slot}{action}",
+                    Condition=schedule.condition,
+                    AutoScalingGroupName=Ref(group),
+                    Recurrence=Ref(recurrence.parameter),
+                    TimeZone=Ref(SCALING_TIME_ZONE.parameter),
+                    MinSize=Ref(min_size.parameter),
+                    DesiredCapacity=Ref(capacity.parameter),
+                )
+            )
+    template.add_resource(
+        WarmPool(
+            "WarmPool",
+            Condition=USE_WARM_POOL,
+            AutoScalingGroupName=Ref(group),
+            PoolState="Stopped",
+            MinSize=Ref(WEB_WARM_POOL_SIZE.parameter),
+            InstanceReusePolicy=InstanceReusePolicy(ReuseOnScaleIn=True),
+        )
+    )
+
+
+def user_data(**variables: AWSHelperFn | str) -> Sub:
+    """bootstrap/user-data.sh with its Fn::Sub variables bound."""
+    text = bootstrap.read("user-data.sh")
+    missing = {name for name in bootstrap.placeholders(text) if not name.startswith("AWS::")} - set(variables)
+    if missing:
+        raise ValueError(f"user-data.sh uses unbound variables {sorted(missing)}")
+    return Sub(text, **variables)
