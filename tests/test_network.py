@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
 
+from moodle_cfn.azs import AZ_SLOTS
 from moodle_cfn.layers import network
 from tests.cfn_eval import active_resources, of_type
 
@@ -119,7 +121,9 @@ def all_ingress(template: dict[str, Any]) -> list[tuple[str, str, int, dict[str,
 
 def test_nothing_is_open_to_the_internet_here(network_template):
     # Viewer or CloudFront access to the load balancer depends on app-layer choices: the app layer adds it.
-    public = [(group, port) for group, source, port, _ in all_ingress(network_template) if source in PUBLIC_CIDRS]
+    public = [
+        (group, port) for group, source, port, _ in all_ingress(network_template) if source in PUBLIC_CIDRS
+    ]
     assert public == []
 
 
@@ -213,3 +217,39 @@ def test_subnet_list_outputs_follow_the_az_count(network_template, azs):
 def test_third_az_parameters_are_labelled_as_such():
     descriptions = [p.parameter.Description for p in network.PARAMETERS if p.name.endswith("3Cidr")]
     assert len(descriptions) == 3 and all("only with 3 AZs" in d for d in descriptions)
+
+
+SUBNET_CIDRS = [tier.cidr_parameter(slot).name for tier in network.TIERS for slot in AZ_SLOTS]
+
+
+def cidr_values(**overrides: str) -> dict[str, str]:
+    values = {p.name: str(p.parameter.Default) for p in network.PARAMETERS}
+    return values | overrides
+
+
+def test_default_cidrs_pass_the_subnet_check():
+    assert network.subnet_cidr_problem(cidr_values(AvailabilityZoneCount="3")) is None
+
+
+@pytest.mark.parametrize(("first", "second"), list(itertools.combinations(SUBNET_CIDRS, 2)))
+def test_any_two_overlapping_subnets_are_named(first, second):
+    values = cidr_values(AvailabilityZoneCount="3", **{first: "10.0.200.0/24", second: "10.0.200.128/25"})
+    assert network.subnet_cidr_problem(values) == (
+        second,
+        f"10.0.200.128/25 overlaps {first} (10.0.200.0/24)",
+    )
+
+
+def test_third_az_subnets_are_ignored_with_two_azs():
+    assert network.subnet_cidr_problem(cidr_values(AppSubnet3Cidr="192.168.0.0/24")) is None
+    problem = network.subnet_cidr_problem(
+        cidr_values(AvailabilityZoneCount="3", AppSubnet3Cidr="192.168.0.0/24")
+    )
+    assert problem == ("AppSubnet3Cidr", "192.168.0.0/24 is not inside VpcCidr 10.0.0.0/16")
+
+
+def test_host_bits_are_refused():
+    assert network.subnet_cidr_problem(cidr_values(PublicSubnet1Cidr="10.0.0.5/24")) == (
+        "PublicSubnet1Cidr",
+        "10.0.0.5/24 has host bits set; the block is 10.0.0.0/24",
+    )

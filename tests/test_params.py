@@ -56,7 +56,8 @@ BAD_INPUTS = {
     "broken json": ("p.json", '{"TemplatesBucketName": "b",}', "line 1", "invalid JSON"),
     "duplicate json key": ("p.json", '{"SiteName": "a1", "SiteName": "b1"}', "p.json: invalid JSON", "duplicate key 'SiteName'"),
     "cross-check": ("p.yaml", VALID_MINIMUM + "AvailabilityZoneCount: 3\n", "SessionCacheNodes", "every Availability Zone"),
-    "rule violation": ("p.yaml", VALID_MINIMUM + "AppSubnet2Cidr: 10.0.16.0/20\n", "rule DistinctSubnetCidrs", "AppSubnet1Cidr must differ"),
+    "overlapping subnets": ("p.yaml", VALID_MINIMUM + "AppSubnet2Cidr: 10.0.16.0/20\n", "AppSubnet2Cidr", "overlaps AppSubnet1Cidr"),
+    "rule violation": ("p.yaml", VALID_MINIMUM + "DomainName: moodle.example.edu\n", "rule DomainNeedsCertificate", "needs HostedZoneId"),
 }  # fmt: skip
 
 

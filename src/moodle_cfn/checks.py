@@ -20,14 +20,30 @@ class CrossCheck:
     reason: str
     holds: Callable[[Mapping[str, str]], bool]
 
+    def problem(self, values: Mapping[str, str]) -> tuple[str, str] | None:
+        """(key, reason) when the check fails, else None."""
+        return None if self.holds(values) else (self.key, self.reason)
+
+
+@dataclass(frozen=True)
+class FindingCheck:
+    """A check that finds the offending key itself: `problem(values)` returns (key, reason) or None."""
+
+    problem: Callable[[Mapping[str, str]], tuple[str, str] | None]
+
+
+Check = CrossCheck | FindingCheck
+
 
 def number(values: Mapping[str, str], key: str) -> float:
     """A numeric parameter value (already type-checked by the params validation)."""
     return float(values[key])
 
 
-def run_checks(checks: Iterable[CrossCheck], values: Mapping[str, str], source: str) -> None:
+def run_checks(checks: Iterable[Check], values: Mapping[str, str], source: str) -> None:
     """Raise InputError for the first check that does not hold."""
     for check in checks:
-        if not check.holds(values):
-            raise InputError(source, check.reason, check.key)
+        found = check.problem(values)
+        if found is not None:
+            key, reason = found
+            raise InputError(source, reason, key)

@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from troposphere import And as AndFn
 from troposphere import (
     AWSHelperFn,
     Equals,
     GetAtt,
     If,
-    Not,
     Output,
     Parameter,
     Ref,
@@ -27,7 +25,7 @@ from troposphere.cloudformation import Stack
 
 from moodle_cfn.common import GROUP_TEMPLATES, SITE_NAME, OperatorParameter
 from moodle_cfn.layers import LAYERS, Layer, app, cache, database, file_system, site
-from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, TIERS, VPC_ID
+from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, VPC_ID
 
 TEMPLATES_BUCKET_NAME = OperatorParameter(
     Parameter(
@@ -117,21 +115,6 @@ def add_console_form(template: Template, parameters: Iterable[OperatorParameter]
         template.add_parameter_to_group(parameter.parameter, parameter.group)
 
 
-def distinct_subnet_cidrs_rule() -> dict[str, object]:
-    """Rule: no two subnet CIDR parameters are equal (CloudFormation would fail late, on the second subnet)."""
-    cidrs = [tier.cidr_parameter(slot).parameter for tier in TIERS for slot in (1, 2, 3)]
-    assertions = []
-    for index, cidr in enumerate(cidrs[:-1]):
-        differs = [Not(Equals(Ref(cidr), Ref(other))) for other in cidrs[index + 1 :]]
-        assertions.append(
-            {
-                "Assert": differs[0] if len(differs) == 1 else AndFn(*differs),
-                "AssertDescription": f"{cidr.title} must differ from every other subnet CIDR parameter.",
-            }
-        )
-    return {"Assertions": assertions}
-
-
 def parameter_sources(
     template: Template, stacks: dict[str, Stack], outputs_by_layer: dict[str, set[str]]
 ) -> dict[str, AWSHelperFn]:
@@ -218,7 +201,6 @@ def build(location: TemplateLocation = S3_LOCATION) -> Template:
     add_console_form(template, operator_parameters(location))
     for name, condition in location.conditions:
         template.add_condition(name, condition)
-    template.add_rule("DistinctSubnetCidrs", distinct_subnet_cidrs_rule())
     for name, rule in site.master_rules().items():
         template.add_rule(name, rule)
     stacks = add_layer_stacks(template, location.url)

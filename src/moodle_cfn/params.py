@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from moodle_cfn.checks import CrossCheck, run_checks
+from moodle_cfn.checks import Check, run_checks
 from moodle_cfn.errors import InputError
 from moodle_cfn.rules import check_rules, effective_values
 
@@ -197,7 +197,7 @@ def validate(
     return values
 
 
-def load(path: Path, template: Mapping[str, Any], checks: Iterable[CrossCheck] = ()) -> dict[str, str]:
+def load(path: Path, template: Mapping[str, Any], checks: Iterable[Check] = ()) -> dict[str, str]:
     """Read a params file; check it against a template's Parameters, its Rules, then the cross-checks."""
     values = validate(read_document(path), template["Parameters"], str(path))
     check_rules(template, values, str(path))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from troposphere import Template
 
-from moodle_cfn.checks import CrossCheck
+from moodle_cfn.checks import Check
 from moodle_cfn.common import OperatorParameter
 from moodle_cfn.layers import app, cache, data, network
 
@@ -19,7 +19,7 @@ class Layer:
     name: str
     build: Callable[[], Template]
     parameters: tuple[OperatorParameter, ...]
-    checks: tuple[CrossCheck, ...] = ()
+    checks: tuple[Check, ...] = ()
 
     @property
     def file_name(self) -> str:
@@ -33,13 +33,13 @@ class Layer:
 
 
 LAYERS: tuple[Layer, ...] = (
-    Layer("network", network.build, network.PARAMETERS),
+    Layer("network", network.build, network.PARAMETERS, network.CHECKS),
     Layer("data", data.build, data.PARAMETERS, data.CHECKS),
     Layer("cache", cache.build, cache.PARAMETERS, cache.CHECKS),
     Layer("app", app.build, app.PARAMETERS, app.CHECKS),
 )
 
 
-def all_checks() -> tuple[CrossCheck, ...]:
+def all_checks() -> tuple[Check, ...]:
     """Every layer's cross-parameter checks, in layer order."""
     return tuple(check for layer in LAYERS for check in layer.checks)

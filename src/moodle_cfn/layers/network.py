@@ -7,6 +7,8 @@ condition, and NAT gateways beyond the first only when `NatGatewayMode` is `per-
 from __future__ import annotations
 
 import functools
+import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from troposphere import And as AndCondition
@@ -50,6 +52,7 @@ from moodle_cfn.azs import (
     slot_condition,
     three_azs,
 )
+from moodle_cfn.checks import FindingCheck
 from moodle_cfn.common import (
     GROUP_NETWORK,
     LOG_RETENTION_DAYS,
@@ -559,3 +562,33 @@ def as_parameter(output: str) -> Parameter:
     }
     description = build().outputs[output].Description
     return Parameter(output, Type=types[output], Description=f"{description} (network layer output)")
+
+
+def active_subnet_cidrs(values: Mapping[str, str]) -> dict[str, str]:
+    """{parameter name: CIDR} of the subnets the AZ count puts to use."""
+    slots = [slot for slot in AZ_SLOTS if slot != 3 or values[AVAILABILITY_ZONE_COUNT.name] == "3"]
+    return {tier.cidr_parameter(s).name: values[tier.cidr_parameter(s).name] for tier in TIERS for s in slots}
+
+
+def subnet_cidr_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
+    """(parameter, reason) for the first subnet in use outside the VPC or overlapping another, else None.
+
+    CloudFormation would only find out when creating the second subnet; this finds it before deploying.
+    """
+    blocks = {VPC_CIDR.name: values[VPC_CIDR.name], **active_subnet_cidrs(values)}
+    for name, cidr in blocks.items():
+        network = ipaddress.ip_network(cidr, strict=False)
+        if str(network) != cidr:
+            return name, f"{cidr} has host bits set; the block is {network}"
+    vpc = ipaddress.ip_network(values[VPC_CIDR.name])
+    networks = [(n, ipaddress.ip_network(c)) for n, c in active_subnet_cidrs(values).items()]
+    for index, (name, network) in enumerate(networks):
+        if not network.subnet_of(vpc):
+            return name, f"{network} is not inside VpcCidr {vpc}"
+        for other, other_network in networks[index + 1 :]:
+            if network.overlaps(other_network):
+                return other, f"{other_network} overlaps {name} ({network})"
+    return None
+
+
+CHECKS = (FindingCheck(subnet_cidr_problem),)
