@@ -14,7 +14,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from moodle_cfn import master, params
-from moodle_cfn.layers import LAYERS, network
+from moodle_cfn.layers import LAYERS, all_checks, all_expanders, network
 from tests.rehearsal import child_parameters, deploy, with_placeholders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,9 +118,9 @@ def rehearsal(aws, master_template) -> Callable[[str], dict[str, Any]]:
 
     def deploy_layers(params_file: str) -> dict[str, Any]:
         if params_file not in deployed:
-            given = params.load(PARAMS_DIR / params_file, master_template) | rehearsal_overrides(
-                params_file, aws
-            )
+            given = params.load(
+                PARAMS_DIR / params_file, master_template, all_checks(), all_expanders()
+            ) | rehearsal_overrides(params_file, aws)
             stacks: dict[str, Any] = {}
             deployed[params_file] = stacks  # filled as layers deploy; a failed layer is not retried
             for layer in LAYERS:

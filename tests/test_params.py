@@ -15,25 +15,25 @@ from hypothesis import strategies as st
 from moodle_cfn import params
 from moodle_cfn.cli import main
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import network
-from tests.conftest import PARAMS_FILES
+from moodle_cfn.layers import all_checks, all_expanders, network
+from tests.conftest import PARAMS_DIR, PARAMS_FILES
 
 VALID_MINIMUM = "TemplatesBucketName: my-bucket\n"
 
 
 @pytest.mark.parametrize("path", PARAMS_FILES, ids=lambda p: p.name)
 def test_shipped_params_files_are_valid(path, master_template):
-    values = params.load(path, master_template)
+    values = params.load(path, master_template, all_checks(), all_expanders())
     assert values["TemplatesBucketName"]
 
 
 def test_production_spreads_over_three_azs_with_a_nat_each(master_template):
-    values = params.load(next(p for p in PARAMS_FILES if p.name == "production.yaml"), master_template)
+    values = params.load(PARAMS_DIR / "production.yaml", master_template, all_checks(), all_expanders())
     assert (values["AvailabilityZoneCount"], values["NatGatewayMode"]) == ("3", "per-az")
 
 
 def test_dev_is_the_cheap_layout(master_template):
-    values = params.load(next(p for p in PARAMS_FILES if p.name == "dev.yaml"), master_template)
+    values = params.load(PARAMS_DIR / "dev.yaml", master_template, all_checks(), all_expanders())
     assert (values["AvailabilityZoneCount"], values["NatGatewayMode"]) == ("2", "single")
 
 

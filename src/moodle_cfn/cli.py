@@ -12,7 +12,7 @@ from moodle_cfn import __version__, master
 from moodle_cfn import params as params_file
 from moodle_cfn.build import write_templates
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import all_checks
+from moodle_cfn.layers import all_checks, all_expanders
 
 PROG = "moodle-cfn"
 EXIT_BAD_INPUT = 2
@@ -41,7 +41,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a params file; print a one-line summary."""
     template = master_template()
-    values = params_file.load(Path(args.params), template, all_checks())
+    values = params_file.load(Path(args.params), template, all_checks(), all_expanders())
     defaults = len(template["Parameters"]) - len(values)
     print(f"{args.params}: valid ({len(values)} parameters set, {defaults} left at their defaults)")
     return 0
@@ -49,7 +49,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_params(args: argparse.Namespace) -> int:
     """Print a params file as AWS CLI / StackSets parameter JSON."""
-    values = params_file.load(Path(args.params), master_template(), all_checks())
+    values = params_file.load(Path(args.params), master_template(), all_checks(), all_expanders())
     sys.stdout.write(params_file.to_cli_json(values))
     return 0
 

@@ -11,7 +11,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from moodle_cfn.errors import InputError
 from moodle_cfn.rules import check_rules, effective_values
 
 Scalar = str | int | float | bool
+# Turns the value of a structured params-file key into parameter values; raises InputError.
+Expander = Callable[[Any, str], dict[str, Any]]
 LIST_TYPES = ("CommaDelimitedList", "List<")
 
 
@@ -172,6 +174,20 @@ def check_value(source: str, key: str, value: Any, spec: Mapping[str, Any]) -> s
     return text
 
 
+def expand(document: Mapping[str, Any], expanders: Mapping[str, Expander], source: str) -> dict[str, Any]:
+    """The document with each structured key replaced by the parameters it stands for."""
+    expanded: dict[str, Any] = {}
+    for key, value in document.items():
+        if key not in expanders:
+            expanded[key] = value
+            continue
+        for name, parameter_value in expanders[key](value, source).items():
+            if name in document:
+                raise InputError(source, f"is also set by {key}; give it in one place only", name)
+            expanded[name] = parameter_value
+    return expanded
+
+
 def validate(
     document: Mapping[str, Any], parameters: Mapping[str, Mapping[str, Any]], source: str
 ) -> dict[str, str]:
@@ -197,9 +213,15 @@ def validate(
     return values
 
 
-def load(path: Path, template: Mapping[str, Any], checks: Iterable[Check] = ()) -> dict[str, str]:
+def load(
+    path: Path,
+    template: Mapping[str, Any],
+    checks: Iterable[Check] = (),
+    expanders: Mapping[str, Expander] | None = None,
+) -> dict[str, str]:
     """Read a params file; check it against a template's Parameters, its Rules, then the cross-checks."""
-    values = validate(read_document(path), template["Parameters"], str(path))
+    document = expand(read_document(path), expanders or {}, str(path))
+    values = validate(document, template["Parameters"], str(path))
     check_rules(template, values, str(path))
     run_checks(checks, effective_values(template["Parameters"], values), str(path))
     return values

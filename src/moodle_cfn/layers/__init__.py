@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from troposphere import Template
 
 from moodle_cfn.checks import Check
 from moodle_cfn.common import OperatorParameter
 from moodle_cfn.layers import app, cache, data, network
+from moodle_cfn.params import Expander
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class Layer:
     build: Callable[[], Template]
     parameters: tuple[OperatorParameter, ...]
     checks: tuple[Check, ...] = ()
+    # Params-file keys that stand for several parameters, e.g. a list of scaling windows.
+    expanders: Mapping[str, Expander] = field(default_factory=dict)
 
     @property
     def file_name(self) -> str:
@@ -36,8 +39,13 @@ LAYERS: tuple[Layer, ...] = (
     Layer("network", network.build, network.PARAMETERS, network.CHECKS),
     Layer("data", data.build, data.PARAMETERS, data.CHECKS),
     Layer("cache", cache.build, cache.PARAMETERS, cache.CHECKS),
-    Layer("app", app.build, app.PARAMETERS, app.CHECKS),
+    Layer("app", app.build, app.PARAMETERS, app.CHECKS, app.EXPANDERS),
 )
+
+
+def all_expanders() -> dict[str, Expander]:
+    """Every layer's structured params-file keys."""
+    return {key: expand for layer in LAYERS for key, expand in layer.expanders.items()}
 
 
 def all_checks() -> tuple[Check, ...]:

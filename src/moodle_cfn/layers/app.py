@@ -24,6 +24,7 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
     *web_tier.MASTER_ONLY_PARAMETERS,
 )
 CHECKS = web_tier.CHECKS
+EXPANDERS = web_tier.EXPANDERS
 ANY_MEMCACHED = "AnyCacheIsMemcached"
 
 # Values taken from the data and cache layers (names are their outputs').

@@ -8,6 +8,8 @@ Session Manager), and boot with bootstrap/user-data.sh.
 from __future__ import annotations
 
 import functools
+import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from troposphere import (
@@ -60,7 +62,7 @@ from troposphere.policies import (
 )
 
 from moodle_cfn import bootstrap
-from moodle_cfn.checks import CrossCheck, number
+from moodle_cfn.checks import CrossCheck, FindingCheck, number
 from moodle_cfn.common import (
     GROUP_WEB,
     LOG_RETENTION_DAYS,
@@ -72,6 +74,7 @@ from moodle_cfn.common import (
     tags,
 )
 from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, customer_key
+from moodle_cfn.errors import InputError
 from moodle_cfn.layers.network import APP, as_parameter
 from moodle_cfn.policies import WebNodeResources, ec2_trust_policy, web_node_policy
 
@@ -306,7 +309,7 @@ def _window_checks(schedule: ScheduleSlot) -> tuple[CrossCheck, ...]:
     )
 
 
-CHECKS = (
+SIZE_CHECKS = (
     CrossCheck(
         WEB_DESIRED_CAPACITY.name,
         "must be between WebMinSize and WebMaxSize",
@@ -510,3 +513,97 @@ def user_data(**variables: AWSHelperFn | str) -> Sub:
     if missing:
         raise ValueError(f"user-data.sh uses unbound variables {sorted(missing)}")
     return Sub(text, **variables)
+
+
+SCHEDULE_KEY = "ScheduledScaling"
+WINDOW_FIELDS = {"start": 0, "end": 1, "min_size": 2, "desired_capacity": 3}
+# (lowest, highest) of each cron field: minute, hour, day of month, month, day of week.
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+CRON_NAMES = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+              "sun", "mon", "tue", "wed", "thu", "fri", "sat"}  # fmt: skip
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why `expression` is not a five-field cron expression Auto Scaling accepts, or None."""
+    fields = expression.split()
+    if len(fields) != len(CRON_RANGES):
+        return f"{expression!r} has {len(fields)} fields; a cron expression has 5 (minute hour day month weekday)"
+    for field, (low, high) in zip(fields, CRON_RANGES, strict=True):
+        for part in field.split(","):
+            base, _, step = part.partition("/")
+            if step and not step.isdigit():
+                return f"{expression!r}: step {step!r} is not a number"
+            for bound in base.split("-") if base != "*" else []:
+                if bound.lower() in CRON_NAMES:
+                    continue
+                if not bound.isdigit() or not low <= int(bound) <= high:
+                    return f"{expression!r}: {bound!r} is not in {low}-{high}"
+    return None
+
+
+def expand_schedule(entries: object, source: str) -> dict[str, object]:
+    """The ScheduledScaling list of a params file, as the ScalingWindow<n>* parameters it stands for.
+
+    Each entry is {start, end, min_size, desired_capacity}: scale to the entry's sizes at `start`, back to
+    WebMinSize / WebDesiredCapacity at `end` (cron expressions in ScalingTimeZone). An empty list sets none.
+    """
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise InputError(
+            source, "must be a list of windows (start, end, min_size, desired_capacity)", SCHEDULE_KEY
+        )
+    if len(entries) > len(SCHEDULES):
+        raise InputError(source, f"at most {len(SCHEDULES)} windows, found {len(entries)}", SCHEDULE_KEY)
+    values: dict[str, object] = {}
+    for index, entry in enumerate(entries):
+        where = f"{SCHEDULE_KEY}[{index}]"
+        if not isinstance(entry, dict):
+            raise InputError(source, "must be a mapping with start, end, min_size, desired_capacity", where)
+        unknown = sorted(set(entry) - set(WINDOW_FIELDS))
+        missing = sorted(set(WINDOW_FIELDS) - set(entry))
+        if unknown or missing:
+            detail = f"unknown {', '.join(unknown)}" if unknown else f"missing {', '.join(missing)}"
+            raise InputError(source, f"{detail} (a window has start, end, min_size, desired_capacity)", where)
+        for edge in ("start", "end"):
+            problem = cron_problem(str(entry[edge]))
+            if problem:
+                raise InputError(source, problem, f"{where}.{edge}")
+        for size in ("min_size", "desired_capacity"):
+            if isinstance(entry[size], bool) or not isinstance(entry[size], int):
+                raise InputError(source, f"must be a whole number, found {entry[size]!r}", f"{where}.{size}")
+        parameters = SCHEDULES[index].parameters
+        for field, position in WINDOW_FIELDS.items():
+            values[parameters[position].name] = entry[field]
+    return values
+
+
+def time_zone_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
+    """ScalingTimeZone must be an IANA time zone when a window is in use."""
+    if not any(values.get(s.parameters[0].name) for s in SCHEDULES):
+        return None
+    name = values[SCALING_TIME_ZONE.name]
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return SCALING_TIME_ZONE.name, f"{name!r} is not an IANA time zone (such as Europe/Madrid)"
+    return None
+
+
+def cron_check(parameter: OperatorParameter) -> FindingCheck:
+    """A window's cron expression is valid (given directly rather than through ScheduledScaling)."""
+
+    def problem(values: Mapping[str, str]) -> tuple[str, str] | None:
+        expression = values.get(parameter.name, "")
+        reason = cron_problem(expression) if expression else None
+        return (parameter.name, reason) if reason else None
+
+    return FindingCheck(problem)
+
+
+CHECKS = (
+    *SIZE_CHECKS,
+    *(cron_check(p) for schedule in SCHEDULES for p in schedule.parameters[:2]),
+    FindingCheck(time_zone_problem),
+)
+EXPANDERS = {SCHEDULE_KEY: expand_schedule}
