@@ -39,6 +39,7 @@ signal() {
     --stack "$stack_name" --resource "$signal_resource" --region "$region" || true
 }
 
+# shellcheck disable=SC2329  # called by the ERR trap below
 on_error() {
   local line=$1
   signal 1 "bootstrap failed at line $line, see $log_file"
