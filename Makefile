@@ -25,8 +25,9 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 venv: $(STAMP) ## Create .venv and install the package with its test tools
 
-templates: $(STAMP) ## Regenerate templates/ and lint them with cfn-lint
+templates: $(STAMP) ## Regenerate templates/ (and params/*.json for taskcat) and lint them with cfn-lint
 	$(BIN)/moodle-cfn build --out $(TEMPLATES)
+	for params in params/*.yaml; do $(BIN)/moodle-cfn params "$$params" --out "$${params%.yaml}.json" || exit 1; done
 	$(CFN_LINT) '$(TEMPLATES)/*.yaml'
 
 test: $(STAMP) ## Run the whole test suite (golden, cfn-lint, checkov, params, moto rehearsal)

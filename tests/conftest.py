@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import cfn_flip
 import pytest
 from moto.server import ThreadedMotoServer
 
-from moodle_cfn import master, params
+from moodle_cfn import master, params, publish
 from moodle_cfn.layers import LAYERS, all_checks, all_expanders, network
 from tests.rehearsal import child_parameters, deploy, with_placeholders
 
@@ -22,6 +23,8 @@ TEMPLATES_DIR = ROOT / "templates"
 PARAMS_DIR = ROOT / "params"
 PARAMS_FILES = sorted(PARAMS_DIR.glob("*.yaml"))
 REHEARSAL_REGION = "us-east-1"
+REHEARSAL_BUCKET = "rehearsal-templates"
+REHEARSAL_PREFIX = "moodle-cfn/"
 # What each layer's template becomes for moto (see tests/rehearsal.py for why).
 REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "network": lambda template: template,
@@ -83,11 +86,25 @@ def aws() -> Iterator[dict[str, Any]]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    endpoint = f"http://{host}:{port}"
+    names = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_DEFAULT_REGION",
+    )
+    saved = {k: os.environ.get(k) for k in names}
+    # AWS_ENDPOINT_URL sends every boto3 client, the publish command's included, to moto.
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_DEFAULT_REGION=REHEARSAL_REGION,
+    )
     os.environ.pop("AWS_PROFILE", None)
     try:
-        yield {"endpoint_url": f"http://{host}:{port}", "region_name": REHEARSAL_REGION}
+        yield {"endpoint_url": endpoint, "region_name": REHEARSAL_REGION}
     finally:
         server.stop()
         for key, value in saved.items():
@@ -112,6 +129,15 @@ def rehearsal(aws, master_template) -> Callable[[str], dict[str, Any]]:
     """rehearsal("dev.yaml") -> {stack title: deployed stack}: the layers deployed in order, once per file."""
     deployed: dict[str, dict[str, Any]] = {}
     ssm = boto3.client("ssm", **aws)
+    s3 = boto3.client("s3", **aws)
+    s3.create_bucket(Bucket=REHEARSAL_BUCKET)
+    # Published with the real publish code; each layer is then deployed from its object in the bucket.
+    location, _ = publish.publish(REHEARSAL_BUCKET, REHEARSAL_PREFIX, TEMPLATES_DIR)
+
+    def published(layer_file: str) -> dict[str, Any]:
+        key = f"{location.prefix}{layer_file}"
+        text = s3.get_object(Bucket=location.bucket, Key=key)["Body"].read().decode()
+        return json.loads(cfn_flip.to_json(text))
 
     def read_ssm(name: str) -> str:
         return ssm.get_parameter(Name=name)["Parameter"]["Value"]
@@ -126,11 +152,12 @@ def rehearsal(aws, master_template) -> Callable[[str], dict[str, Any]]:
             for layer in LAYERS:
                 outputs = {title: stack["outputs"] for title, stack in stacks.items()}
                 parameters = child_parameters(master_template, layer, given, outputs, read_ssm)
-                template = REHEARSAL_TEMPLATES[layer.name](layer.build().to_dict())
+                template = REHEARSAL_TEMPLATES[layer.name](published(layer.file_name))
                 stack_name = f"{params_file.removesuffix('.yaml')}-{layer.name}"
                 stacks[layer.stack_title] = {
                     **deploy(aws, stack_name, template, parameters),
                     "parameters": parameters,
+                    "template": template,
                 }
         return deployed[params_file]
 

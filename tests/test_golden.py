@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import difflib
 
+from moodle_cfn import master
 from moodle_cfn.build import build_all
-from tests.conftest import TEMPLATES_DIR
+from moodle_cfn.layers import all_checks, all_expanders
+from moodle_cfn.params import load, to_cli_json
+from tests.conftest import PARAMS_FILES, TEMPLATES_DIR
 
 
 def test_committed_templates_are_current():
@@ -33,3 +36,11 @@ def test_build_is_deterministic():
 def test_templates_carry_no_timestamps_or_random_ids():
     for name, text in build_all().items():
         assert "2026-" not in text and "2025-" not in text, name
+
+
+def test_params_json_files_are_current():
+    # params/*.json (for taskcat and the AWS CLI) are written by `make templates` from params/*.yaml.
+    template = master.build().to_dict()
+    for path in PARAMS_FILES:
+        expected = to_cli_json(load(path, template, all_checks(), all_expanders()))
+        assert path.with_suffix(".json").read_text() == expected, f"{path.name}: run `make templates`"

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from moodle_cfn import __version__, master
+from moodle_cfn import __version__, master, publish
 from moodle_cfn import params as params_file
 from moodle_cfn.build import write_templates
+from moodle_cfn.common import SITE_NAME
 from moodle_cfn.errors import InputError
+from moodle_cfn.files import write_atomic
 from moodle_cfn.layers import all_checks, all_expanders
 
 PROG = "moodle-cfn"
@@ -41,7 +43,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a params file; print a one-line summary."""
     template = master_template()
-    values = params_file.load(Path(args.params), template, all_checks(), all_expanders())
+    values = load_params(args.params)
     defaults = len(template["Parameters"]) - len(values)
     print(f"{args.params}: valid ({len(values)} parameters set, {defaults} left at their defaults)")
     return 0
@@ -49,8 +51,54 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_params(args: argparse.Namespace) -> int:
     """Print a params file as AWS CLI / StackSets parameter JSON."""
-    values = params_file.load(Path(args.params), master_template(), all_checks(), all_expanders())
-    sys.stdout.write(params_file.to_cli_json(values))
+    text = params_file.to_cli_json(load_params(args.params))
+    if args.out:
+        try:
+            write_atomic(Path(args.out), text)
+        except OSError as error:
+            raise InputError(args.out, f"cannot write: {error.strerror or error}") from error
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def load_params(path: str) -> dict[str, str]:
+    """A params file, fully validated against the master template."""
+    return params_file.load(Path(path), master_template(), all_checks(), all_expanders())
+
+
+def stack_name(args: argparse.Namespace, values: dict[str, str]) -> str:
+    """--stack-name, else the site name."""
+    return args.stack_name or values.get(SITE_NAME.name, str(SITE_NAME.parameter.Default))
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Upload templates/ to S3, verify it, print the master URL and the quick-create link."""
+    values = load_params(args.params) if args.params else {}
+    location, keys = publish.publish(
+        args.bucket, args.prefix, Path(args.templates), args.region, args.profile
+    )
+    stack_region = args.region or location.region
+    link_values = {**values, **location.parameters(stack_region)}
+    print(f"uploaded {len(keys)} templates to {location.source} (each read back and verified by SHA-256)")
+    print(f"master template: {publish.master_url(location)}")
+    print(
+        f"quick-create:    {publish.quick_create_url(stack_region, publish.master_url(location), stack_name(args, values), link_values)}"
+    )
+    return 0
+
+
+def cmd_quick_create_url(args: argparse.Namespace) -> int:
+    """Print the console quick-create link for a params file (no AWS call)."""
+    publish.check_location_arguments(args.bucket, args.prefix, args.region)
+    values = load_params(args.params)
+    location = publish.Location(args.bucket, args.prefix, args.bucket_region or args.region)
+    link_values = {**values, **location.parameters(args.region)}
+    print(
+        publish.quick_create_url(
+            args.region, publish.master_url(location), stack_name(args, values), link_values
+        )
+    )
     return 0
 
 
@@ -76,7 +124,38 @@ def parser() -> argparse.ArgumentParser:
 
     to_json = commands.add_parser("params", help="print a params file as AWS CLI parameter JSON")
     to_json.add_argument("params", metavar="PARAMS.yaml")
+    to_json.add_argument(
+        "--out", metavar="FILE", help="write the JSON to FILE (atomically) instead of stdout"
+    )
     to_json.set_defaults(func=cmd_params)
+
+    def location_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--bucket", required=True, help="S3 bucket holding the templates")
+        command.add_argument(
+            "--prefix", default="moodle-cfn/", help="key prefix, ending in / (default: moodle-cfn/)"
+        )
+        command.add_argument("--stack-name", help="stack name in the link (default: the SiteName)")
+
+    upload = commands.add_parser("publish", help="upload templates/ to S3 and print the quick-create link")
+    location_options(upload)
+    upload.add_argument("--region", help="region of the stack (default: the bucket's region)")
+    upload.add_argument("--profile", help="AWS profile to use (default: the standard credential chain)")
+    upload.add_argument(
+        "--templates", default="templates", metavar="DIR", help="templates to upload (default: templates)"
+    )
+    upload.add_argument(
+        "--params", metavar="PARAMS.yaml", help="fill the quick-create link from this params file"
+    )
+    upload.set_defaults(func=cmd_publish)
+
+    link = commands.add_parser(
+        "quick-create-url", help="print the console quick-create link for a params file"
+    )
+    link.add_argument("params", metavar="PARAMS.yaml")
+    location_options(link)
+    link.add_argument("--region", required=True, help="region the stack is created in")
+    link.add_argument("--bucket-region", help="region of the bucket (default: --region)")
+    link.set_defaults(func=cmd_quick_create_url)
     return root
 
 
