@@ -49,8 +49,16 @@ REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "OriginSecret",
             "SiteCertificate",
             "AlbFromCloudFront",
+            # WAF: moto has no AWS::WAFv2 support.
+            "CloudFrontWebAcl",
+            "LoadBalancerWebAcl",
+            "LoadBalancerWebAclAssociation",
         },
+        # moto has no TargetGroupFullName attribute (the outputs would vanish with it).
+        {("WebTargetGroup", "TargetGroupFullName")},
     ),
+    # moto ignores CloudWatch alarms and dashboards; the SNS topic and subscription are real.
+    "monitoring": lambda template: template,
     "cache": lambda template: with_placeholders(
         template,
         {

@@ -354,6 +354,8 @@ def test_outputs(app_template):
         app.CLOUDFRONT_DOMAIN,
         app.LOAD_BALANCER_DNS,
         app.AUTO_SCALING_GROUP,
+        app.LOAD_BALANCER_FULL_NAME,
+        app.TARGET_GROUP_FULL_NAME,
     } == set(app_template["Outputs"])
     conditions = evaluate_conditions(app_template, CREATED_CERTIFICATE)
     url = resolve_ifs(app_template["Outputs"][app.SITE_URL]["Value"], conditions)

@@ -16,6 +16,7 @@ from tests.cfn_eval import active_resources, of_type
 from tests.conftest import PARAMS_FILES
 
 STATEFUL_POLICIES = {
+    "AWS::Backup::BackupVault": "Retain",
     "AWS::RDS::DBCluster": "Snapshot",
     "AWS::EFS::FileSystem": "Retain",
     "AWS::SecretsManager::Secret": "Retain",
@@ -195,7 +196,8 @@ def test_every_allowed_ia_transition_is_a_value_efs_accepts(data_template):
     for days in data_template["Parameters"]["FileSystemInfrequentAccessAfterDays"]["AllowedValues"]:
         assert f"AFTER_{days}_DAYS" in EFS_IA_VALUES
     assert {"TransitionToPrimaryStorageClass": "AFTER_1_ACCESS"} in efs["LifecyclePolicies"]
-    assert efs["BackupPolicy"] == {"Status": "ENABLED"}
+    # Backed up by the stack's own AWS Backup plan instead (test_backup_plan_covers_aurora_and_efs).
+    assert efs["BackupPolicy"] == {"Status": "DISABLED"}
 
 
 def test_file_system_policy_denies_transport_without_tls_and_root_access(data_template):
@@ -262,3 +264,20 @@ def test_capacity_cross_checks(values, key, reason):
     run_checks(data.CHECKS, VALID, "p.yaml")
     with pytest.raises(InputError, match=f"p.yaml: {key}: .*{reason}"):
         run_checks(data.CHECKS, values, "p.yaml")
+
+
+def test_backup_plan_covers_aurora_and_efs_into_a_kept_vault(data_template):
+    resources = data_template["Resources"]
+    vault = resources["BackupVault"]
+    assert vault["DeletionPolicy"] == vault["UpdateReplacePolicy"] == "Retain"
+    assert vault["Properties"]["EncryptionKeyArn"] == {
+        "Fn::If": ["HasDataKmsKey", {"Ref": "DataKmsKeyArn"}, {"Ref": "AWS::NoValue"}]
+    }
+    (rule,) = resources["BackupPlan"]["Properties"]["BackupPlan"]["BackupPlanRule"]
+    assert rule["TargetBackupVault"] == {"Ref": "BackupVault"}
+    assert rule["Lifecycle"] == {"DeleteAfterDays": {"Ref": "BackupRetentionDays"}}
+    selection = resources["BackupSelection"]["Properties"]["BackupSelection"]
+    assert selection["Resources"] == [
+        {"Fn::GetAtt": ["DatabaseCluster", "DBClusterArn"]},
+        {"Fn::GetAtt": ["FileSystem", "Arn"]},
+    ]

@@ -199,6 +199,7 @@ def test_outputs_cover_what_later_layers_need(network_template):
         network.VPC_ID,
         network.VPC_CIDR_OUTPUT,
         network.AVAILABILITY_ZONE_NAMES,
+        network.NAT_GATEWAY_IDS,
         *(tier.ids_output for tier in network.TIERS),
         *(group.id_output for group in network.SECURITY_GROUPS),
     }

@@ -33,7 +33,11 @@ VARIANTS: dict[str, dict[str, str]] = {
         "SessionCacheNodes": "3",
         "ApplicationCacheNodes": "3",
     },
-    "single-nat-provisioned-efs": {"NatGatewayMode": "single", "FileSystemThroughputMode": "provisioned"},
+    "single-nat-provisioned-efs-no-waf": {
+        "NatGatewayMode": "single",
+        "FileSystemThroughputMode": "provisioned",
+        "EnableWaf": "false",
+    },
     "no-cloudfront-own-domain": {"EnableCloudFront": "false", "DomainName": DOMAIN, "HostedZoneId": ZONE},
     "cloudfront-own-domain": {
         "DomainName": DOMAIN,

@@ -177,6 +177,10 @@ MASTER_OUTPUTS = {
         (app.LOAD_BALANCER_DNS, "Load balancer DNS name"),
         (app.AUTO_SCALING_GROUP, "Auto Scaling group of the web nodes"),
     ),
+    "monitoring": (
+        ("AlarmTopicArn", "SNS topic every alarm notifies (subscribe more endpoints to it)"),
+        ("DashboardName", "CloudWatch dashboard of the site"),
+    ),
     "cache": tuple(
         (role.output(what), f"{role.purpose} cache {what.lower()}")
         for role in cache.ROLES

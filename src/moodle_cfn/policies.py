@@ -21,28 +21,22 @@ from troposphere import AWSHelperFn, Ref, Sub
 POLICY_VERSION = "2012-10-17"
 
 
-def service_trust_policy(service: str, source_arn: AWSHelperFn | str) -> PolicyDocument:
+def service_trust_policy(service: str, source_arn: AWSHelperFn | str | None) -> PolicyDocument:
     """Trust policy letting one AWS service assume a role, only on behalf of this account and `source_arn`.
 
     The aws:SourceAccount / aws:SourceArn conditions stop the confused-deputy problem: another account's
-    resource cannot make the service act with this role.
+    resource cannot make the service act with this role. `source_arn` None is for services that do not
+    send those keys when they assume a role (AWS Backup): a condition would then lock them out.
     """
-    return PolicyDocument(
-        Version=POLICY_VERSION,
-        Statement=[
-            Statement(
-                Effect=Allow,
-                Principal=Principal("Service", service),
-                Action=[AssumeRole],
-                Condition=Condition(
-                    [
-                        StringEquals({"aws:SourceAccount": Ref("AWS::AccountId")}),
-                        ArnLike({"aws:SourceArn": source_arn}),
-                    ]
-                ),
-            )
-        ],
-    )
+    statement = Statement(Effect=Allow, Principal=Principal("Service", service), Action=[AssumeRole])
+    if source_arn is not None:
+        statement.Condition = Condition(
+            [
+                StringEquals({"aws:SourceAccount": Ref("AWS::AccountId")}),
+                ArnLike({"aws:SourceArn": source_arn}),
+            ]
+        )
+    return PolicyDocument(Version=POLICY_VERSION, Statement=[statement])
 
 
 def log_delivery_policy(log_group_arn: AWSHelperFn) -> PolicyDocument:

@@ -9,7 +9,7 @@ from troposphere import Template
 
 from moodle_cfn.checks import Check
 from moodle_cfn.common import OperatorParameter
-from moodle_cfn.layers import app, cache, data, network
+from moodle_cfn.layers import app, cache, data, monitoring, network
 from moodle_cfn.params import Expander
 
 
@@ -40,6 +40,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("data", data.build, data.PARAMETERS, data.CHECKS),
     Layer("cache", cache.build, cache.PARAMETERS, cache.CHECKS),
     Layer("app", app.build, app.PARAMETERS, app.CHECKS, app.EXPANDERS),
+    Layer("monitoring", monitoring.build, monitoring.PARAMETERS),
 )
 
 

@@ -13,13 +13,14 @@ from troposphere.iam import PolicyType
 
 from moodle_cfn.common import SITE_NAME, OperatorParameter, declare_parameters, output_as_parameter
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
-from moodle_cfn.layers import cache, database, edge, file_system, load_balancer, site, web_tier
+from moodle_cfn.layers import cache, database, edge, file_system, load_balancer, site, waf, web_tier
 from moodle_cfn.policies import WebNodeResources, single_statement_policy
 
 PARAMETERS: tuple[OperatorParameter, ...] = (
     *site.PARAMETERS,
     *load_balancer.PARAMETERS,
     *edge.PARAMETERS,
+    *waf.PARAMETERS,
     *web_tier.PARAMETERS,
     *web_tier.MASTER_ONLY_PARAMETERS,
 )
@@ -46,6 +47,8 @@ CLOUDFRONT_DOMAIN = "CloudFrontDomainName"
 LOAD_BALANCER_DNS = "LoadBalancerDnsName"
 AUTO_SCALING_GROUP = "AutoScalingGroupName"
 SITE_TARGET = "SiteTarget"
+LOAD_BALANCER_FULL_NAME = "LoadBalancerFullName"
+TARGET_GROUP_FULL_NAME = "TargetGroupFullName"
 
 
 def declare(template: Template) -> None:
@@ -111,7 +114,11 @@ def add_conditional_policies(template: Template, role: Parameter) -> None:
 
 
 def add_outputs(
-    template: Template, load_balancer_resource: object, distribution: object, group: object
+    template: Template,
+    load_balancer_resource: object,
+    target_group: object,
+    distribution: object,
+    group: object,
 ) -> None:
     """Where the site is, and the names an operator looks up."""
     host = If(
@@ -130,6 +137,8 @@ def add_outputs(
         (CLOUDFRONT_DOMAIN, "CloudFront domain name (none without CloudFront)", If(site.USE_CLOUDFRONT, GetAtt(distribution, "DomainName"), "none")),
         (LOAD_BALANCER_DNS, "Load balancer DNS name", GetAtt(load_balancer_resource, "DNSName")),
         (AUTO_SCALING_GROUP, "Auto Scaling group of the web nodes", Ref(group)),
+        (LOAD_BALANCER_FULL_NAME, "Load balancer name in CloudWatch metrics", GetAtt(load_balancer_resource, "LoadBalancerFullName")),
+        (TARGET_GROUP_FULL_NAME, "Target group name in CloudWatch metrics", GetAtt(target_group, "TargetGroupFullName")),
     ):  # fmt: skip
         template.add_output(Output(name, Description=description, Value=value))
 
@@ -144,6 +153,7 @@ def build() -> Template:
     cache.add_conditions(template)
     load_balancer.add_mappings_and_conditions(template)
     web_tier.add_conditions(template)
+    waf.add_conditions(template)
 
     certificate = site.add_certificate(template)
     alb, target_group = load_balancer.add_load_balancer(template, site.regional_certificate_arn(certificate))
@@ -166,7 +176,10 @@ def build() -> Template:
     )
     group = web_tier.add_auto_scaling_group(template, launch_template, target_group)
     web_tier.add_scaling(template, group, load_balancer.alb_full_name_for_metrics(alb, target_group))
-    distribution = edge.add_distribution(template, alb, site.cloudfront_certificate_arn(certificate))
+    cloudfront_acl = waf.add_web_acls(template, alb)
+    distribution = edge.add_distribution(
+        template, alb, site.cloudfront_certificate_arn(certificate), cloudfront_acl
+    )
     edge.add_dns_records(template, alb, distribution)
-    add_outputs(template, alb, distribution, group)
+    add_outputs(template, alb, target_group, distribution, group)
     return template

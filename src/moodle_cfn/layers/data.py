@@ -2,19 +2,25 @@
 (layers/file_system.py). Everything here must outlive mistakes.
 
 Data safety decides every default: deletion protection on, a snapshot on delete or replacement of the
-cluster, the file system, secrets and logs retained, storage encrypted, TLS required to both.
+cluster, the file system, secrets and logs retained, storage encrypted, TLS required to both, and daily
+AWS Backup recovery points of both (layers/backup.py).
 """
 
 from __future__ import annotations
 
-from troposphere import Output, Template
+from troposphere import GetAtt, Output, Template
 
 from moodle_cfn.azs import AVAILABILITY_ZONE_COUNT, add_az_condition
 from moodle_cfn.common import SITE_NAME, OperatorParameter, declare_parameters
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, add_key_condition
-from moodle_cfn.layers import database, file_system
+from moodle_cfn.layers import backup, database, file_system
 
-PARAMETERS: tuple[OperatorParameter, ...] = (*database.PARAMETERS, *file_system.PARAMETERS, DATA_KMS_KEY_ARN)
+PARAMETERS: tuple[OperatorParameter, ...] = (
+    *database.PARAMETERS,
+    *file_system.PARAMETERS,
+    *backup.PARAMETERS,
+    DATA_KMS_KEY_ARN,
+)
 CHECKS = database.CHECKS
 
 
@@ -32,6 +38,7 @@ def build() -> Template:
     file_system.add_conditions(template)
     cluster, app_secret = database.add_database(template)
     efs, access_point = file_system.add_file_system(template)
+    backup.add_backup(template, GetAtt(cluster, "DBClusterArn"), GetAtt(efs, "Arn"))
     for name, description, value in (
         *database.outputs(cluster, app_secret),
         *file_system.outputs(efs, access_point),

@@ -34,7 +34,7 @@ from troposphere.elasticloadbalancingv2 import LoadBalancer
 from troposphere.route53 import AliasTarget, RecordSetType
 
 from moodle_cfn.common import GROUP_EDGE, OperatorParameter, checkov_skips
-from moodle_cfn.layers import site
+from moodle_cfn.layers import site, waf
 from moodle_cfn.layers.load_balancer import ORIGIN_HEADER, ORIGIN_SECRET_REFERENCE
 
 # AWS managed CloudFront policies.
@@ -123,7 +123,7 @@ def add_static_policies(template: Template) -> tuple[CachePolicy, OriginRequestP
 
 
 def add_distribution(
-    template: Template, load_balancer: LoadBalancer, certificate_arn: object
+    template: Template, load_balancer: LoadBalancer, certificate_arn: object, stack_web_acl: object
 ) -> Distribution:
     """The distribution: HTTPS to viewers (HTTP/2 and HTTP/3), HTTPS to the origin whenever a certificate exists."""
     template.add_condition(HAS_WEB_ACL, Not(Equals(Ref(CLOUDFRONT_WEB_ACL_ARN.parameter), "")))
@@ -152,7 +152,12 @@ def add_distribution(
                 HttpVersion="http2and3",
                 IPV6Enabled=True,
                 PriceClass=Ref(CLOUDFRONT_PRICE_CLASS.parameter),
-                WebACLId=If(HAS_WEB_ACL, Ref(CLOUDFRONT_WEB_ACL_ARN.parameter), NoValue),
+                # The operator's own web ACL wins over the one this stack creates in us-east-1.
+                WebACLId=If(
+                    HAS_WEB_ACL,
+                    Ref(CLOUDFRONT_WEB_ACL_ARN.parameter),
+                    If(waf.WAF_ON_CLOUDFRONT, GetAtt(stack_web_acl, "Arn"), NoValue),
+                ),
                 ViewerCertificate=If(
                     site.HAS_CERTIFICATE,
                     ViewerCertificate(

@@ -136,7 +136,8 @@ def add_file_system(template: Template) -> tuple[FileSystem, AccessPoint]:
                 LifecyclePolicy(TransitionToIA=Sub(f"AFTER_${{{FILE_SYSTEM_IA_AFTER_DAYS.name}}}_DAYS")),
                 LifecyclePolicy(TransitionToPrimaryStorageClass="AFTER_1_ACCESS"),
             ],
-            BackupPolicy=BackupPolicy(Status="ENABLED"),
+            # Backed up by the stack's AWS Backup plan (layers/backup.py), not by a second default plan.
+            BackupPolicy=BackupPolicy(Status="DISABLED"),
             # troposphere wants a plain dict here; the policy has no intrinsic functions in it.
             FileSystemPolicy=json.loads(file_system_policy().to_json()),
             FileSystemTags=tags("moodledata"),

@@ -86,6 +86,7 @@ NFS_PORT = 2049
 VPC_ID = "VpcId"
 VPC_CIDR_OUTPUT = "VpcCidrBlock"
 AVAILABILITY_ZONE_NAMES = "AvailabilityZoneNames"
+NAT_GATEWAY_IDS = "NatGatewayIds"
 
 
 # How a later layer declares a network output as its own parameter: same name, the type it needs there.
@@ -93,6 +94,7 @@ INPUT_TYPES = {
     VPC_ID: "AWS::EC2::VPC::Id",
     VPC_CIDR_OUTPUT: "String",
     AVAILABILITY_ZONE_NAMES: "CommaDelimitedList",
+    NAT_GATEWAY_IDS: "CommaDelimitedList",
 }
 
 
@@ -253,13 +255,18 @@ def nat_condition(slot: int) -> str | None:
     return {1: None, 2: NAT_PER_AZ, 3: NAT_IN_AZ3}[slot]
 
 
-def add_conditions(template: Template) -> None:
-    """AZ-count and NAT-mode conditions every per-AZ loop relies on."""
+def add_nat_conditions(template: Template) -> None:
+    """Which NAT gateways exist: per AZ or one, and the third only with three AZs."""
     nat_per_az = Equals(Ref(NAT_GATEWAY_MODE.parameter), "per-az")
-    add_az_condition(template)
     template.add_condition(NAT_PER_AZ, nat_per_az)
     # Spelled out rather than And(Condition(...), ...): same meaning, and moto evaluates it correctly.
     template.add_condition(NAT_IN_AZ3, AndCondition(three_azs(), nat_per_az))
+
+
+def add_conditions(template: Template) -> None:
+    """AZ-count and NAT-mode conditions every per-AZ loop relies on."""
+    add_az_condition(template)
+    add_nat_conditions(template)
 
 
 def add_vpc(template: Template) -> tuple[VPC, InternetGateway, VPCGatewayAttachment]:
@@ -508,9 +515,22 @@ def add_security_groups(template: Template, vpc: VPC) -> dict[str, SecurityGroup
 
 
 def add_outputs(
-    template: Template, vpc: VPC, subnets: dict[str, dict[int, Subnet]], groups: dict[str, SecurityGroup]
+    template: Template,
+    vpc: VPC,
+    subnets: dict[str, dict[int, Subnet]],
+    groups: dict[str, SecurityGroup],
+    gateways: dict[int, NatGateway],
 ) -> None:
     """Every id a later layer needs; subnet lists are comma-joined in AZ order."""
+    template.add_output(
+        Output(
+            NAT_GATEWAY_IDS,
+            Description="NAT gateways in use, comma separated, in AZ order (one in single mode)",
+            Value=If(
+                NAT_PER_AZ, per_slot_joined({slot: Ref(g) for slot, g in gateways.items()}), Ref(gateways[1])
+            ),
+        )
+    )
     template.add_output(Output(VPC_ID, Description="VPC id", Value=Ref(vpc)))
     template.add_output(Output(VPC_CIDR_OUTPUT, Description="VPC CIDR block", Value=GetAtt(vpc, "CidrBlock")))
     template.add_output(
@@ -548,7 +568,7 @@ def build() -> Template:
     add_s3_endpoint(template, vpc, add_private_routing(template, vpc, subnets, gateways))
     add_flow_logs(template, vpc)
     groups = add_security_groups(template, vpc)
-    add_outputs(template, vpc, subnets, groups)
+    add_outputs(template, vpc, subnets, groups, gateways)
     return template
 
 
