@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from moodle_cfn import __version__, master, publish
+from moodle_cfn import __version__, diagram, master, publish
 from moodle_cfn import params as params_file
 from moodle_cfn.build import write_templates
 from moodle_cfn.common import SITE_NAME
@@ -102,6 +102,16 @@ def cmd_quick_create_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagram(args: argparse.Namespace) -> int:
+    """Draw the architecture from the templates."""
+    written = diagram.write_diagram(Path(args.out), render=not args.dot_only)
+    nodes, edges = diagram.counts(written[0].read_text())
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{nodes} nodes, {edges} edges")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per action."""
     root = _OneLineParser(
@@ -156,6 +166,13 @@ def parser() -> argparse.ArgumentParser:
     link.add_argument("--region", required=True, help="region the stack is created in")
     link.add_argument("--bucket-region", help="region of the bucket (default: --region)")
     link.set_defaults(func=cmd_quick_create_url)
+
+    draw = commands.add_parser("diagram", help="draw the architecture from the templates (Graphviz)")
+    draw.add_argument("--out", default="docs", metavar="DIR", help="output directory (default: docs)")
+    draw.add_argument(
+        "--dot-only", action="store_true", help="write the DOT source only (no Graphviz needed)"
+    )
+    draw.set_defaults(func=cmd_diagram)
     return root
 
 
