@@ -8,13 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from moodle_cfn import __version__, diagram, master, publish
+from botocore.exceptions import BotoCoreError, ClientError
+
+from moodle_cfn import __version__, cost, diagram, master, publish
 from moodle_cfn import params as params_file
 from moodle_cfn.build import write_templates
 from moodle_cfn.common import SITE_NAME
 from moodle_cfn.errors import InputError
 from moodle_cfn.files import write_atomic
 from moodle_cfn.layers import all_checks, all_expanders
+from moodle_cfn.rules import effective_values
 
 PROG = "moodle-cfn"
 EXIT_BAD_INPUT = 2
@@ -102,6 +105,33 @@ def cmd_quick_create_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Print the monthly estimate of a params file."""
+    template = master_template()
+    values = effective_values(template["Parameters"], load_params(args.params))
+    assumptions = cost.Assumptions(**{name: getattr(args, name) for name, _ in cost.assumption_fields()})
+    prices = cost.PriceTable.bundled(cost.BUNDLED_REGIONS[0] if args.live else args.region)
+    if args.live:
+        wanted = {
+            "ec2_instance_hour": [values["WebInstanceType"]],
+            "aurora_instance_hour": [values["DatabaseInstanceClass"]],
+            "elasticache_node_hour": sorted(
+                {values["SessionCacheNodeType"], values["ApplicationCacheNodeType"]}
+            ),
+        }
+        try:
+            client = publish.session(args.profile, "us-east-1").client("pricing", region_name="us-east-1")
+            prices = cost.live(args.region, prices, wanted, client)
+        except (BotoCoreError, ClientError) as error:
+            raise publish.aws_error("AWS Price List API", error) from None
+    lines = cost.estimate(values, prices, assumptions)
+    if args.format == "json":
+        sys.stdout.write(cost.render_json(lines, prices, assumptions))
+    else:
+        sys.stdout.write(cost.render_table(lines, prices))
+    return 0
+
+
 def cmd_diagram(args: argparse.Namespace) -> int:
     """Draw the architecture from the templates."""
     written = diagram.write_diagram(Path(args.out), render=not args.dot_only)
@@ -166,6 +196,17 @@ def parser() -> argparse.ArgumentParser:
     link.add_argument("--region", required=True, help="region the stack is created in")
     link.add_argument("--bucket-region", help="region of the bucket (default: --region)")
     link.set_defaults(func=cmd_quick_create_url)
+
+    estimate = commands.add_parser("cost", help="estimate the monthly cost of a params file")
+    estimate.add_argument("params", metavar="PARAMS.yaml")
+    estimate.add_argument("--region", default="us-east-1", help="region of the stack (default: us-east-1)")
+    estimate.add_argument("--format", choices=["table", "json"], default="table")
+    estimate.add_argument("--live", action="store_true", help="price instances from the AWS Price List API")
+    estimate.add_argument("--profile", help="AWS profile for --live")
+    for name, default in cost.assumption_fields():
+        estimate.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, metavar="N",
+                              help=f"usage assumption (default: {default:g})")  # fmt: skip
+    estimate.set_defaults(func=cmd_cost)
 
     draw = commands.add_parser("diagram", help="draw the architecture from the templates (Graphviz)")
     draw.add_argument("--out", default="docs", metavar="DIR", help="output directory (default: docs)")

@@ -1,0 +1,1 @@
+"""Bundled price tables for `moodle-cfn cost`, one JSON file per region."""
