@@ -47,6 +47,7 @@ REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "StaticCachePolicy",
             "StaticOriginRequestPolicy",
             "OriginSecret",
+            "MoodleAdminSecret",
             "SiteCertificate",
             "AlbFromCloudFront",
             # WAF: moto has no AWS::WAFv2 support.

@@ -275,6 +275,8 @@ def test_user_data_is_shellcheck_clean():
         "AWS::Region": "eu-west-1",
         "SignalResource": "Group",
         "HealthCheckPath": "/lb-health",
+        "InitResource": "WebLaunchTemplate",
+        "SiteHost": "moodle.example.edu",
     }
     rendered = bootstrap.SUB_PLACEHOLDER.sub(lambda m: samples[m.group(1)], text)
     result = subprocess.run(
@@ -356,6 +358,7 @@ def test_outputs(app_template):
         app.AUTO_SCALING_GROUP,
         app.LOAD_BALANCER_FULL_NAME,
         app.TARGET_GROUP_FULL_NAME,
+        app.ADMIN_SECRET_OUTPUT,
     } == set(app_template["Outputs"])
     conditions = evaluate_conditions(app_template, CREATED_CERTIFICATE)
     url = resolve_ifs(app_template["Outputs"][app.SITE_URL]["Value"], conditions)

@@ -24,6 +24,7 @@ GROUP_CACHE = "Caches (ElastiCache: sessions and application cache)"
 GROUP_WEB = "Web tier (Auto Scaling group)"
 GROUP_EDGE = "Load balancer and CloudFront"
 GROUP_MONITORING = "Monitoring and alarms"
+GROUP_MOODLE = "Moodle"
 GROUP_TEMPLATES = "Template location (filled in by `moodle-cfn publish`)"
 
 

@@ -2,14 +2,17 @@
 # First boot of a Moodle web node (Amazon Linux 2023), embedded in the launch template through Fn::Sub:
 # dollar-brace names are filled in by CloudFormation, so shell variables are written without braces.
 #
-# This stage brings the node to "serves the load balancer health check" and reports to CloudFormation.
-# The Moodle install, config.php and caches are layered on top by the Moodle bootstrap.
+# It serves the load balancer's health path from Apache, has cfn-init write the site's settings and the
+# Moodle files (launch template metadata), runs moodle-node-setup.sh, and reports to CloudFormation only
+# once this node answers both the health path and Moodle's login page.
 set -euo pipefail
 
 readonly stack_name="${AWS::StackName}"
 readonly region="${AWS::Region}"
 readonly signal_resource="${SignalResource}"
 readonly health_path="${HealthCheckPath}"
+readonly init_resource="${InitResource}"
+readonly site_host="${SiteHost}"
 readonly log_file=/var/log/moodle-bootstrap.log
 
 exec > >(tee -a "$log_file" | logger -t moodle-bootstrap) 2>&1
@@ -61,12 +64,16 @@ CONF
 
 systemctl enable --now httpd
 
-for attempt in $(seq 1 30); do
-  if curl -fsS "http://127.0.0.1$health_path" > /dev/null; then
-    signal 0 "web node serves $health_path (attempt $attempt)"
+/opt/aws/bin/cfn-init -v --stack "$stack_name" --resource "$init_resource" --region "$region"
+/usr/share/moodle-cfn/moodle-node-setup.sh
+
+for attempt in $(seq 1 60); do
+  if curl -fsS "http://127.0.0.1$health_path" > /dev/null &&
+    curl -fsS -o /dev/null -H "Host: $site_host" -H 'X-Forwarded-Proto: https' "http://127.0.0.1/login/index.php"; then
+    signal 0 "web node serves $health_path and Moodle (attempt $attempt)"
     exit 0
   fi
-  sleep 2
+  sleep 5
 done
-signal 1 "web node does not answer $health_path on 127.0.0.1"
+signal 1 "web node does not answer $health_path and the Moodle login page on 127.0.0.1"
 exit 1

@@ -7,13 +7,27 @@ and the DNS records.
 
 from __future__ import annotations
 
-from awacs import elasticache, kms
-from troposphere import Equals, GetAtt, If, NoValue, Or, Output, Parameter, Ref, Sub, Template
+from awacs import elasticache, kms, s3
+from troposphere import (
+    Equals,
+    GetAtt,
+    If,
+    Not,
+    NoValue,
+    Or,
+    Output,
+    Parameter,
+    Ref,
+    Select,
+    Split,
+    Sub,
+    Template,
+)
 from troposphere.iam import PolicyType
 
 from moodle_cfn.common import SITE_NAME, OperatorParameter, declare_parameters, output_as_parameter
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
-from moodle_cfn.layers import cache, database, edge, file_system, load_balancer, site, waf, web_tier
+from moodle_cfn.layers import cache, database, edge, file_system, load_balancer, moodle, site, waf, web_tier
 from moodle_cfn.policies import WebNodeResources, single_statement_policy
 
 PARAMETERS: tuple[OperatorParameter, ...] = (
@@ -22,11 +36,14 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
     *edge.PARAMETERS,
     *waf.PARAMETERS,
     *web_tier.PARAMETERS,
+    *moodle.PARAMETERS,
     *web_tier.MASTER_ONLY_PARAMETERS,
 )
-CHECKS = web_tier.CHECKS
+CHECKS = (*web_tier.CHECKS, *moodle.CHECKS)
 EXPANDERS = web_tier.EXPANDERS
 ANY_MEMCACHED = "AnyCacheIsMemcached"
+HAS_CODE_BUNDLE = "HasMoodleCodeBundle"
+ADMIN_SECRET_OUTPUT = "MoodleAdminSecretArn"
 
 # Values taken from the data and cache layers (names are their outputs').
 DATA_INPUTS = tuple(
@@ -36,10 +53,16 @@ DATA_INPUTS = tuple(
         database.DATABASE_MASTER_SECRET_ARN,
         file_system.FILE_SYSTEM_ARN,
         file_system.ACCESS_POINT_ARN,
+        database.DATABASE_ENDPOINT,
+        database.DATABASE_PORT,
+        file_system.FILE_SYSTEM_ID,
+        file_system.ACCESS_POINT_ID,
     )
 )
 CACHE_INPUTS = tuple(
-    output_as_parameter(role.output(what)) for role in cache.ROLES for what in ("Id", "AuthSecretArn")
+    output_as_parameter(role.output(what))
+    for role in cache.ROLES
+    for what in ("Id", "AuthSecretArn", "Endpoint", "Port")
 )
 
 SITE_URL = "SiteUrl"
@@ -55,7 +78,14 @@ def declare(template: Template) -> None:
     """Parameters: operator choices, then values from the other layers."""
     operator = [p for p in PARAMETERS if p not in web_tier.MASTER_ONLY_PARAMETERS]
     declare_parameters(
-        template, (SITE_NAME, *operator, DATA_KMS_KEY_ARN, *(role.engine for role in cache.ROLES))
+        template,
+        (
+            SITE_NAME,
+            *operator,
+            DATA_KMS_KEY_ARN,
+            database.DATABASE_NAME,
+            *(role.engine for role in cache.ROLES),
+        ),
     )
     for parameter in (
         *load_balancer.NETWORK_INPUTS,
@@ -100,6 +130,19 @@ def add_conditional_policies(template: Template, role: Parameter) -> None:
         )
         for r in cache.ROLES
     ]
+    bundle = Sub(
+        "arn:${AWS::Partition}:s3:::${Path}",
+        Path=Select(1, Split("s3://", Ref(moodle.CODE_S3_URI.parameter))),
+    )
+    template.add_resource(
+        PolicyType(
+            "WebCodeBundlePolicy",
+            Condition=HAS_CODE_BUNDLE,
+            PolicyName="read-the-moodle-code-bundle",
+            Roles=[Ref(role)],
+            PolicyDocument=single_statement_policy("ReadTheCodeBundle", [s3.GetObject], [bundle]),
+        )
+    )
     template.add_resource(
         PolicyType(
             "WebCacheDiscoveryPolicy",
@@ -143,10 +186,55 @@ def add_outputs(
         template.add_output(Output(name, Description=description, Value=value))
 
 
+def site_host(load_balancer_resource: object, distribution: object) -> If:
+    """The host name of the site: the domain, else CloudFront's name, else the load balancer's."""
+    return If(
+        site.HAS_DOMAIN,
+        Ref(site.DOMAIN_NAME.parameter),
+        If(
+            site.USE_CLOUDFRONT, GetAtt(distribution, "DomainName"), GetAtt(load_balancer_resource, "DNSName")
+        ),
+    )
+
+
+def node_settings(host: If, admin_secret: object) -> dict[str, object]:
+    """Every value moodle-node-setup.sh reads from site.env, by name."""
+    values: dict[str, object] = {
+        "AWS_REGION": Ref("AWS::Region"),
+        "WWWROOT": Sub("https://${Host}", Host=host),
+        "MOODLE_VERSION": Ref(moodle.MOODLE_VERSION.parameter),
+        "MOODLE_CODE_S3_URI": Ref(moodle.CODE_S3_URI.parameter),
+        "MOODLE_CODE_SHA256": Ref(moodle.CODE_SHA256.parameter),
+        "MEMCACHED_STORE_COMMIT": Ref(moodle.MEMCACHED_STORE_COMMIT.parameter),
+        "ADMIN_EMAIL": Ref(moodle.ADMIN_EMAIL.parameter),
+        "SITE_FULL_NAME": Ref(moodle.SITE_FULL_NAME.parameter),
+        "SITE_SHORT_NAME": Ref(moodle.SITE_SHORT_NAME.parameter),
+        "ADMIN_SECRET_ARN": Ref(admin_secret),
+        "DATABASE_HOST": Ref(output_as_parameter(database.DATABASE_ENDPOINT)),
+        "DATABASE_PORT": Ref(output_as_parameter(database.DATABASE_PORT)),
+        "DATABASE_NAME": Ref(database.DATABASE_NAME.parameter),
+        "DATABASE_APP_SECRET_ARN": Ref(output_as_parameter(database.DATABASE_APP_SECRET_ARN)),
+        "DATABASE_MASTER_SECRET_ARN": Ref(output_as_parameter(database.DATABASE_MASTER_SECRET_ARN)),
+        "FILE_SYSTEM_ID": Ref(output_as_parameter(file_system.FILE_SYSTEM_ID)),
+        "ACCESS_POINT_ID": Ref(output_as_parameter(file_system.ACCESS_POINT_ID)),
+    }
+    for role in cache.ROLES:
+        prefix = role.key.upper()
+        values[f"{prefix}_CACHE_ENGINE"] = Ref(role.engine.parameter)
+        for what, suffix in (
+            ("Id", "ID"),
+            ("Endpoint", "ENDPOINT"),
+            ("Port", "PORT"),
+            ("AuthSecretArn", "AUTH_SECRET_ARN"),
+        ):
+            values[f"{prefix}_CACHE_{suffix}"] = Ref(output_as_parameter(role.output(what)))
+    return values
+
+
 def build() -> Template:
     """The app nested template."""
     template = Template(
-        Description="moodle-cfn app: certificate, load balancer, Auto Scaling web tier, CloudFront and DNS"
+        Description="moodle-cfn app: certificate, load balancer, Auto Scaling web tier with Moodle, CloudFront, DNS"
     )
     declare(template)
     site.add_conditions(template)
@@ -154,32 +242,47 @@ def build() -> Template:
     load_balancer.add_mappings_and_conditions(template)
     web_tier.add_conditions(template)
     waf.add_conditions(template)
+    template.add_condition(HAS_CODE_BUNDLE, Not(Equals(Ref(moodle.CODE_S3_URI.parameter), "")))
 
     certificate = site.add_certificate(template)
     alb, target_group = load_balancer.add_load_balancer(template, site.regional_certificate_arn(certificate))
+    cloudfront_acl = waf.add_web_acls(template, alb)
+    distribution = edge.add_distribution(
+        template, alb, site.cloudfront_certificate_arn(certificate), cloudfront_acl
+    )
+    edge.add_dns_records(template, alb, distribution)
+
+    admin_secret = moodle.add_admin_secret(template)
     logs = web_tier.add_log_groups(template)
     resources = WebNodeResources(
-        secret_arns=[Ref(p) for p in DATA_INPUTS[:2]] + cache_secret_arns(),
+        secret_arns=[Ref(p) for p in DATA_INPUTS[:2]] + cache_secret_arns() + [Ref(admin_secret)],
         file_system_arn=Ref(DATA_INPUTS[2]),
         access_point_arn=Ref(DATA_INPUTS[3]),
         log_group_arns=[GetAtt(group, "Arn") for group in logs.values()],
     )
     role, profile = web_tier.add_instance_role(template, resources)
     add_conditional_policies(template, role)
+    host = site_host(alb, distribution)
     launch_template = web_tier.add_launch_template(
         template,
         profile,
         load_balancer.WEB_SECURITY_GROUP,
         web_tier.user_data(
-            SignalResource=web_tier.ASG_TITLE, HealthCheckPath=load_balancer.HEALTH_CHECK_PATH
+            SignalResource=web_tier.ASG_TITLE,
+            HealthCheckPath=load_balancer.HEALTH_CHECK_PATH,
+            InitResource=web_tier.LAUNCH_TEMPLATE_TITLE,
+            SiteHost=host,
         ),
     )
+    launch_template.Metadata = moodle.init_metadata(node_settings(host, admin_secret))
     group = web_tier.add_auto_scaling_group(template, launch_template, target_group)
     web_tier.add_scaling(template, group, load_balancer.alb_full_name_for_metrics(alb, target_group))
-    cloudfront_acl = waf.add_web_acls(template, alb)
-    distribution = edge.add_distribution(
-        template, alb, site.cloudfront_certificate_arn(certificate), cloudfront_acl
-    )
-    edge.add_dns_records(template, alb, distribution)
     add_outputs(template, alb, target_group, distribution, group)
+    template.add_output(
+        Output(
+            ADMIN_SECRET_OUTPUT,
+            Description="Secret holding the Moodle admin password",
+            Value=Ref(admin_secret),
+        )
+    )
     return template

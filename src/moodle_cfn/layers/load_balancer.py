@@ -132,9 +132,8 @@ CLOUDFRONT_PREFIX_LIST_ID = OperatorParameter(
         Default="",
         AllowedPattern=r"^(pl-[0-9a-f]{8,17})?$",
         ConstraintDescription="Empty, or a managed prefix list id such as pl-3b927c52.",
-        Description="Id of com.amazonaws.global.cloudfront.origin-facing in this region. Empty: looked up for "
-        f"{', '.join(sorted(CLOUDFRONT_PREFIX_LISTS))}; other regions must set it (aws ec2 "
-        "describe-managed-prefix-lists --filters Name=prefix-list-name,Values=com.amazonaws.global.cloudfront.origin-facing).",
+        Description="Id of the com.amazonaws.global.cloudfront.origin-facing prefix list. Empty: looked up, in "
+        "the regions the README lists; set it elsewhere.",
     ),
     label="CloudFront origin-facing prefix list id (other regions)",
     group=GROUP_EDGE,

@@ -102,6 +102,7 @@ CRON_FIELD = r"[0-9A-Za-z*/,?#-]+"
 CRON_EXPRESSION = rf"{CRON_FIELD}( {CRON_FIELD}){{4}}"
 LOG_NAMES = ("bootstrap", "apache-access", "apache-error", "php-fpm", "moodle-cron")
 ASG_TITLE = "WebAutoScalingGroup"
+LAUNCH_TEMPLATE_TITLE = "WebLaunchTemplate"
 
 
 def _number(name: str, default: int, low: int, high: int, description: str, label: str) -> OperatorParameter:
@@ -222,8 +223,7 @@ def _schedule_parameters(slot: int) -> tuple[OperatorParameter, ...]:
                 Default="",
                 AllowedPattern=rf"^({CRON_EXPRESSION})?$",
                 ConstraintDescription="Empty, or a five-field cron expression such as '30 7 * * 1-5'.",
-                Description=f"Window {slot}: cron expression ({SCALING_TIME_ZONE.name}) of when to {what}. Set "
-                "windows with the ScheduledScaling list of a params file.",
+                Description=f"Window {slot}: when to {what} (cron, ScalingTimeZone); see ScheduledScaling.",
             ),
             label=f"Window {slot} {edge.lower()} (cron)",
             group=GROUP_WEB,
@@ -378,7 +378,7 @@ def add_launch_template(
     """Amazon Linux 2023 for the instance type's architecture, IMDSv2 only, encrypted gp3 root volume."""
     return template.add_resource(
         LaunchTemplate(
-            "WebLaunchTemplate",
+            LAUNCH_TEMPLATE_TITLE,
             LaunchTemplateData=LaunchTemplateData(
                 ImageId=If(IS_GRAVITON, Ref(AMI_ARM64_ID), Ref(AMI_X86_64_ID)),
                 InstanceType=Ref(WEB_INSTANCE_TYPE.parameter),

@@ -1,0 +1,70 @@
+<?php  // Moodle configuration file, the same on every web node (installed by moodle-cfn).
+// Every site-specific value comes from the settings file the node bootstrap writes from the stack's
+// outputs and secrets, so this file never holds a password and never differs between nodes.
+
+unset($CFG);
+global $CFG;
+$CFG = new stdClass();
+
+$settingsfile = getenv('MOODLE_CFN_SETTINGS') ?: '/etc/moodle-cfn/moodle.json';
+$settings = json_decode(file_get_contents($settingsfile), true, 16, JSON_THROW_ON_ERROR);
+
+$CFG->dbtype    = 'pgsql';
+$CFG->dblibrary = 'native';
+$CFG->dbhost    = $settings['database']['host'];
+$CFG->dbname    = $settings['database']['name'];
+$CFG->dbuser    = $settings['database']['user'];
+$CFG->dbpass    = $settings['database']['password'];
+$CFG->prefix    = 'mdl_';
+$CFG->dboptions = [
+    'dbpersist' => false,
+    'dbport' => (int) $settings['database']['port'],
+    'connecttimeout' => 10,
+];
+
+// TLS ends at CloudFront or the load balancer: Moodle is told its address is https.
+$CFG->wwwroot  = $settings['wwwroot'];
+$CFG->sslproxy = true;
+// The viewer's address is the last one CloudFront or the load balancer added to X-Forwarded-For.
+$CFG->getremoteaddrconf = 1;
+
+// Shared between nodes on EFS, except the local cache each node keeps on its own disk.
+$CFG->dataroot      = $settings['paths']['dataroot'];
+$CFG->cachedir      = $settings['paths']['cachedir'];
+$CFG->tempdir       = $settings['paths']['tempdir'];
+$CFG->backuptempdir = $settings['paths']['backuptempdir'];
+$CFG->localcachedir = $settings['paths']['localcachedir'];
+$CFG->admin = 'admin';
+$CFG->directorypermissions = 02770;
+
+// Locks through PostgreSQL advisory locks: no lock files on the shared disk.
+$CFG->lock_factory = '\core\lock\postgres_lock_factory';
+
+$session = $settings['session'];
+if ($session['engine'] === 'memcached') {
+    $CFG->session_handler_class = '\core\session\memcached';
+    $CFG->session_memcached_save_path = implode(',', $session['servers']);
+    $CFG->session_memcached_prefix = 'memc.sess.key.';
+    $CFG->session_memcached_acquire_lock_timeout = 120;
+    $CFG->session_memcached_lock_expire = 7200;
+} else {
+    $CFG->session_handler_class = '\core\session\redis';
+    $CFG->session_redis_host = $session['host'];
+    $CFG->session_redis_port = (int) $session['port'];
+    $CFG->session_redis_auth = $session['auth'];
+    // valkey requires TLS: the ElastiCache certificate is verified against the system CA store.
+    $CFG->session_redis_encrypt = ['verify_peer' => true, 'verify_peer_name' => true];
+    $CFG->session_redis_prefix = 'sess_';
+    $CFG->session_redis_acquire_lock_timeout = 120;
+    $CFG->session_redis_lock_expire = 7200;
+}
+
+// Moodle 5.0+: the web server sends unknown paths to r.php (FallbackResource in the vhost).
+if (!empty($settings['router'])) {
+    $CFG->routerconfigured = true;
+}
+
+// Moodle 5.1 moved the web-facing code into public/; config.php stays at the top.
+require_once(is_dir(__DIR__ . '/public') ? __DIR__ . '/public/lib/setup.php' : __DIR__ . '/lib/setup.php');
+
+// There is no php closing tag in this file, on purpose.

@@ -1,0 +1,219 @@
+"""Moodle on the web nodes: the bootstrap files lint clean, config.php gives the right $CFG for every
+engine and Moodle line, and the launch template carries the files and the boot steps in order."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moodle_cfn import bootstrap
+from moodle_cfn.checks import run_checks
+from moodle_cfn.errors import InputError
+from moodle_cfn.layers import app, moodle
+from tests.conftest import tool
+
+BOOTSTRAP_DIR = Path(bootstrap.__file__).parent
+PHP = shutil.which("php")
+needs_php = pytest.mark.skipif(PHP is None, reason="php-cli is not installed (.ci/run installs it)")
+
+
+def php_files() -> list[Path]:
+    return sorted(BOOTSTRAP_DIR.glob("*.php"))
+
+
+def test_php_cli_is_installed_where_the_suite_runs_in_ci():
+    # .ci/run installs php-cli and sets MOODLE_CFN_REQUIRE_PHP: CI must not skip the PHP checks below.
+    if not os.environ.get("MOODLE_CFN_REQUIRE_PHP"):
+        pytest.skip("php-cli only required where MOODLE_CFN_REQUIRE_PHP is set (.ci/run)")
+    assert PHP is not None, "install php-cli (apt-get install php-cli), as .ci/run does"
+
+
+@needs_php
+@pytest.mark.parametrize("path", php_files(), ids=lambda p: p.name)
+def test_php_files_lint_clean(path):
+    result = subprocess.run([PHP, "-l", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_node_setup_script_is_shellcheck_clean():
+    result = subprocess.run([tool("shellcheck"), "-s", "bash", str(BOOTSTRAP_DIR / "moodle-node-setup.sh")],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+SETUP_STUB = "<?php echo json_encode($CFG);\n"
+
+
+def settings(session_engine: str, router: bool) -> dict[str, Any]:
+    session: dict[str, Any] = (
+        {"engine": "memcached", "servers": ["n1.cache:11211", "n2.cache:11211"]}
+        if session_engine == "memcached"
+        else {"engine": "valkey", "host": "tls://primary.cache", "port": 6379, "auth": "token123"}
+    )
+    return {
+        "wwwroot": "https://moodle.example.edu",
+        "router": router,
+        "database": {
+            "host": "db.cluster",
+            "port": 5432,
+            "name": "moodle",
+            "user": "moodle",
+            "password": "pw",
+        },
+        "paths": {
+            "dataroot": "/var/moodledata/data",
+            "cachedir": "/var/moodledata/cache",
+            "tempdir": "/var/moodledata/temp",
+            "backuptempdir": "/var/moodledata/backuptemp",
+            "localcachedir": "/var/cache/moodle",
+        },
+        "session": session,
+        "application": {"engine": "memcached", "servers": ["a1.cache:11211"]},
+    }
+
+
+def run_config(tmp_path: Path, layout: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Execute the real config.php against a stub lib/setup.php that prints $CFG."""
+    root = tmp_path / "moodle"
+    lib = root / ("public/lib" if layout == "5.1+" else "lib")
+    lib.mkdir(parents=True)
+    (lib / "setup.php").write_text(SETUP_STUB)
+    shutil.copy(BOOTSTRAP_DIR / "config.php", root / "config.php")
+    settings_file = tmp_path / "moodle.json"
+    settings_file.write_text(json.dumps(data))
+    result = subprocess.run([PHP, str(root / "config.php")], capture_output=True, text=True, check=False,
+                            env={"MOODLE_CFN_SETTINGS": str(settings_file), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@needs_php
+@pytest.mark.parametrize("layout", ["4.5", "5.1+"])
+def test_config_php_with_memcached_sessions(tmp_path, layout):
+    cfg = run_config(tmp_path, layout, settings("memcached", router=layout != "4.5"))
+    assert cfg["wwwroot"] == "https://moodle.example.edu" and cfg["sslproxy"] is True
+    assert (cfg["dbtype"], cfg["dbhost"], cfg["dbuser"]) == ("pgsql", "db.cluster", "moodle")
+    assert cfg["dboptions"]["dbport"] == 5432
+    assert cfg["lock_factory"] == "\\core\\lock\\postgres_lock_factory"
+    assert cfg["session_handler_class"] == "\\core\\session\\memcached"
+    assert cfg["session_memcached_save_path"] == "n1.cache:11211,n2.cache:11211"
+    assert (
+        cfg["session_memcached_acquire_lock_timeout"] == 120 and cfg["session_memcached_lock_expire"] == 7200
+    )
+    assert (cfg["dataroot"], cfg["localcachedir"]) == ("/var/moodledata/data", "/var/cache/moodle")
+    assert cfg.get("routerconfigured", False) is (layout != "4.5")
+
+
+@needs_php
+@pytest.mark.parametrize("layout", ["4.5", "5.1+"])
+def test_config_php_with_valkey_sessions(tmp_path, layout):
+    cfg = run_config(tmp_path, layout, settings("valkey", router=layout != "4.5"))
+    assert cfg["session_handler_class"] == "\\core\\session\\redis"
+    assert (cfg["session_redis_host"], cfg["session_redis_port"], cfg["session_redis_auth"]) == (
+        "tls://primary.cache", 6379, "token123")  # fmt: skip
+    assert cfg["session_redis_encrypt"] == {"verify_peer": True, "verify_peer_name": True}
+    assert "session_memcached_save_path" not in cfg
+
+
+def test_site_env_gives_the_script_every_setting_it_reads():
+    runtime = {"MOODLE_DIR", "MOODLE_PUBLIC"}  # written by the script itself into runtime.env
+    given = set(app.node_settings(app.site_host(object(), object()), object()))
+    assert moodle.settings_names() - runtime == given
+
+
+@pytest.fixture(scope="module")
+def app_template() -> dict[str, Any]:
+    return json.loads(app.build().to_json())
+
+
+def test_launch_template_carries_every_bootstrap_file_verbatim(app_template):
+    files = app_template["Resources"]["WebLaunchTemplate"]["Metadata"]["AWS::CloudFormation::Init"]["config"][
+        "files"
+    ]
+    for name, mode in moodle.SHARED_FILES:
+        entry = files[f"{moodle.SHARE_DIR}/{name}"]
+        assert (entry["content"], entry["mode"]) == (bootstrap.read(name), mode)
+    site_env = files["/etc/moodle-cfn/site.env"]
+    assert site_env["mode"] == "000600" and "Fn::Sub" in site_env["content"]
+    assert "password" not in json.dumps(site_env).lower().replace("secret_arn", "")
+
+
+def test_boot_steps_run_in_order():
+    user_data = bootstrap.read("user-data.sh")
+    order = [
+        "cat > /etc/httpd/conf.d/00-health.conf",
+        "/opt/aws/bin/cfn-init -v",
+        "\n/usr/share/moodle-cfn/moodle-node-setup.sh",
+        "login/index.php",
+        'signal 0 "web node serves',
+    ]
+    positions = [user_data.index(step) for step in order]
+    assert positions == sorted(positions)
+    script = bootstrap.read("moodle-node-setup.sh")
+    main = script[script.index("main() {") :]
+    steps = ["install_packages", "mount_moodledata", "fetch_code", "write_settings", "configure_web_server",
+             "install_or_upgrade", "start_cron_and_logs"]  # fmt: skip
+    assert [main.index(step) for step in steps] == sorted(main.index(step) for step in steps)
+
+
+def test_only_one_node_installs_and_it_checks_inside_the_lock():
+    script = bootstrap.read("moodle-node-setup.sh")
+    body = script[script.index("install_or_upgrade() {") : script.index("start_cron_and_logs() {")]
+    assert (
+        body.index("flock 9")
+        < body.index("to_regclass('public.mdl_config')")
+        < body.index("install_database.php")
+    )
+    assert '9> "$state_dir/install.lock"' in body
+    assert body.index("maintenance.php\" --enable") < body.index("upgrade.php\" --non-interactive") < body.index(
+        "maintenance.php\" --disable")  # fmt: skip
+
+
+def test_code_is_verified_and_identical_on_every_node():
+    script = bootstrap.read("moodle-node-setup.sh")
+    assert "sha256sum -c" in script and 'git clone --quiet --depth 1 --branch "v$MOODLE_VERSION"' in script
+    assert re.search(r'rev-parse HEAD\)" == "\$MEMCACHED_STORE_COMMIT"', script)
+
+
+def test_efs_is_mounted_over_tls_and_survives_a_reboot():
+    script = bootstrap.read("moodle-node-setup.sh")
+    assert (
+        "efs _netdev,noresvport,tls,iam,accesspoint=$ACCESS_POINT_ID" in script and ">> /etc/fstab" in script
+    )
+
+
+def test_vhost_routes_unknown_paths_to_r_php_for_moodle_5():
+    script = bootstrap.read("moodle-node-setup.sh")
+    assert 'router="FallbackResource /r.php"' in script
+    assert "@ROUTER@" in bootstrap.read("moodle-vhost.conf") and "@DOCUMENT_ROOT@" in bootstrap.read(
+        "moodle-vhost.conf"
+    )
+
+
+def test_opcache_uses_shared_memory():
+    ini = bootstrap.read("php-moodle.ini")
+    assert "opcache.file_cache_only" not in ini and "opcache.memory_consumption = 256" in ini
+    assert "max_input_vars = 5000" in ini
+
+
+def test_a_code_bundle_needs_its_checksum():
+    run_checks(moodle.CHECKS, {"MoodleCodeS3Uri": "", "MoodleCodeSha256": ""}, "p.yaml")
+    with pytest.raises(InputError, match=r"p\.yaml: MoodleCodeSha256: is required with MoodleCodeS3Uri"):
+        run_checks(
+            moodle.CHECKS, {"MoodleCodeS3Uri": "s3://b-1/moodle.tar.gz", "MoodleCodeSha256": ""}, "p.yaml"
+        )
+
+
+def test_admin_password_is_generated_and_kept(app_template):
+    secret = app_template["Resources"]["MoodleAdminSecret"]
+    assert secret["DeletionPolicy"] == secret["UpdateReplacePolicy"] == "Retain"
+    generated = secret["Properties"]["GenerateSecretString"]
+    assert generated["RequireEachIncludedType"] is True and generated["PasswordLength"] >= 16
+    assert app_template["Outputs"]["MoodleAdminSecretArn"]["Value"] == {"Ref": "MoodleAdminSecret"}
