@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from troposphere import Equals, If, Not, NoValue, Parameter, Ref, Template
+from troposphere import Equals, If, Not, NoValue, Parameter, Ref, Sub, Template
+from troposphere.secretsmanager import GenerateSecretString, Secret
 
-from moodle_cfn.common import GROUP_ENCRYPTION, OperatorParameter
+from moodle_cfn.common import GROUP_ENCRYPTION, RETAIN, OperatorParameter, checkov_skips, tags
 
 HAS_DATA_KMS_KEY = "HasDataKmsKey"
 
@@ -36,3 +37,31 @@ def add_key_condition(template: Template) -> None:
 def customer_key() -> If:
     """The customer key when one is given, else the AWS-managed key (property omitted)."""
     return If(HAS_DATA_KMS_KEY, Ref(DATA_KMS_KEY_ARN.parameter), NoValue)
+
+
+def generated_secret(
+    title: str,
+    description: Sub,
+    generate: GenerateSecretString,
+    name_tag: str,
+    *,
+    keep: bool = True,
+    condition: str | None = None,
+) -> Secret:
+    """A secret whose value AWS generates (so it is never a parameter), under the site key when one is given.
+
+    `keep`: retained when the stack is deleted or the secret replaced; False only for values that are
+    generated anew with the resource using them.
+    """
+    secret = Secret(
+        title,
+        Description=description,
+        GenerateSecretString=generate,
+        KmsKeyId=customer_key(),
+        Tags=tags(name_tag),
+        Metadata=checkov_skips(CKV_AWS_149=CUSTOMER_KEY_SKIP_REASON),
+        **(RETAIN if keep else {"DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"}),
+    )
+    if condition is not None:
+        secret.Condition = condition
+    return secret

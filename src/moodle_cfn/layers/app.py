@@ -104,20 +104,10 @@ def cache_secret_arns() -> list[If]:
 
 
 def add_conditional_policies(template: Template, role: Parameter) -> None:
-    """Permissions that exist only for some choices: the customer key, and memcached node discovery."""
+    """Permissions that exist only for some choices: the customer key, the operator's code bundle, and
+    memcached node discovery. Each is a policy of its own, created under its condition."""
     template.add_condition(
         ANY_MEMCACHED, Or(*(Equals(Ref(r.engine.parameter), "memcached") for r in cache.ROLES))
-    )
-    template.add_resource(
-        PolicyType(
-            "WebKmsDecryptPolicy",
-            Condition=HAS_DATA_KMS_KEY,
-            PolicyName="decrypt-with-the-site-key",
-            Roles=[Ref(role)],
-            PolicyDocument=single_statement_policy(
-                "DecryptSecretsAndFiles", [kms.Decrypt], [Ref(DATA_KMS_KEY_ARN.parameter)]
-            ),
-        )
     )
     cluster_arns = [
         If(
@@ -134,26 +124,23 @@ def add_conditional_policies(template: Template, role: Parameter) -> None:
         "arn:${AWS::Partition}:s3:::${Path}",
         Path=Select(1, Split("s3://", Ref(moodle.CODE_S3_URI.parameter))),
     )
-    template.add_resource(
-        PolicyType(
-            "WebCodeBundlePolicy",
-            Condition=HAS_CODE_BUNDLE,
-            PolicyName="read-the-moodle-code-bundle",
-            Roles=[Ref(role)],
-            PolicyDocument=single_statement_policy("ReadTheCodeBundle", [s3.GetObject], [bundle]),
+    for title, condition, name, sid, actions, resources in (
+        ("WebKmsDecryptPolicy", HAS_DATA_KMS_KEY, "decrypt-with-the-site-key", "DecryptSecretsAndFiles",
+         [kms.Decrypt], [Ref(DATA_KMS_KEY_ARN.parameter)]),
+        ("WebCodeBundlePolicy", HAS_CODE_BUNDLE, "read-the-moodle-code-bundle", "ReadTheCodeBundle",
+         [s3.GetObject], [bundle]),
+        ("WebCacheDiscoveryPolicy", ANY_MEMCACHED, "discover-memcached-nodes", "ListMemcachedNodes",
+         [elasticache.DescribeCacheClusters], cluster_arns),
+    ):  # fmt: skip
+        template.add_resource(
+            PolicyType(
+                title,
+                Condition=condition,
+                PolicyName=name,
+                Roles=[Ref(role)],
+                PolicyDocument=single_statement_policy(sid, actions, resources),
+            )
         )
-    )
-    template.add_resource(
-        PolicyType(
-            "WebCacheDiscoveryPolicy",
-            Condition=ANY_MEMCACHED,
-            PolicyName="discover-memcached-nodes",
-            Roles=[Ref(role)],
-            PolicyDocument=single_statement_policy(
-                "ListMemcachedNodes", [elasticache.DescribeCacheClusters], cluster_arns
-            ),
-        )
-    )
 
 
 def add_outputs(

@@ -28,14 +28,12 @@ from moodle_cfn.azs import AVAILABILITY_ZONE_COUNT
 from moodle_cfn.checks import CrossCheck, number
 from moodle_cfn.common import (
     GROUP_CACHE,
-    RETAIN,
     SITE_NAME,
     OperatorParameter,
-    checkov_skips,
     declare_parameters,
     tags,
 )
-from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, DATA_KMS_KEY_ARN, add_key_condition, customer_key
+from moodle_cfn.encryption import DATA_KMS_KEY_ARN, add_key_condition, customer_key, generated_secret
 from moodle_cfn.layers.network import CACHE_SG, DATA, MEMCACHED_PORT, VALKEY_PORT, as_parameter
 
 MEMCACHED_VERSION = "1.6.22"
@@ -235,21 +233,18 @@ def add_valkey(
 ) -> tuple[ReplicationGroup, Secret]:
     """A valkey replication group with failover across AZs, encrypted, TLS only, AUTH token in Secrets Manager."""
     secret = template.add_resource(
-        Secret(
+        generated_secret(
             f"{role.key}ValkeyAuthSecret",
-            Condition=role.is_valkey,
-            Description=Sub(f"AUTH token of the ${{{SITE_NAME.name}}} {role.purpose} valkey cluster"),
-            GenerateSecretString=GenerateSecretString(
+            Sub(f"AUTH token of the ${{{SITE_NAME.name}}} {role.purpose} valkey cluster"),
+            GenerateSecretString(
                 SecretStringTemplate="{}",
                 GenerateStringKey="token",
                 PasswordLength=64,
                 # AUTH tokens allow printable ASCII except @, " and /: letters and digits are always safe.
                 ExcludePunctuation=True,
             ),
-            KmsKeyId=customer_key(),
-            Tags=tags(f"{role.key.lower()}-cache-auth"),
-            Metadata=checkov_skips(CKV_AWS_149=CUSTOMER_KEY_SKIP_REASON),
-            **RETAIN,
+            f"{role.key.lower()}-cache-auth",
+            condition=role.is_valkey,
         )
     )
     group = template.add_resource(

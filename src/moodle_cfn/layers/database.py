@@ -32,7 +32,13 @@ from moodle_cfn.common import (
     checkov_skips,
     tags,
 )
-from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY, customer_key
+from moodle_cfn.encryption import (
+    CUSTOMER_KEY_SKIP_REASON,
+    DATA_KMS_KEY_ARN,
+    HAS_DATA_KMS_KEY,
+    customer_key,
+    generated_secret,
+)
 from moodle_cfn.layers.network import AVAILABILITY_ZONE_NAMES, DATA, DATABASE_SG, POSTGRES_PORT, as_parameter
 from moodle_cfn.policies import service_trust_policy
 
@@ -388,25 +394,20 @@ def add_database(template: Template) -> tuple[DBCluster, Secret]:
             )
         )
     app_secret = template.add_resource(
-        Secret(
+        generated_secret(
             "DatabaseAppUserSecret",
-            Description=Sub(
+            Sub(
                 f"Moodle's own PostgreSQL user ({APP_USER_NAME}) for ${{{SITE_NAME.name}}}; not rotated "
                 "automatically, so config.php stays valid when RDS rotates the master password."
             ),
-            GenerateSecretString=GenerateSecretString(
+            GenerateSecretString(
                 SecretStringTemplate=f'{{"username": "{APP_USER_NAME}"}}',
                 GenerateStringKey="password",
                 PasswordLength=40,
                 # Letters and digits only: safe unquoted in a libpq connection string and in config.php.
                 ExcludePunctuation=True,
             ),
-            KmsKeyId=customer_key(),
-            Tags=tags("db-app-user"),
-            Metadata=checkov_skips(
-                CKV_AWS_149=CUSTOMER_KEY_SKIP_REASON,
-            ),
-            **RETAIN,
+            "db-app-user",
         )
     )
     return cluster, app_secret

@@ -68,7 +68,7 @@ from moodle_cfn.common import (
     equals_any,
     tags,
 )
-from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, customer_key
+from moodle_cfn.encryption import generated_secret
 from moodle_cfn.layers import site
 from moodle_cfn.layers.network import ALB_SG, HTTP_PORT, HTTPS_PORT, PUBLIC, VPC_ID, WEB_SG, as_parameter
 from moodle_cfn.policies import POLICY_VERSION
@@ -260,22 +260,19 @@ def add_log_bucket(template: Template) -> Bucket:
 def add_origin_secret(template: Template) -> Secret:
     """The value CloudFront sends in X-Origin-Verify, generated so it is never a parameter."""
     return template.add_resource(
-        Secret(
+        generated_secret(
             "OriginSecret",
-            Condition=site.USE_CLOUDFRONT,
-            Description=Sub(f"${{{SITE_NAME.name}}}: header value proving a request came through CloudFront"),
-            GenerateSecretString=GenerateSecretString(
+            Sub(f"${{{SITE_NAME.name}}}: header value proving a request came through CloudFront"),
+            GenerateSecretString(
                 SecretStringTemplate="{}",
                 GenerateStringKey="value",
                 PasswordLength=48,
                 ExcludePunctuation=True,
             ),
-            KmsKeyId=customer_key(),
-            Tags=tags("origin-secret"),
-            Metadata=checkov_skips(CKV_AWS_149=CUSTOMER_KEY_SKIP_REASON),
-            # Recreated with the distribution; nothing is lost with it.
-            DeletionPolicy="Delete",
-            UpdateReplacePolicy="Delete",
+            "origin-secret",
+            # Generated anew with the distribution; nothing is lost with it.
+            keep=False,
+            condition=site.USE_CLOUDFRONT,
         )
     )
 

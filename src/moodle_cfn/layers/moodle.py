@@ -17,8 +17,8 @@ from troposphere.secretsmanager import GenerateSecretString, Secret
 
 from moodle_cfn import bootstrap
 from moodle_cfn.checks import CrossCheck
-from moodle_cfn.common import GROUP_MOODLE, RETAIN, SITE_NAME, OperatorParameter, checkov_skips, tags
-from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, customer_key
+from moodle_cfn.common import GROUP_MOODLE, SITE_NAME, OperatorParameter
+from moodle_cfn.encryption import generated_secret
 
 SHARE_DIR = "/usr/share/moodle-cfn"
 ETC_DIR = "/etc/moodle-cfn"
@@ -153,10 +153,10 @@ CHECKS = (
 def add_admin_secret(template: Template) -> Secret:
     """The password of Moodle's admin account, generated; kept when the stack goes."""
     return template.add_resource(
-        Secret(
+        generated_secret(
             "MoodleAdminSecret",
-            Description=Sub(f"Moodle admin account of ${{{SITE_NAME.name}}}"),
-            GenerateSecretString=GenerateSecretString(
+            Sub(f"Moodle admin account of ${{{SITE_NAME.name}}}"),
+            GenerateSecretString(
                 SecretStringTemplate='{"username": "admin"}',
                 GenerateStringKey="password",
                 PasswordLength=24,
@@ -164,10 +164,7 @@ def add_admin_secret(template: Template) -> Secret:
                 RequireEachIncludedType=True,
                 ExcludeCharacters="\"'`$\\/@ ;&|<>(){}[]*?!#~",
             ),
-            KmsKeyId=customer_key(),
-            Tags=tags("moodle-admin"),
-            Metadata=checkov_skips(CKV_AWS_149=CUSTOMER_KEY_SKIP_REASON),
-            **RETAIN,
+            "moodle-admin",
         )
     )
 
