@@ -92,7 +92,7 @@ def with_placeholders(
 def deploy(
     aws: dict[str, Any], name: str, template: dict[str, Any], parameters: dict[str, str]
 ) -> dict[str, Any]:
-    """Create a stack; return its outputs, logical -> physical ids, and the resource count."""
+    """Create a stack; return its outputs and logical -> physical ids."""
     cloudformation = boto3.client("cloudformation", **aws)
     cloudformation.create_stack(
         StackName=name,
@@ -106,5 +106,4 @@ def deploy(
     return {
         "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
         "physical": {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources},
-        "resource_count": len(resources),
     }

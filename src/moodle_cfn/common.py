@@ -65,14 +65,41 @@ SITE_NAME = OperatorParameter(
 )
 
 
-def tags(name: str | Sub, **extra: str) -> Tags:
+def number_parameter(
+    name: str, default: float, low: float, high: float, description: str, *, label: str, group: str
+) -> OperatorParameter:
+    """A Number operator parameter between `low` and `high`."""
+    return OperatorParameter(
+        Parameter(name, Type="Number", Default=default, MinValue=low, MaxValue=high, Description=description),
+        label=label,
+        group=group,
+    )
+
+
+def log_retention_parameter(
+    name: str, default: int, description: str, *, label: str, group: str
+) -> OperatorParameter:
+    """A number of days limited to the values CloudWatch Logs accepts as a retention."""
+    return OperatorParameter(
+        Parameter(
+            name,
+            Type="Number",
+            Default=default,
+            AllowedValues=list(LOG_RETENTION_DAYS),
+            Description=description,
+        ),
+        label=label,
+        group=group,
+    )
+
+
+def tags(name: str, **extra: str) -> Tags:
     """Tags for one resource: a Name prefixed with the site name, plus the application tag.
 
     `name` is a suffix such as "public-1"; stack-level tags from the operator propagate to every resource by
     CloudFormation itself, so only what is specific to the resource is set here.
     """
-    full_name = name if isinstance(name, Sub) else Sub(f"${{{SITE_NAME.name}}}-{name}")
-    return Tags(Name=full_name, Application=APPLICATION_TAG, **extra)
+    return Tags(Name=Sub(f"${{{SITE_NAME.name}}}-{name}"), Application=APPLICATION_TAG, **extra)
 
 
 def checkov_skips(**reasons: str) -> dict[str, object]:

@@ -242,9 +242,14 @@ def build() -> Template:
     admin_secret = moodle.add_admin_secret(template)
     logs = web_tier.add_log_groups(template)
     resources = WebNodeResources(
-        secret_arns=[Ref(p) for p in DATA_INPUTS[:2]] + cache_secret_arns() + [Ref(admin_secret)],
-        file_system_arn=Ref(DATA_INPUTS[2]),
-        access_point_arn=Ref(DATA_INPUTS[3]),
+        secret_arns=[
+            Ref(output_as_parameter(database.DATABASE_APP_SECRET_ARN)),
+            Ref(output_as_parameter(database.DATABASE_MASTER_SECRET_ARN)),
+            *cache_secret_arns(),
+            Ref(admin_secret),
+        ],
+        file_system_arn=Ref(output_as_parameter(file_system.FILE_SYSTEM_ARN)),
+        access_point_arn=Ref(output_as_parameter(file_system.ACCESS_POINT_ARN)),
         log_group_arns=[GetAtt(group, "Arn") for group in logs.values()],
     )
     role, profile = web_tier.add_instance_role(template, resources)

@@ -8,7 +8,7 @@ plans would store every recovery point twice).
 
 from __future__ import annotations
 
-from troposphere import GetAtt, Parameter, Ref, Sub, Template
+from troposphere import GetAtt, Ref, Sub, Template
 from troposphere.backup import (
     BackupPlan,
     BackupPlanResourceType,
@@ -20,22 +20,19 @@ from troposphere.backup import (
 )
 from troposphere.iam import Role
 
-from moodle_cfn.common import GROUP_DATABASE, RETAIN, SITE_NAME, OperatorParameter, tags
+from moodle_cfn.common import GROUP_DATABASE, RETAIN, SITE_NAME, number_parameter, tags
 from moodle_cfn.encryption import customer_key
 from moodle_cfn.policies import service_trust_policy
 
 # 05:00 UTC: after the Aurora backup window (default 01:00-02:00) and the maintenance windows.
 DAILY_AT = "cron(0 5 * * ? *)"
 
-BACKUP_RETENTION_DAYS = OperatorParameter(
-    Parameter(
-        "BackupRetentionDays",
-        Type="Number",
-        Default=35,
-        MinValue=1,
-        MaxValue=3650,
-        Description="Days AWS Backup keeps the daily recovery points of the database and of moodledata.",
-    ),
+BACKUP_RETENTION_DAYS = number_parameter(
+    "BackupRetentionDays",
+    35,
+    1,
+    3650,
+    "Days AWS Backup keeps the daily recovery points of the database and of moodledata.",
     label="AWS Backup retention (days)",
     group=GROUP_DATABASE,
 )

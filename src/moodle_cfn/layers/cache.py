@@ -31,6 +31,7 @@ from moodle_cfn.common import (
     SITE_NAME,
     OperatorParameter,
     declare_parameters,
+    number_parameter,
     tags,
 )
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, add_key_condition, customer_key, generated_secret
@@ -49,7 +50,6 @@ NODE_TYPES = [
         for size in ("large", "xlarge", "2xlarge")
     ),
 ]
-MAX_MEMCACHED_NODES = 20
 # A valkey replication group without shards holds a primary and at most five replicas.
 MAX_VALKEY_NODES = 6
 NOT_USED = "none"  # an output's value when its engine is not the one chosen (outputs cannot be empty)
@@ -68,16 +68,13 @@ CACHE_MAINTENANCE_WINDOW = OperatorParameter(
     label="Maintenance window (UTC)",
     group=GROUP_CACHE,
 )
-CACHE_SNAPSHOT_RETENTION_DAYS = OperatorParameter(
-    Parameter(
-        "CacheSnapshotRetentionDays",
-        Type="Number",
-        Default=1,
-        MinValue=0,
-        MaxValue=35,
-        Description="Days of daily snapshots of a valkey cluster (0 turns them off). Caches rebuild themselves; "
-        "a snapshot only spares users a login after a disaster.",
-    ),
+CACHE_SNAPSHOT_RETENTION_DAYS = number_parameter(
+    "CacheSnapshotRetentionDays",
+    1,
+    0,
+    35,
+    "Days of daily snapshots of a valkey cluster (0 turns them off). Caches rebuild themselves; "
+    "a snapshot only spares users a login after a disaster.",
     label="Valkey snapshot retention (days)",
     group=GROUP_CACHE,
 )
@@ -147,16 +144,13 @@ def _role_parameters(role: CacheRole) -> tuple[OperatorParameter, OperatorParame
         label=f"{role.key} cache node type",
         group=GROUP_CACHE,
     )
-    nodes = OperatorParameter(
-        Parameter(
-            f"{role.key}CacheNodes",
-            Type="Number",
-            Default=role.default_nodes,
-            MinValue=2,
-            MaxValue=MAX_VALKEY_NODES,
-            Description=f"Nodes in the {role.purpose} cluster: memcached nodes (at least one per AZ), or valkey "
-            f"primary plus replicas (2 to {MAX_VALKEY_NODES}).",
-        ),
+    nodes = number_parameter(
+        f"{role.key}CacheNodes",
+        role.default_nodes,
+        2,
+        MAX_VALKEY_NODES,
+        f"Nodes in the {role.purpose} cluster: memcached nodes (at least one per AZ), or valkey "
+        f"primary plus replicas (2 to {MAX_VALKEY_NODES}).",
         label=f"{role.key} cache nodes",
         group=GROUP_CACHE,
     )

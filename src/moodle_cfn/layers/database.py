@@ -24,12 +24,13 @@ from troposphere.secretsmanager import GenerateSecretString, Secret
 from moodle_cfn.checks import CrossCheck, number
 from moodle_cfn.common import (
     GROUP_DATABASE,
-    LOG_RETENTION_DAYS,
     RETAIN,
     SITE_NAME,
     SNAPSHOT,
     OperatorParameter,
     checkov_skips,
+    log_retention_parameter,
+    number_parameter,
     tags,
 )
 from moodle_cfn.encryption import (
@@ -109,27 +110,21 @@ DATABASE_INSTANCE_CLASS = OperatorParameter(
     label="Instance class (provisioned)",
     group=GROUP_DATABASE,
 )
-DATABASE_MIN_CAPACITY = OperatorParameter(
-    Parameter(
-        "DatabaseMinCapacity",
-        Type="Number",
-        Default=0.5,
-        MinValue=SERVERLESS_ACU_MIN,
-        MaxValue=SERVERLESS_ACU_MAX,
-        Description="Serverless v2 minimum capacity in ACUs (1 ACU is about 2 GiB of memory).",
-    ),
+DATABASE_MIN_CAPACITY = number_parameter(
+    "DatabaseMinCapacity",
+    0.5,
+    SERVERLESS_ACU_MIN,
+    SERVERLESS_ACU_MAX,
+    "Serverless v2 minimum capacity in ACUs (1 ACU is about 2 GiB of memory).",
     label="Minimum ACUs (serverless v2)",
     group=GROUP_DATABASE,
 )
-DATABASE_MAX_CAPACITY = OperatorParameter(
-    Parameter(
-        "DatabaseMaxCapacity",
-        Type="Number",
-        Default=16,
-        MinValue=1,
-        MaxValue=SERVERLESS_ACU_MAX,
-        Description="Serverless v2 maximum capacity in ACUs; caps cost during exam peaks.",
-    ),
+DATABASE_MAX_CAPACITY = number_parameter(
+    "DatabaseMaxCapacity",
+    16,
+    1,
+    SERVERLESS_ACU_MAX,
+    "Serverless v2 maximum capacity in ACUs; caps cost during exam peaks.",
     label="Maximum ACUs (serverless v2)",
     group=GROUP_DATABASE,
 )
@@ -158,15 +153,12 @@ DATABASE_MASTER_USERNAME = OperatorParameter(
     label="Master user name",
     group=GROUP_DATABASE,
 )
-DATABASE_BACKUP_RETENTION_DAYS = OperatorParameter(
-    Parameter(
-        "DatabaseBackupRetentionDays",
-        Type="Number",
-        Default=7,
-        MinValue=1,
-        MaxValue=35,
-        Description="Days of automated backups (point-in-time recovery window). Production: 14 or more.",
-    ),
+DATABASE_BACKUP_RETENTION_DAYS = number_parameter(
+    "DatabaseBackupRetentionDays",
+    7,
+    1,
+    35,
+    "Days of automated backups (point-in-time recovery window). Production: 14 or more.",
     label="Backup retention (days)",
     group=GROUP_DATABASE,
 )
@@ -208,15 +200,11 @@ DATABASE_DELETION_PROTECTION = OperatorParameter(
     label="Deletion protection",
     group=GROUP_DATABASE,
 )
-DATABASE_LOG_RETENTION_DAYS = OperatorParameter(
-    Parameter(
-        "DatabaseLogRetentionDays",
-        Type="Number",
-        Default=30,
-        AllowedValues=list(LOG_RETENTION_DAYS),
-        Description="Days CloudWatch Logs keeps the PostgreSQL log (errors and statements slower than "
-        f"{SLOW_STATEMENT_MS} ms).",
-    ),
+DATABASE_LOG_RETENTION_DAYS = log_retention_parameter(
+    "DatabaseLogRetentionDays",
+    30,
+    "Days CloudWatch Logs keeps the PostgreSQL log (errors and statements slower than "
+    f"{SLOW_STATEMENT_MS} ms).",
     label="PostgreSQL log retention (days)",
     group=GROUP_DATABASE,
 )

@@ -19,7 +19,7 @@ from troposphere.efs import (
 )
 
 from moodle_cfn.azs import AZ_SLOTS, slot_condition
-from moodle_cfn.common import GROUP_FILE_SYSTEM, RETAIN, OperatorParameter, tags
+from moodle_cfn.common import GROUP_FILE_SYSTEM, RETAIN, OperatorParameter, number_parameter, tags
 from moodle_cfn.encryption import customer_key
 from moodle_cfn.layers.network import DATA, FILE_SYSTEM_SG, as_parameter
 from moodle_cfn.policies import POLICY_VERSION
@@ -47,15 +47,12 @@ FILE_SYSTEM_THROUGHPUT_MODE = OperatorParameter(
     label="Throughput mode",
     group=GROUP_FILE_SYSTEM,
 )
-FILE_SYSTEM_PROVISIONED_THROUGHPUT = OperatorParameter(
-    Parameter(
-        "FileSystemProvisionedThroughput",
-        Type="Number",
-        Default=128,
-        MinValue=1,
-        MaxValue=3414,
-        Description="MiB/s of throughput when FileSystemThroughputMode is provisioned (ignored otherwise).",
-    ),
+FILE_SYSTEM_PROVISIONED_THROUGHPUT = number_parameter(
+    "FileSystemProvisionedThroughput",
+    128,
+    1,
+    3414,
+    "MiB/s of throughput when FileSystemThroughputMode is provisioned (ignored otherwise).",
     label="Provisioned throughput (MiB/s)",
     group=GROUP_FILE_SYSTEM,
 )

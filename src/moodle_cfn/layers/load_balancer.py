@@ -66,6 +66,7 @@ from moodle_cfn.common import (
     OperatorParameter,
     checkov_skips,
     equals_any,
+    number_parameter,
     tags,
 )
 from moodle_cfn.encryption import generated_secret
@@ -138,15 +139,12 @@ CLOUDFRONT_PREFIX_LIST_ID = OperatorParameter(
     label="CloudFront origin-facing prefix list id (other regions)",
     group=GROUP_EDGE,
 )
-ACCESS_LOG_RETENTION_DAYS = OperatorParameter(
-    Parameter(
-        "AccessLogRetentionDays",
-        Type="Number",
-        Default=90,
-        MinValue=1,
-        MaxValue=3650,
-        Description="Days the load balancer access logs are kept in their S3 bucket.",
-    ),
+ACCESS_LOG_RETENTION_DAYS = number_parameter(
+    "AccessLogRetentionDays",
+    90,
+    1,
+    3650,
+    "Days the load balancer access logs are kept in their S3 bucket.",
     label="Load balancer access log retention (days)",
     group=GROUP_EDGE,
 )

@@ -24,6 +24,7 @@ from moodle_cfn.common import (
     OperatorParameter,
     checkov_skips,
     declare_parameters,
+    number_parameter,
     output_as_parameter,
 )
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
@@ -53,15 +54,12 @@ ALARM_EMAIL = OperatorParameter(
     label="Alarm e-mail",
     group=GROUP_MONITORING,
 )
-DATABASE_CONNECTIONS_ALARM = OperatorParameter(
-    Parameter(
-        "DatabaseConnectionsAlarm",
-        Type="Number",
-        Default=1000,
-        MinValue=10,
-        MaxValue=100000,
-        Description="Alarm when the database has more connections than this (db.r7g.large allows about 1,700).",
-    ),
+DATABASE_CONNECTIONS_ALARM = number_parameter(
+    "DatabaseConnectionsAlarm",
+    1000,
+    10,
+    100000,
+    "Alarm when the database has more connections than this (db.r7g.large allows about 1,700).",
     label="Database connections alarm",
     group=GROUP_MONITORING,
 )

@@ -55,11 +55,11 @@ from moodle_cfn.azs import (
 from moodle_cfn.checks import FindingCheck
 from moodle_cfn.common import (
     GROUP_NETWORK,
-    LOG_RETENTION_DAYS,
     SITE_NAME,
     OperatorParameter,
     checkov_skips,
     declare_parameters,
+    log_retention_parameter,
     tags,
 )
 from moodle_cfn.policies import log_delivery_policy, service_trust_policy
@@ -124,14 +124,10 @@ NAT_GATEWAY_MODE = OperatorParameter(
 VPC_CIDR = OperatorParameter(
     _cidr_parameter("VpcCidr", "10.0.0.0/16", "the VPC"), label="VPC CIDR block", group=GROUP_NETWORK
 )
-FLOW_LOG_RETENTION_DAYS = OperatorParameter(
-    Parameter(
-        "FlowLogRetentionDays",
-        Type="Number",
-        Default=90,
-        AllowedValues=list(LOG_RETENTION_DAYS),
-        Description="Days CloudWatch Logs keeps the VPC flow logs.",
-    ),
+FLOW_LOG_RETENTION_DAYS = log_retention_parameter(
+    "FlowLogRetentionDays",
+    90,
+    "Days CloudWatch Logs keeps the VPC flow logs.",
     label="Flow log retention (days)",
     group=GROUP_NETWORK,
 )

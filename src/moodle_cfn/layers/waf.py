@@ -32,7 +32,7 @@ from troposphere.wafv2 import (
     WebACLRule,
 )
 
-from moodle_cfn.common import GROUP_EDGE, OperatorParameter
+from moodle_cfn.common import GROUP_EDGE, OperatorParameter, number_parameter
 from moodle_cfn.layers import site
 
 WAF_ON_CLOUDFRONT = "WafOnCloudFront"
@@ -53,16 +53,13 @@ ENABLE_WAF = OperatorParameter(
     label="AWS WAF",
     group=GROUP_EDGE,
 )
-WAF_RATE_LIMIT = OperatorParameter(
-    Parameter(
-        "WafRateLimit",
-        Type="Number",
-        Default=10000,
-        MinValue=100,
-        MaxValue=2000000000,
-        Description="Requests per 5 minutes one client address may make before WAF blocks it. A campus behind "
-        "one NAT address is one client: keep this high enough for a full exam room.",
-    ),
+WAF_RATE_LIMIT = number_parameter(
+    "WafRateLimit",
+    10000,
+    100,
+    2000000000,
+    "Requests per 5 minutes one client address may make before WAF blocks it. A campus behind "
+    "one NAT address is one client: keep this high enough for a full exam room.",
     label="WAF rate limit (requests / 5 min / address)",
     group=GROUP_EDGE,
 )

@@ -65,12 +65,13 @@ from moodle_cfn import bootstrap
 from moodle_cfn.checks import CrossCheck, FindingCheck, number
 from moodle_cfn.common import (
     GROUP_WEB,
-    LOG_RETENTION_DAYS,
     RETAIN,
     SITE_NAME,
     OperatorParameter,
     checkov_skips,
     equals_any,
+    log_retention_parameter,
+    number_parameter,
     tags,
 )
 from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, customer_key
@@ -106,11 +107,7 @@ LAUNCH_TEMPLATE_TITLE = "WebLaunchTemplate"
 
 
 def _number(name: str, default: int, low: int, high: int, description: str, label: str) -> OperatorParameter:
-    return OperatorParameter(
-        Parameter(name, Type="Number", Default=default, MinValue=low, MaxValue=high, Description=description),
-        label=label,
-        group=GROUP_WEB,
-    )
+    return number_parameter(name, default, low, high, description, label=label, group=GROUP_WEB)
 
 
 WEB_INSTANCE_TYPE = OperatorParameter(
@@ -171,14 +168,10 @@ WEB_WARM_POOL = OperatorParameter(
 WEB_WARM_POOL_SIZE = _number(
     "WebWarmPoolSize", 1, 0, 50, "Stopped nodes kept in the warm pool.", "Warm pool size"
 )
-APP_LOG_RETENTION_DAYS = OperatorParameter(
-    Parameter(
-        "AppLogRetentionDays",
-        Type="Number",
-        Default=30,
-        AllowedValues=list(LOG_RETENTION_DAYS),
-        Description="Days CloudWatch Logs keeps the web nodes' logs (Apache, PHP-FPM, cron, bootstrap).",
-    ),
+APP_LOG_RETENTION_DAYS = log_retention_parameter(
+    "AppLogRetentionDays",
+    30,
+    "Days CloudWatch Logs keeps the web nodes' logs (Apache, PHP-FPM, cron, bootstrap).",
     label="Web node log retention (days)",
     group=GROUP_WEB,
 )
