@@ -8,9 +8,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from moodle_cfn import cost
+from moodle_cfn import cost, master
 from moodle_cfn.cli import main
 from moodle_cfn.errors import InputError
+from moodle_cfn.rules import effective_values
 from tests.conftest import PARAMS_FILES
 
 # A small, fully known price table: every figure below is worked out by hand from it.
@@ -106,19 +107,37 @@ def test_cache_arithmetic_with_the_valkey_discount():
 
 
 def test_storage_edge_and_operations_arithmetic():
-    lines = by_name(cost.storage_and_edge(SITE, PRICES, HOURS_100) + cost.operations(SITE, PRICES, HOURS_100))
+    values = effective_values(master.build().to_dict()["Parameters"], SITE)
+    lines = by_name(
+        cost.storage_and_edge(SITE, PRICES, HOURS_100) + cost.operations(values, PRICES, HOURS_100)
+    )
     # 30 GB x 0.3 + 70 GB x 0.02 + 200 x 0.03 + 50 x 0.06 = 9 + 1.4 + 6 + 3
     assert lines["EFS moodledata"].monthly == 19.4
     assert lines["CloudFront"].monthly == 500 * 0.1 + 20 * 100 * 0.01  # 70
     # (1 + 0.02 x 10) x (100 x 0.05 + 20 x 0.02) = 1.2 x 5.4
     assert lines["AWS Backup"].monthly == 6.48
     assert lines["AWS WAF"].monthly == 5 + 4 * 1 + 20 * 0.6  # 21
-    # secrets: the two database ones, one valkey AUTH token, the CloudFront origin header: 4
-    assert lines["Secrets, alarms, dashboard"].monthly == round(4 * 0.4 + 20 * 0.1 + 3, 2)
+    # secrets: RDS's master, Moodle's database user, the valkey AUTH token, the CloudFront origin header and
+    # the Moodle admin: 5; alarms: 4 load balancer + 4 database + 3 + 3 caches + 1 file system + 2 x 3 NAT: 21
+    assert lines["Secrets, alarms, dashboard"].monthly == round(5 * 0.4 + 21 * 0.1 + 3, 2)
+    assert (
+        lines["Secrets, alarms, dashboard"].assumes
+        == "5 secrets (RDS's own included), 21 alarms, 1 dashboard"
+    )
+
+
+def test_secret_and_alarm_counts_follow_the_templates():
+    defaults = effective_values(master.build().to_dict()["Parameters"], {"AWS::Region": "us-east-1"})
+    single_nat = {**defaults, "NatGatewayMode": "single", "AvailabilityZoneCount": "2"}
+    serverless = {**single_nat, "DatabaseCapacityMode": "serverless-v2", "EnableCloudFront": "false"}
+    assert cost.count_resources("AWS::CloudWatch::Alarm", single_nat) == 4 + 4 + 3 + 3 + 1 + 2
+    assert cost.count_resources("AWS::CloudWatch::Alarm", serverless) == 4 + 5 + 3 + 3 + 1 + 2
+    # without CloudFront there is no origin header secret
+    assert cost.count_resources("AWS::SecretsManager::Secret", serverless) == 2
 
 
 def test_total_adds_every_line():
-    lines = cost.estimate(SITE, PRICES, HOURS_100)
+    lines = cost.estimate(effective_values(master.build().to_dict()["Parameters"], SITE), PRICES, HOURS_100)
     total = cost.total(lines)
     assert total.monthly == round(sum(x.monthly for x in lines), 2)
     assert total.low <= total.monthly <= total.high

@@ -8,6 +8,7 @@ printed beside each figure and overridable on the command line.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -15,6 +16,8 @@ from importlib import resources
 from typing import Any
 
 from moodle_cfn.errors import InputError
+from moodle_cfn.layers import LAYERS, waf
+from moodle_cfn.rules import active_resources
 
 BUNDLED_REGIONS = ("us-east-1",)
 # Price List API "location" names of the regions --live understands.
@@ -35,8 +38,8 @@ REGION_NAMES = {
     "ap-south-1": "Asia Pacific (Mumbai)",
     "sa-east-1": "South America (Sao Paulo)",
 }
-# WAF rules in the stack's web ACL (layers/waf.py): three managed groups and the rate limit.
-WAF_RULES = 4
+# The secret RDS keeps for the master user, which no template declares.
+RDS_MANAGED_SECRETS = 1
 
 
 @dataclass(frozen=True)
@@ -218,23 +221,38 @@ def storage_and_edge(v: Mapping[str, str], p: PriceTable, a: Assumptions) -> lis
     return lines
 
 
+@functools.cache
+def layer_templates() -> tuple[dict[str, Any], ...]:
+    """Every layer's template as data (built once)."""
+    return tuple(layer.build().to_dict() for layer in LAYERS)
+
+
+def count_resources(resource_type: str, values: Mapping[str, str]) -> int:
+    """How many resources of a type the templates create for these parameter values."""
+    return sum(
+        r["Type"] == resource_type for t in layer_templates() for r in active_resources(t, values).values()
+    )
+
+
 def operations(v: Mapping[str, str], p: PriceTable, a: Assumptions) -> list[Line]:
     """Logs, WAF, secrets, alarms and the dashboard."""
     lines = [line("CloudWatch Logs", a.log_gb * (p.unit("logs_ingest_gb") + p.unit("logs_storage_gb_month")),
                   f"{a.log_gb:g} GB ingested per month")]  # fmt: skip
     if v["EnableWaf"] == "true":
-        waf = p.unit("waf_web_acl_month") + WAF_RULES * p.unit("waf_rule_month")
-        waf += a.requests_million * p.unit("waf_requests_million")
-        lines.append(line("AWS WAF", waf, f"1 web ACL, {WAF_RULES} rules, {a.requests_million:g} M requests"))
-    secrets = 2 + sum(v[f"{r}CacheEngine"] == "valkey" for r in ("Session", "Application"))
-    secrets += v["EnableCloudFront"] == "true"
-    alarms = 20  # about this many exist for a site (see layers/monitoring.py)
+        rules = len(waf.rules(None))
+        cost = p.unit("waf_web_acl_month") + rules * p.unit("waf_rule_month")
+        cost += a.requests_million * p.unit("waf_requests_million")
+        lines.append(line("AWS WAF", cost, f"1 web ACL, {rules} rules, {a.requests_million:g} M requests"))
+    # Counted in the templates, for these parameter values.
+    with_region = {**v, "AWS::Region": p.data["region"]}
+    secrets = RDS_MANAGED_SECRETS + count_resources("AWS::SecretsManager::Secret", with_region)
+    alarms = count_resources("AWS::CloudWatch::Alarm", with_region)
     other = secrets * p.unit("secret_month") + alarms * p.unit("alarm_month") + p.unit("dashboard_month")
     lines.append(
         line(
             "Secrets, alarms, dashboard",
             other,
-            f"{secrets} secrets (RDS's own included), ~{alarms} alarms, 1 dashboard",
+            f"{secrets} secrets (RDS's own included), {alarms} alarms, 1 dashboard",
         )
     )
     return lines

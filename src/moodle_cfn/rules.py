@@ -78,3 +78,26 @@ def check_rules(template: Mapping[str, Any], given: Mapping[str, str], source: s
                 raise InputError(
                     source, assertion.get("AssertDescription", "assertion failed"), f"rule {rule_name}"
                 )
+
+
+def _inline_conditions(expression: Any, conditions: Mapping[str, Any]) -> Any:
+    """`expression` with every {"Condition": name} replaced by that condition's own expression."""
+    if isinstance(expression, dict):
+        if set(expression) == {"Condition"}:
+            return _inline_conditions(conditions[expression["Condition"]], conditions)
+        return {key: _inline_conditions(value, conditions) for key, value in expression.items()}
+    if isinstance(expression, list):
+        return [_inline_conditions(item, conditions) for item in expression]
+    return expression
+
+
+def condition_values(template: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, bool]:
+    """Every Condition of a template for parameter `values` (pseudo parameters such as AWS::Region included)."""
+    conditions = template.get("Conditions", {})
+    return {name: bool(_resolve(_inline_conditions(c, conditions), values)) for name, c in conditions.items()}
+
+
+def active_resources(template: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+    """The resources CloudFormation would create for `values` (those whose Condition holds, or has none)."""
+    holds = condition_values(template, values)
+    return {name: r for name, r in template["Resources"].items() if holds.get(r.get("Condition", ""), True)}
