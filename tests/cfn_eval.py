@@ -1,52 +1,22 @@
-"""A tiny evaluator of template Conditions and Fn::If, so tests can ask "which resources exist, wired how,
-for these parameter values" instead of only reading the template's text."""
+"""Which resources exist, wired how, for given parameter values: Conditions evaluated by moodle_cfn.rules,
+Fn::If branches resolved here, so tests assert on what CloudFormation would create, not on template text."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from moodle_cfn.rules import condition_values
+
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
-def _truth(
-    expression: Any, parameters: dict[str, str], conditions: dict[str, Any], cache: dict[str, bool]
-) -> Any:
-    if isinstance(expression, dict) and len(expression) == 1:
-        ((function, argument),) = expression.items()
-        if function == "Ref":
-            return parameters[argument]
-        if function == "Condition":
-            return condition_value(argument, parameters, conditions, cache)
-        if function == "Fn::Equals":
-            left, right = (_truth(item, parameters, conditions, cache) for item in argument)
-            return str(left) == str(right)
-        if function == "Fn::And":
-            return all(_truth(item, parameters, conditions, cache) for item in argument)
-        if function == "Fn::Or":
-            return any(_truth(item, parameters, conditions, cache) for item in argument)
-        if function == "Fn::Not":
-            return not _truth(argument[0], parameters, conditions, cache)
-        raise NotImplementedError(function)
-    return expression
-
-
-def condition_value(
-    name: str, parameters: dict[str, str], conditions: dict[str, Any], cache: dict[str, bool]
-) -> bool:
-    """The value of one named condition."""
-    if name not in cache:
-        cache[name] = bool(_truth(conditions[name], parameters, conditions, cache))
-    return cache[name]
-
-
 def evaluate_conditions(template: dict[str, Any], given: dict[str, str]) -> dict[str, bool]:
-    """Every condition of `template` for parameter values `given` over the defaults."""
-    parameters = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
-    parameters["AWS::Region"] = "us-east-1"  # a pseudo parameter; tests may give another region
-    parameters.update(given)
-    conditions = template.get("Conditions", {})
-    cache: dict[str, bool] = {}
-    return {name: condition_value(name, parameters, conditions, cache) for name in conditions}
+    """Every condition of `template` for parameter values `given` over the defaults (the project's own
+    offline evaluator, with us-east-1 as the region unless given)."""
+    values = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    values["AWS::Region"] = "us-east-1"
+    values.update(given)
+    return condition_values(template, values)
 
 
 def resolve_ifs(value: Any, conditions: dict[str, bool]) -> Any:
