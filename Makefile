@@ -11,7 +11,14 @@ TEMPLATES := templates
 CFN_LINT := $(BIN)/cfn-lint --include-checks I --
 CHECKOV := $(BIN)/checkov -d $(TEMPLATES) --framework cloudformation --skip-download --compact --quiet
 
-.PHONY: help venv templates test lint lock clean
+# The node rehearsal's machine: Debian's web stack and caches, and the AWS CLI the node setup calls.
+RIG_PACKAGES := apache2 php8.2-fpm php8.2-cli php8.2-pgsql php8.2-intl php8.2-mbstring php8.2-gd php8.2-soap \
+	php8.2-xml php8.2-zip php8.2-curl php8.2-memcached php8.2-redis php8.2-apcu memcached redis-server \
+	postgresql-client jq git openssl ca-certificates util-linux procps
+RIG_AWSCLI := .rig/awscli
+AWSCLI_VERSION := 1.46.3
+
+.PHONY: help venv templates test lint lock clean rig-machine rehearse-node
 
 help: ## Show this help
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +40,21 @@ templates: $(STAMP) ## Regenerate templates/ (and params/*.json for taskcat) and
 test: $(STAMP) ## Run the whole test suite (golden, cfn-lint, checkov, params, moto rehearsal)
 	$(BIN)/pytest
 
+rig-machine: ## Install what the node rehearsal runs on (Debian packages, the AWS CLI; needs root)
+	@missing=$$(for p in $(RIG_PACKAGES); do dpkg -s $$p > /dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@# Debian starts the services it installs; the rig runs its own, on its own ports.
+	-apache2ctl stop > /dev/null 2>&1; pkill -x memcached; pkill -x redis-server; true
+	@[ -x $(RIG_AWSCLI)/bin/aws ] || { $(PYTHON) -m venv $(RIG_AWSCLI) && \
+	  $(RIG_AWSCLI)/bin/pip install --quiet awscli==$(AWSCLI_VERSION); }
+
+rehearse-node: $(STAMP) rig-machine ## Boot two real Moodle nodes from the templates' node files, on each cache engine and PostgreSQL 17/16
+	rm -f .rig/timings.json
+	$(BIN)/pytest -p no:cacheprovider -v tests/node_rig/rehearse_node.py $(RIG_PYTEST_ARGS)
+	@cat .rig/timings.json
+
 lint: $(STAMP) ## ruff on the code, cfn-lint and checkov on templates/
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
@@ -44,4 +66,4 @@ lock: $(STAMP) ## Rewrite constraints.txt from the current virtualenv
 	mv constraints.txt.tmp constraints.txt
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info .rig

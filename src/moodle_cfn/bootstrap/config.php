@@ -52,8 +52,13 @@ if ($session['engine'] === 'memcached') {
     $CFG->session_redis_host = $session['host'];
     $CFG->session_redis_port = (int) $session['port'];
     $CFG->session_redis_auth = $session['auth'];
-    // valkey requires TLS: the ElastiCache certificate is verified against the system CA store.
-    $CFG->session_redis_encrypt = ['verify_peer' => true, 'verify_peer_name' => true];
+    // valkey requires TLS. The host is bare: the handler splits host:port on ':' and its TLS comes from
+    // this SSL context, which verifies the server against the system CA bundle the node names.
+    $CFG->session_redis_encrypt = [
+        'cafile' => $session['cafile'],
+        'verify_peer' => true,
+        'verify_peer_name' => true,
+    ];
     $CFG->session_redis_prefix = 'sess_';
     $CFG->session_redis_acquire_lock_timeout = 120;
     $CFG->session_redis_lock_expire = 7200;

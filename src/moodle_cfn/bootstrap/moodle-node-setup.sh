@@ -1,11 +1,13 @@
 #!/bin/bash
-# Turns an Amazon Linux 2023 node into a Moodle web node of this site. Run by user-data.sh at first boot,
-# as root, after cfn-init wrote /etc/moodle-cfn/site.env and the files next to this script.
+# Turns a node into a Moodle web node of this site. Run by user-data.sh at first boot (and safe to run again,
+# on a reboot or by hand), as root, after cfn-init wrote /etc/moodle-cfn/site.json and the files next to
+# this script.
 #
 # Order: packages -> moodledata on EFS -> verified Moodle code -> settings from the secrets -> PHP and
 # Apache -> (one node at a time, under a lock on EFS) database user, install or upgrade, application
-# cache -> cron and log shipping. Every step is safe to run again.
-set -euo pipefail
+# cache -> cron and log shipping. What depends on the operating system (package names, paths, services)
+# is in the platform file; Amazon Linux 2023 unless MOODLE_CFN_PLATFORM names another.
+set -Eeuo pipefail
 
 readonly etc_dir=/etc/moodle-cfn
 readonly share_dir=/usr/share/moodle-cfn
@@ -13,80 +15,150 @@ readonly moodledata=/var/moodledata
 readonly state_dir=$moodledata/.moodle-cfn
 readonly code_parent=/var/www
 readonly moodle_dir=$code_parent/moodle
+readonly local_cache=/var/cache/moodle
 readonly settings_file=$etc_dir/moodle.json
 
-# shellcheck source=/dev/null
-source "$etc_dir/site.env"
+# shellcheck source-path=SCRIPTDIR source=platform-al2023.sh
+source "${MOODLE_CFN_PLATFORM:-$share_dir/platform-al2023.sh}"
 
 log() { printf '%s moodle-node-setup: %s\n' "$(date -u +%FT%TZ)" "$*"; }
 
-secret() { aws secretsmanager get-secret-value --region "$AWS_REGION" --secret-id "$1" --query SecretString --output text; }
+# A failure ends the run with one line that says what failed: die() for the failures we expect (a secret,
+# the database), the ERR trap for anything else. The note file keeps a subshell's die() from being
+# reported a second time by its parent.
+failure_note=$(mktemp)
+readonly failure_note
+current_step="reading the site settings"
+die() {
+  log "FAILED while $current_step: $*"
+  echo reported > "$failure_note"
+  exit 1
+}
+# shellcheck disable=SC2317  # called by the ERR trap
+on_error() {
+  local status=$1 command=$2
+  [[ -s $failure_note ]] || log "FAILED while $current_step: \`$command\` exited $status"
+  echo reported > "$failure_note"
+}
+trap 'on_error $? "$BASH_COMMAND"' ERR
+trap 'rm -f "$failure_note"' EXIT
+step() {
+  current_step=$1
+  log "$1"
+}
+
+# Every site setting becomes a shell variable of the same name. cfn-init writes site.json from the
+# template's parameters as JSON, and @sh quotes each value for bash, so any character an operator typed
+# arrives unchanged.
+site_settings=$(jq -r 'to_entries[] | "\(.key)=\(.value | tostring | @sh)"' "$etc_dir/site.json") ||
+  die "cannot read $etc_dir/site.json (written by cfn-init)"
+eval "$site_settings"
+
+secret() {
+  local value
+  value=$(aws secretsmanager get-secret-value --region "$AWS_REGION" --secret-id "$1" --query SecretString \
+    --output text 2>&1) || die "cannot read the secret $1: $(tail -n 1 <<< "$value")"
+  printf '%s' "$value"
+}
 
 uses_valkey() { [[ "$SESSION_CACHE_ENGINE" == valkey || "$APPLICATION_CACHE_ENGINE" == valkey ]]; }
+needs_memcached_store() { [[ "$APPLICATION_CACHE_ENGINE" == memcached ]]; }
 
 install_packages() {
-  log "installing Apache, PHP 8.3 and tools"
-  dnf install -y --setopt=install_weak_deps=False \
-    httpd php8.3-fpm php8.3-cli php8.3-common php8.3-opcache php8.3-pgsql php8.3-intl php8.3-mbstring \
-    php8.3-gd php8.3-soap php8.3-sodium php8.3-xml php8.3-zip php8.3-pecl-apcu php8.3-pecl-memcached \
-    amazon-efs-utils amazon-cloudwatch-agent postgresql16 jq git tar
-  if uses_valkey; then
-    # phpredis is not packaged for Amazon Linux 2023: the one option that compiles at boot (about a minute).
-    log "compiling phpredis for the valkey cache"
-    dnf install -y php8.3-devel php-pear gcc make
-    if ! php -m | grep -qx redis; then
-      printf '\n' | pecl install redis
-      echo 'extension=redis.so' > /etc/php.d/40-redis.ini
-    fi
-  fi
+  step "installing Apache, PHP and tools"
+  local with_redis=false
+  uses_valkey && with_redis=true
+  platform_install_packages "$with_redis"
 }
 
 mount_moodledata() {
-  log "mounting moodledata (EFS $FILE_SYSTEM_ID through $ACCESS_POINT_ID, TLS)"
+  step "mounting moodledata (EFS $FILE_SYSTEM_ID through $ACCESS_POINT_ID)"
   install -d -m 0755 "$moodledata"
-  local entry="$FILE_SYSTEM_ID:/ $moodledata efs _netdev,noresvport,tls,iam,accesspoint=$ACCESS_POINT_ID 0 0"
-  grep -qF "$entry" /etc/fstab || echo "$entry" >> /etc/fstab
-  mountpoint -q "$moodledata" || mount "$moodledata"
-  # The access point maps this node to the web server user: these directories belong to it.
-  install -d "$moodledata/data" "$moodledata/cache" "$moodledata/temp" "$moodledata/backuptemp" "$state_dir"
-  install -d -o apache -g apache -m 0750 /var/cache/moodle
+  platform_mount_shared "$FILE_SYSTEM_ID" "$ACCESS_POINT_ID" "$moodledata"
+  # The access point maps every node to the web server user; these directories belong to it.
+  install -d -o "$web_user" -g "$web_user" -m 02770 \
+    "$moodledata/data" "$moodledata/cache" "$moodledata/temp" "$moodledata/backuptemp"
+  install -d -m 0755 "$state_dir" "$state_dir/releases"
+  install -d -o "$web_user" -g "$web_user" -m 0750 "$local_cache"
 }
 
-# The first node downloads and verifies the code and keeps the archive on EFS; every node installs that
-# same archive after checking its SHA-256, so all nodes run byte-identical code.
+# What makes the code: the version, the operator's bundle, the memcached store plugin and its commit.
+# A change to any of them is a new release (a rebuilt bundle with the same MoodleVersion included).
+release_id() {
+  local plugin=none
+  needs_memcached_store && plugin="$MEMCACHED_STORE_SOURCE@$MEMCACHED_STORE_COMMIT"
+  printf '%s\n' "$MOODLE_VERSION" "${MOODLE_CODE_S3_URI:-upstream}" "${MOODLE_CODE_SHA256:-}" "$plugin" |
+    sha256sum | cut -c 1-16
+}
+
+# A git source at a pinned commit: a git URL (a mirror, or the code host), or an S3 object holding a git
+# bundle (`git bundle create`) for VPCs without egress to a code host. git checks every object's hash,
+# and the commit is checked after checkout.
+fetch_pinned_git() {
+  local source=$1 commit=$2 destination=$3 work=$4
+  if [[ $source == s3://* ]]; then
+    aws s3 cp --quiet --region "$AWS_REGION" "$source" "$work/source.bundle" ||
+      die "cannot download $source"
+    source=$work/source.bundle
+  fi
+  git clone --quiet --no-checkout "$source" "$destination" || die "cannot clone $source"
+  git -C "$destination" -c advice.detachedHead=false checkout --quiet "$commit" ||
+    die "$source has no commit $commit"
+  [[ "$(git -C "$destination" rev-parse HEAD)" == "$commit" ]] || die "$source did not give commit $commit"
+  rm -rf "$destination/.git"
+}
+
+# The first node to need a release builds it once (Moodle plus the pinned plugin), keeps the archive and
+# its SHA-256 on EFS; every node unpacks that archive, so all nodes run byte-identical code and a
+# scale-out touches neither the code host nor the bundle bucket.
+build_release() {
+  local archive=$1 work
+  work=$(mktemp -d)
+  install -d "$work/moodle"
+  if [[ -n ${MOODLE_CODE_S3_URI:-} ]]; then
+    log "downloading the operator's code bundle $MOODLE_CODE_S3_URI"
+    aws s3 cp --quiet --region "$AWS_REGION" "$MOODLE_CODE_S3_URI" "$work/moodle.tar.gz" ||
+      die "cannot download $MOODLE_CODE_S3_URI"
+    echo "$MOODLE_CODE_SHA256  $work/moodle.tar.gz" | sha256sum -c --quiet - ||
+      die "$MOODLE_CODE_S3_URI does not match MoodleCodeSha256 $MOODLE_CODE_SHA256"
+    tar -xzf "$work/moodle.tar.gz" -C "$work/moodle" --strip-components=1
+  else
+    log "cloning Moodle v$MOODLE_VERSION (git verifies every object it receives)"
+    git clone --quiet --depth 1 --branch "v$MOODLE_VERSION" https://github.com/moodle/moodle.git "$work/moodle" ||
+      die "cannot clone Moodle v$MOODLE_VERSION"
+    rm -rf "$work/moodle/.git"
+  fi
+  if needs_memcached_store; then
+    # Moodle dropped its memcached application-cache store in 4.2: the moodlehq plugin, pinned.
+    local stores=$work/moodle/cache/stores
+    [[ -d $work/moodle/public ]] && stores=$work/moodle/public/cache/stores
+    log "adding the memcached cache store $MEMCACHED_STORE_COMMIT from $MEMCACHED_STORE_SOURCE"
+    fetch_pinned_git "$MEMCACHED_STORE_SOURCE" "$MEMCACHED_STORE_COMMIT" "$stores/memcached" "$work"
+  fi
+  tar -czf "$archive.partial" -C "$work" moodle
+  mv "$archive.partial" "$archive"
+  (cd "$(dirname "$archive")" && sha256sum "$(basename "$archive")" > "$archive.sha256.partial")
+  mv "$archive.sha256.partial" "$archive.sha256"
+  rm -rf "$work"
+}
+
 fetch_code() {
-  local archive=$state_dir/moodle-$MOODLE_VERSION.tar.gz
+  local id
+  id=$(release_id)
+  step "getting Moodle $MOODLE_VERSION (release $id)"
+  local archive=$state_dir/releases/moodle-$MOODLE_VERSION-$id.tar.gz
   (
     flock 9
-    if [[ ! -s $archive.sha256 ]]; then
-      local work
-      work=$(mktemp -d)
-      if [[ -n ${MOODLE_CODE_S3_URI:-} ]]; then
-        log "downloading the operator's code bundle $MOODLE_CODE_S3_URI"
-        aws s3 cp --region "$AWS_REGION" "$MOODLE_CODE_S3_URI" "$work/moodle.tar.gz"
-        echo "$MOODLE_CODE_SHA256  $work/moodle.tar.gz" | sha256sum -c -
-        cp "$work/moodle.tar.gz" "$archive.partial"
-      else
-        log "cloning Moodle v$MOODLE_VERSION (git verifies every object it receives)"
-        git clone --quiet --depth 1 --branch "v$MOODLE_VERSION" https://github.com/moodle/moodle.git "$work/moodle"
-        git -C "$work/moodle" rev-parse HEAD > "$state_dir/moodle-$MOODLE_VERSION.commit"
-        git -C "$work/moodle" archive --format=tar.gz --prefix=moodle/ HEAD > "$archive.partial"
-      fi
-      mv "$archive.partial" "$archive"
-      (cd "$state_dir" && sha256sum "$(basename "$archive")" > "$archive.sha256.partial")
-      mv "$archive.sha256.partial" "$archive.sha256"
-      rm -rf "$work"
-    fi
+    [[ -s $archive.sha256 ]] || build_release "$archive"
   ) 9> "$state_dir/code.lock"
-  (cd "$state_dir" && sha256sum -c "$archive.sha256")
+  (cd "$state_dir/releases" && sha256sum -c --quiet "$archive.sha256") || die "$archive is corrupt"
 
-  local release=$code_parent/moodle-$MOODLE_VERSION
+  local release=$code_parent/moodle-$MOODLE_VERSION-$id
   if [[ ! -d $release ]]; then
-    log "installing Moodle $MOODLE_VERSION in $release"
+    log "installing release $id in $release"
     local staging
     staging=$(mktemp -d "$code_parent/.moodle-XXXXXX")
     tar -xzf "$archive" -C "$staging" --strip-components=1
-    install_memcached_store "$staging"
     install -m 0644 "$share_dir/config.php" "$staging/config.php"
     chown -R root:root "$staging"
     chmod -R u=rwX,go=rX "$staging"
@@ -95,129 +167,149 @@ fetch_code() {
   ln -sfn "$release" "$moodle_dir"
 }
 
-# Moodle dropped its memcached application-cache store in 4.2: add the moodlehq plugin, pinned.
-install_memcached_store() {
-  local root=$1
-  [[ "$APPLICATION_CACHE_ENGINE" == memcached ]] || return 0
-  local stores=$root/cache/stores
-  [[ -d $root/public ]] && stores=$root/public/cache/stores
-  git clone --quiet https://github.com/moodlehq/moodle-cachestore_memcached.git "$stores/memcached"
-  git -C "$stores/memcached" checkout --quiet "$MEMCACHED_STORE_COMMIT"
-  [[ "$(git -C "$stores/memcached" rev-parse HEAD)" == "$MEMCACHED_STORE_COMMIT" ]]
-  rm -rf "$stores/memcached/.git"
-}
-
 # The current node list of a memcached cluster, as host:port,host:port (it changes when the cluster is resized).
 memcached_nodes() {
-  aws elasticache describe-cache-clusters --region "$AWS_REGION" --cache-cluster-id "$1" --show-cache-node-info \
-    --query 'CacheClusters[0].CacheNodes[].[Endpoint.Address, Endpoint.Port]' --output text |
-    awk '{printf "%s%s:%s", sep, $1, $2; sep=","}'
+  local nodes
+  nodes=$(aws elasticache describe-cache-clusters --region "$AWS_REGION" --cache-cluster-id "$1" \
+    --show-cache-node-info --query 'CacheClusters[0].CacheNodes[].[Endpoint.Address, Endpoint.Port]' \
+    --output text 2>&1) || die "cannot list the nodes of the cache cluster $1: $(tail -n 1 <<< "$nodes")"
+  awk '{printf "%s%s:%s", sep, $1, $2; sep=","}' <<< "$nodes"
 }
 
+# One cache's settings for config.php and muc-configure.php. valkey: the bare endpoint (Moodle adds the
+# TLS scheme itself and splits host:port on ':') and the system CA bundle, so the server is verified.
 cache_settings() {
   local engine=$1 id=$2 endpoint=$3 port=$4 auth_arn=$5
   if [[ $engine == memcached ]]; then
-    jq -n --arg servers "$(memcached_nodes "$id")" '{engine: "memcached", servers: ($servers | split(","))}'
+    local servers
+    servers=$(memcached_nodes "$id")
+    jq -n --arg servers "$servers" '{engine: "memcached", servers: ($servers | split(","))}'
   else
-    jq -n --arg host "tls://$endpoint" --arg port "$port" --arg auth "$(secret "$auth_arn" | jq -r .token)" \
-      '{engine: "valkey", host: $host, port: ($port | tonumber), auth: $auth}'
+    local auth
+    auth=$(secret "$auth_arn")
+    jq -n --arg host "$endpoint" --arg port "$port" --arg cafile "$ca_bundle" \
+      --arg auth "$(jq -r .token <<< "$auth")" \
+      '{engine: "valkey", host: $host, port: ($port | tonumber), auth: $auth, cafile: $cafile}'
   fi
 }
 
 write_settings() {
-  log "writing $settings_file from the stack's outputs and secrets"
-  local database public
+  step "writing $settings_file from the stack's outputs and secrets"
+  local database session application public=$moodle_dir router=false
   database=$(secret "$DATABASE_APP_SECRET_ARN")
-  public=$moodle_dir
+  session=$(cache_settings "$SESSION_CACHE_ENGINE" "$SESSION_CACHE_ID" "$SESSION_CACHE_ENDPOINT" \
+    "$SESSION_CACHE_PORT" "$SESSION_CACHE_AUTH_SECRET_ARN")
+  application=$(cache_settings "$APPLICATION_CACHE_ENGINE" "$APPLICATION_CACHE_ID" \
+    "$APPLICATION_CACHE_ENDPOINT" "$APPLICATION_CACHE_PORT" "$APPLICATION_CACHE_AUTH_SECRET_ARN")
   [[ -d $moodle_dir/public ]] && public=$moodle_dir/public
-  local router=false
   [[ ${MOODLE_VERSION%%.*} -ge 5 ]] && router=true
   umask 027
   jq -n \
     --arg wwwroot "$WWWROOT" --arg host "$DATABASE_HOST" --arg port "$DATABASE_PORT" --arg name "$DATABASE_NAME" \
     --argjson credentials "$database" --argjson router "$router" --arg data "$moodledata" \
-    --argjson session "$(cache_settings "$SESSION_CACHE_ENGINE" "$SESSION_CACHE_ID" "$SESSION_CACHE_ENDPOINT" \
-      "$SESSION_CACHE_PORT" "$SESSION_CACHE_AUTH_SECRET_ARN")" \
-    --argjson application "$(cache_settings "$APPLICATION_CACHE_ENGINE" "$APPLICATION_CACHE_ID" \
-      "$APPLICATION_CACHE_ENDPOINT" "$APPLICATION_CACHE_PORT" "$APPLICATION_CACHE_AUTH_SECRET_ARN")" \
+    --arg localcache "$local_cache" --argjson session "$session" --argjson application "$application" \
     '{wwwroot: $wwwroot, router: $router,
       database: {host: $host, port: ($port | tonumber), name: $name,
                  user: $credentials.username, password: $credentials.password},
       paths: {dataroot: ($data + "/data"), cachedir: ($data + "/cache"), tempdir: ($data + "/temp"),
-              backuptempdir: ($data + "/backuptemp"), localcachedir: "/var/cache/moodle"},
+              backuptempdir: ($data + "/backuptemp"), localcachedir: $localcache},
       session: $session, application: $application}' > "$settings_file.partial"
-  chgrp apache "$settings_file.partial"
+  chgrp "$web_user" "$settings_file.partial"
   mv "$settings_file.partial" "$settings_file"
   printf 'MOODLE_DIR=%s\nMOODLE_PUBLIC=%s\nMOODLE_CFN_SETTINGS=%s\n' "$moodle_dir" "$public" "$settings_file" \
-    > "$etc_dir/runtime.env"
+    > "$etc_dir/runtime.env.partial"
+  mv "$etc_dir/runtime.env.partial" "$etc_dir/runtime.env"
   umask 022
 }
 
+# A shipped file with its @NAME@ markers replaced, installed where the platform keeps it.
+install_rendered() {
+  local source=$1 target=$2
+  shift 2
+  local expressions=() pair
+  for pair in "$@"; do expressions+=(-e "s|@${pair%%=*}@|${pair#*=}|g"); done
+  install -d "$(dirname "$target")"
+  sed "${expressions[@]}" "$share_dir/$source" > "$target.partial"
+  chmod 0644 "$target.partial"
+  mv "$target.partial" "$target"
+}
+
 configure_web_server() {
-  log "configuring PHP-FPM and Apache (event MPM)"
+  step "configuring PHP-FPM and Apache (event MPM)"
   # shellcheck source=/dev/null
   source "$etc_dir/runtime.env"
-  install -m 0644 "$share_dir/php-moodle.ini" /etc/php.d/90-moodle.ini
-  install -m 0644 "$share_dir/php-fpm-moodle.conf" /etc/php-fpm.d/www.conf
   local router=""
   [[ ${MOODLE_VERSION%%.*} -ge 5 ]] && router="FallbackResource /r.php"
-  sed -e "s|@DOCUMENT_ROOT@|$MOODLE_PUBLIC|g" -e "s|@ROUTER@|$router|" "$share_dir/moodle-vhost.conf" \
-    > /etc/httpd/conf.d/moodle.conf
-  sed -i 's/^#\?LoadModule mpm_prefork_module/#LoadModule mpm_prefork_module/; s/^#LoadModule mpm_event_module/LoadModule mpm_event_module/' \
-    /etc/httpd/conf.modules.d/00-mpm.conf
-  systemctl enable --now php-fpm
-  systemctl enable httpd
-  systemctl restart httpd
+  install_rendered php-moodle.ini "$php_ini_path"
+  install_rendered php-fpm-moodle.conf "$fpm_pool_path" "WEB_USER=$web_user" "FPM_SOCKET=$fpm_socket" \
+    "PHP_ERROR_LOG=$php_error_log"
+  install_rendered moodle-vhost.conf "$vhost_path" "DOCUMENT_ROOT=$MOODLE_PUBLIC" "ROUTER=$router" \
+    "FPM_SOCKET=$fpm_socket"
+  platform_start_web
 }
 
-as_web_user() { runuser -u apache -- env MOODLE_DIR="$moodle_dir" MOODLE_CFN_SETTINGS="$settings_file" "$@"; }
+as_web_user() { runuser -u "$web_user" -- env MOODLE_DIR="$moodle_dir" MOODLE_CFN_SETTINGS="$settings_file" "$@"; }
 
+# psql as the master user (RDS: rds_superuser, not a superuser), TLS required; SQL on stdin, psql
+# variables from the remaining NAME=value arguments (so values are quoted by psql, never by us).
 psql_master() {
-  local credentials
+  local credentials output variables=() pair
   credentials=$(secret "$DATABASE_MASTER_SECRET_ARN")
-  PGPASSWORD=$(jq -r .password <<< "$credentials") PGSSLMODE=require \
+  for pair in "$@"; do variables+=(-v "$pair"); done
+  output=$(PGPASSWORD=$(jq -r .password <<< "$credentials") PGSSLMODE=require PGCONNECT_TIMEOUT=10 \
     psql -h "$DATABASE_HOST" -p "$DATABASE_PORT" -U "$(jq -r .username <<< "$credentials")" -d "$DATABASE_NAME" \
-    -v ON_ERROR_STOP=1 -qtA "$@"
+    -v ON_ERROR_STOP=1 -qtAX "${variables[@]}" 2>&1) ||
+    die "the database $DATABASE_HOST:$DATABASE_PORT/$DATABASE_NAME as the master user: $(head -n 1 <<< "$output")"
+  printf '%s' "$output"
 }
 
-# Moodle's own database user, created once with the password of its own (never rotated) secret.
+# Moodle's own database user, with the password of its own (never rotated) secret, owning the database.
+# PostgreSQL 16+ gives the creator of a role ADMIN on it but not SET, and changing an owner needs SET:
+# the master user is made a member of the role first (RDS's master is not a superuser).
 ensure_database_user() {
-  local credentials user password
+  local credentials
   credentials=$(secret "$DATABASE_APP_SECRET_ARN")
-  user=$(jq -r .username <<< "$credentials")
-  password=$(jq -r .password <<< "$credentials")
-  if [[ "$(psql_master -c "SELECT 1 FROM pg_roles WHERE rolname = '$user'")" != 1 ]]; then
-    log "creating the database user $user"
-    psql_master -c "CREATE ROLE \"$user\" LOGIN PASSWORD '$password'"
-  fi
-  psql_master -c "ALTER DATABASE \"$DATABASE_NAME\" OWNER TO \"$user\"" -c "ALTER SCHEMA public OWNER TO \"$user\""
+  psql_master "user=$(jq -r .username <<< "$credentials")" "password=$(jq -r .password <<< "$credentials")" \
+    "database=$DATABASE_NAME" > /dev/null <<'SQL'
+SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') AS missing \gset
+\if :missing
+  CREATE ROLE :"user" LOGIN PASSWORD :'password';
+\else
+  ALTER ROLE :"user" LOGIN PASSWORD :'password';
+\endif
+GRANT :"user" TO CURRENT_USER;
+ALTER DATABASE :"database" OWNER TO :"user";
+ALTER SCHEMA public OWNER TO :"user";
+SQL
 }
 
 # Exactly one node at a time gets here (flock on EFS); the check is made inside the lock.
 install_or_upgrade() {
+  step "installing or upgrading the database (one node at a time)"
   # shellcheck source=/dev/null
   source "$etc_dir/runtime.env"
   local cli=$MOODLE_PUBLIC/admin/cli
   (
     flock 9
     ensure_database_user
-    if [[ "$(psql_master -c "SELECT to_regclass('public.mdl_config') IS NOT NULL")" != t ]]; then
+    if [[ "$(psql_master <<< "SELECT to_regclass('public.mdl_config') IS NOT NULL")" != t ]]; then
       log "installing the Moodle database (first node of the site)"
       local admin
-      admin=$(secret "$ADMIN_SECRET_ARN" | jq -r .password)
-      as_web_user php "$cli/install_database.php" --agree-license --adminuser=admin --adminpass="$admin" \
-        --adminemail="$ADMIN_EMAIL" --fullname="$SITE_FULL_NAME" --shortname="$SITE_SHORT_NAME"
+      admin=$(secret "$ADMIN_SECRET_ARN")
+      as_web_user php "$cli/install_database.php" --agree-license --adminuser=admin \
+        --adminpass="$(jq -r .password <<< "$admin")" --adminemail="$ADMIN_EMAIL" \
+        --fullname="$SITE_FULL_NAME" --shortname="$SITE_SHORT_NAME"
     else
       local pending=0
       as_web_user php "$cli/upgrade.php" --is-pending > /dev/null || pending=$?
       if [[ $pending == 2 ]]; then
-        log "upgrading Moodle to $MOODLE_VERSION (maintenance mode on for every node)"
+        log "upgrading Moodle to release $(release_id) (maintenance mode on for every node)"
         as_web_user php "$cli/maintenance.php" --enable
         as_web_user php "$cli/upgrade.php" --non-interactive
         as_web_user php "$cli/maintenance.php" --disable
         as_web_user php "$cli/purge_caches.php"
       elif [[ $pending != 0 ]]; then
-        return "$pending"
+        die "Moodle cannot check for an upgrade (upgrade.php --is-pending exited $pending)"
       fi
     fi
     as_web_user php "$share_dir/muc-configure.php"
@@ -225,12 +317,13 @@ install_or_upgrade() {
 }
 
 start_cron_and_logs() {
-  log "starting cron and log shipping"
-  install -m 0644 "$share_dir/moodle-cron.service" "$share_dir/moodle-cron.timer" /etc/systemd/system/
-  systemctl daemon-reload
-  systemctl enable --now moodle-cron.timer
-  /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s \
-    -c "file:$etc_dir/cloudwatch-agent.json"
+  step "starting cron and log shipping"
+  local unit
+  for unit in moodle-cron.service moodle-cron.timer; do
+    install_rendered "$unit" "/etc/systemd/system/$unit" "WEB_USER=$web_user"
+  done
+  platform_start_cron
+  platform_start_log_shipping "$etc_dir/cloudwatch-agent.json"
 }
 
 main() {

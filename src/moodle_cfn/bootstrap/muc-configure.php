@@ -7,7 +7,7 @@
 define('CLI_SCRIPT', true);
 
 require(getenv('MOODLE_DIR') . '/config.php');
-require_once($CFG->dirroot . '/cache/locallib.php');
+// No require: since Moodle 4.5 the cache classes autoload (MDL-82158 removed cache/locallib.php).
 
 $settingsfile = getenv('MOODLE_CFN_SETTINGS') ?: '/etc/moodle-cfn/moodle.json';
 $settings = json_decode(file_get_contents($settingsfile), true, 16, JSON_THROW_ON_ERROR);
@@ -40,8 +40,9 @@ if ($application['engine'] === 'memcached') {
         'password' => $application['auth'],
         'serializer' => Redis::SERIALIZER_PHP,
         'compressor' => 0,
+        // The store adds tls:// to the bare host itself; an empty cafile would turn verification off.
         'encryption' => true,
-        'cafile' => '',
+        'cafile' => $application['cafile'],
     ];
 }
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from awacs import elasticache, kms, s3
 from troposphere import (
+    And,
+    Condition,
     Equals,
     GetAtt,
     If,
@@ -43,6 +45,7 @@ CHECKS = (*web_tier.CHECKS, *moodle.CHECKS)
 EXPANDERS = web_tier.EXPANDERS
 ANY_MEMCACHED = "AnyCacheIsMemcached"
 HAS_CODE_BUNDLE = "HasMoodleCodeBundle"
+PLUGIN_FROM_S3 = "MemcachedStoreFromS3"
 ADMIN_SECRET_OUTPUT = "MoodleAdminSecretArn"
 
 # Values taken from the data and cache layers (names are their outputs').
@@ -120,15 +123,24 @@ def add_conditional_policies(template: Template, role: Parameter) -> None:
         )
         for r in cache.ROLES
     ]
-    bundle = Sub(
-        "arn:${AWS::Partition}:s3:::${Path}",
-        Path=Select(1, Split("s3://", Ref(moodle.CODE_S3_URI.parameter))),
+    template.add_condition(
+        PLUGIN_FROM_S3,
+        And(
+            Equals(Select(0, Split("://", Ref(moodle.MEMCACHED_STORE_SOURCE.parameter))), "s3"),
+            Condition(ANY_MEMCACHED),
+        ),
     )
+
+    def object_arn(uri: OperatorParameter) -> Sub:
+        return Sub("arn:${AWS::Partition}:s3:::${Path}", Path=Select(1, Split("s3://", Ref(uri.parameter))))
+
     for title, condition, name, sid, actions, resources in (
         ("WebKmsDecryptPolicy", HAS_DATA_KMS_KEY, "decrypt-with-the-site-key", "DecryptSecretsAndFiles",
          [kms.Decrypt], [Ref(DATA_KMS_KEY_ARN.parameter)]),
         ("WebCodeBundlePolicy", HAS_CODE_BUNDLE, "read-the-moodle-code-bundle", "ReadTheCodeBundle",
-         [s3.GetObject], [bundle]),
+         [s3.GetObject], [object_arn(moodle.CODE_S3_URI)]),
+        ("WebPluginBundlePolicy", PLUGIN_FROM_S3, "read-the-memcached-store-bundle", "ReadThePluginBundle",
+         [s3.GetObject], [object_arn(moodle.MEMCACHED_STORE_SOURCE)]),
         ("WebCacheDiscoveryPolicy", ANY_MEMCACHED, "discover-memcached-nodes", "ListMemcachedNodes",
          [elasticache.DescribeCacheClusters], cluster_arns),
     ):  # fmt: skip
@@ -185,7 +197,7 @@ def site_host(load_balancer_resource: object, distribution: object) -> If:
 
 
 def node_settings(host: If, admin_secret: object) -> dict[str, object]:
-    """Every value moodle-node-setup.sh reads from site.env, by name."""
+    """Every value moodle-node-setup.sh reads from site.json, by name."""
     values: dict[str, object] = {
         "AWS_REGION": Ref("AWS::Region"),
         "WWWROOT": Sub("https://${Host}", Host=host),
@@ -193,6 +205,7 @@ def node_settings(host: If, admin_secret: object) -> dict[str, object]:
         "MOODLE_CODE_S3_URI": Ref(moodle.CODE_S3_URI.parameter),
         "MOODLE_CODE_SHA256": Ref(moodle.CODE_SHA256.parameter),
         "MEMCACHED_STORE_COMMIT": Ref(moodle.MEMCACHED_STORE_COMMIT.parameter),
+        "MEMCACHED_STORE_SOURCE": Ref(moodle.MEMCACHED_STORE_SOURCE.parameter),
         "ADMIN_EMAIL": Ref(moodle.ADMIN_EMAIL.parameter),
         "SITE_FULL_NAME": Ref(moodle.SITE_FULL_NAME.parameter),
         "SITE_SHORT_NAME": Ref(moodle.SITE_SHORT_NAME.parameter),

@@ -1,8 +1,9 @@
 """Moodle on the web nodes: the parameters, the admin secret, and the files cfn-init puts on every node.
 
 The files are real files in src/moodle_cfn/bootstrap/ (linted by shellcheck and php -l in the tests),
-embedded verbatim in the launch template's AWS::CloudFormation::Init metadata; only site.env and the
-CloudWatch agent configuration are rendered with Fn::Sub, from the stack's parameters and outputs.
+embedded verbatim in the launch template's AWS::CloudFormation::Init metadata. The site's settings travel
+as one JSON object (site.json) from the template to config.php: cfn-init writes a file whose content is
+a JSON object as JSON, so every value arrives with its quotes, dollars and backslashes intact.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from collections.abc import Mapping
 
 from troposphere import AWSHelperFn, Parameter, Sub, Template
-from troposphere.cloudformation import Init, InitConfig, InitFile, InitFiles
+from troposphere.cloudformation import Init, InitConfig, InitFile
 from troposphere.secretsmanager import GenerateSecretString, Secret
 
 from moodle_cfn import bootstrap
@@ -25,6 +26,7 @@ ETC_DIR = "/etc/moodle-cfn"
 # Files copied verbatim to SHARE_DIR: (file, mode).
 SHARED_FILES = (
     ("moodle-node-setup.sh", "000755"),
+    ("platform-al2023.sh", "000644"),
     ("config.php", "000644"),
     ("muc-configure.php", "000644"),
     ("moodle-vhost.conf", "000644"),
@@ -41,6 +43,10 @@ SHIPPED_LOGS = {
     "/var/log/php-fpm/www-error.log": "php-fpm",
     "/var/log/moodle-cron.log": "moodle-cron",
 }
+
+ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+EMAIL_PATTERN = rf"^{ATOM}(\.{ATOM})*@{LABEL}(\.{LABEL})+$"
 
 MOODLE_VERSION = OperatorParameter(
     Parameter(
@@ -60,8 +66,10 @@ ADMIN_EMAIL = OperatorParameter(
         "MoodleAdminEmail",
         Type="String",
         Default="admin@example.invalid",
-        AllowedPattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
-        ConstraintDescription="An e-mail address.",
+        # What Moodle's install accepts (validate_email: PHPMailer's check, which is PHP's
+        # FILTER_VALIDATE_EMAIL): an unquoted local part of RFC 5322 atoms, a dotted host name.
+        AllowedPattern=EMAIL_PATTERN,
+        ConstraintDescription="An e-mail address such as admin@example.edu.",
         Description="E-mail of Moodle's admin account (its password is generated into Secrets Manager: the "
         "MoodleAdminSecretArn output).",
     ),
@@ -73,8 +81,9 @@ SITE_FULL_NAME = OperatorParameter(
         "MoodleSiteFullName",
         Type="String",
         Default="Moodle",
-        AllowedPattern=r"^[^\"'$`\\]{1,100}$",
-        ConstraintDescription="1-100 characters, without quotes, backslashes, $ or backquotes.",
+        # Any printable text: it reaches Moodle as JSON and argv, never through a shell.
+        AllowedPattern=r"^[^\x00-\x1f\x7f]{1,100}$",
+        ConstraintDescription="1-100 characters, no control characters.",
         Description="Full name of the site at installation (change it later in Moodle).",
     ),
     label="Site full name",
@@ -132,6 +141,18 @@ MEMCACHED_STORE_COMMIT = OperatorParameter(
     label="memcached store plugin commit",
     group=GROUP_MOODLE,
 )
+MEMCACHED_STORE_SOURCE = OperatorParameter(
+    Parameter(
+        "MemcachedStoreSource",
+        Type="String",
+        Default="https://github.com/moodlehq/moodle-cachestore_memcached.git",
+        AllowedPattern=r"^(https://|s3://)[^\s]+$",
+        ConstraintDescription="An https git URL, or s3://bucket/key of a git bundle.",
+        Description="Where the memcached store plugin comes from: a git URL (a mirror) or an S3 git bundle.",
+    ),
+    label="memcached store plugin source",
+    group=GROUP_MOODLE,
+)
 PARAMETERS = (
     MOODLE_VERSION,
     ADMIN_EMAIL,
@@ -140,6 +161,7 @@ PARAMETERS = (
     CODE_S3_URI,
     CODE_SHA256,
     MEMCACHED_STORE_COMMIT,
+    MEMCACHED_STORE_SOURCE,
 )
 CHECKS = (
     CrossCheck(
@@ -169,13 +191,10 @@ def add_admin_secret(template: Template) -> Secret:
     )
 
 
-def site_env(values: Mapping[str, AWSHelperFn | str]) -> Sub:
-    """/etc/moodle-cfn/site.env: one NAME=value line per setting, values bound by Fn::Sub."""
-    lines = [f"{name}=${{{name}}}" for name in sorted(values)]
-    return Sub(
-        "# Written by cfn-init from the stack; read by moodle-node-setup.sh.\n" + "\n".join(lines) + "\n",
-        **values,
-    )
+def site_settings(values: Mapping[str, AWSHelperFn | str]) -> dict[str, AWSHelperFn | str]:
+    """/etc/moodle-cfn/site.json: one key per setting. cfn-init writes an object content as JSON, every
+    value a string (aws/aws-cdk#28561 shows the behaviour), which moodle-node-setup.sh reads with jq."""
+    return dict(sorted(values.items()))
 
 
 def agent_config() -> Sub:
@@ -211,8 +230,14 @@ def agent_config() -> Sub:
 
 def init_metadata(values: Mapping[str, AWSHelperFn | str]) -> Init:
     """cfn-init's files: the settings, the agent config, and the bootstrap files verbatim."""
-    files = {
-        f"{ETC_DIR}/site.env": InitFile(content=site_env(values), mode="000600", owner="root", group="root"),
+    files: dict[str, object] = {
+        # A plain mapping: troposphere's InitFile types content as a string only.
+        f"{ETC_DIR}/site.json": {
+            "content": site_settings(values),
+            "mode": "000600",
+            "owner": "root",
+            "group": "root",
+        },
         f"{ETC_DIR}/cloudwatch-agent.json": InitFile(
             content=agent_config(), mode="000644", owner="root", group="root"
         ),
@@ -221,11 +246,18 @@ def init_metadata(values: Mapping[str, AWSHelperFn | str]) -> Init:
         files[f"{SHARE_DIR}/{name}"] = InitFile(
             content=bootstrap.read(name), mode=mode, owner="root", group="root"
         )
-    return Init({"config": InitConfig(files=InitFiles(files))})
+    return Init({"config": InitConfig(files=files)})
+
+
+# Upper-case names the script uses that are not site settings: libpq's, the platform switch, and the
+# runtime.env it writes itself.
+NOT_SITE_SETTINGS = frozenset(
+    {"PGPASSWORD", "PGSSLMODE", "PGCONNECT_TIMEOUT", "MOODLE_CFN_PLATFORM", "MOODLE_DIR", "MOODLE_PUBLIC"}
+)
 
 
 def settings_names() -> set[str]:
-    """The site.env names moodle-node-setup.sh reads (so the template and the script cannot drift)."""
+    """The site.json keys moodle-node-setup.sh reads (so the template and the script cannot drift)."""
     script = bootstrap.read("moodle-node-setup.sh")
     used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", script))
-    return used - {"PGPASSWORD", "PGSSLMODE"}
+    return used - NOT_SITE_SETTINGS

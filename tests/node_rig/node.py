@@ -1,0 +1,165 @@
+"""A rehearsal web node: its own mount namespace on this machine, its own loopback address.
+
+Each node sees its own /var/www, /etc/moodle-cfn, /usr/share/moodle-cfn, /var/cache/moodle, /etc/apache2,
+/etc/php, /etc/systemd/system, /run and /var/log (private copies), so its Apache and PHP-FPM are its own.
+It shares with the other nodes only what the site shares on AWS: the "EFS" directory (mounted by the
+node setup itself), the database and the caches.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+from tests.node_rig.cfn_init import InitFile, write
+
+HERE = Path(__file__).resolve().parent
+PLATFORM_FILE = HERE / "platform-debian12.sh"
+SETUP = "/usr/share/moodle-cfn/moodle-node-setup.sh"
+# Private to each node: (directory as the node sees it, seeded from the machine's copy?).
+PRIVATE_DIRS = (
+    ("/var/www", False),
+    ("/etc/moodle-cfn", False),
+    ("/usr/share/moodle-cfn", False),
+    ("/var/cache/moodle", False),
+    ("/etc/systemd/system", False),
+    ("/etc/apache2", True),
+    ("/etc/php", True),
+    ("/run", False),
+    ("/var/log", False),
+)
+
+
+@dataclass
+class Node:
+    """One web node; `environment` is what its boot would have (AWS endpoints, the platform file)."""
+
+    name: str
+    address: str
+    root: Path
+    environment: dict[str, str]
+    holder: subprocess.Popen | None = None
+    logs: list[str] = field(default_factory=list)
+
+    def boot_namespace(self) -> None:
+        """Create the node's private directories and a process holding its mount namespace."""
+        mounts = []
+        for path, seeded in PRIVATE_DIRS:
+            own = self.root / path.lstrip("/")
+            if seeded and not own.exists():
+                shutil.copytree(path, own, symlinks=True)
+            own.mkdir(parents=True, exist_ok=True)
+            Path(path).mkdir(parents=True, exist_ok=True)
+            mounts.append(f"mount --bind {own} {path}")
+        (self.root / "run/lock").mkdir(parents=True, exist_ok=True)
+        (self.root / "etc/apache2/ports.conf").write_text(f"Listen {self.address}:80\n")
+        (self.root / "var/moodledata").mkdir(parents=True, exist_ok=True)
+        script = " && ".join([*mounts, "exec sleep infinity"])
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+        deadline = time.monotonic() + 10
+        while not self.sees(self.root / "etc/apache2/ports.conf", "/etc/apache2/ports.conf"):
+            if time.monotonic() > deadline or self.holder.poll() is not None:
+                raise RuntimeError(f"{self.name}: mount namespace did not come up")
+            time.sleep(0.05)
+
+    def sees(self, own: Path, path: str) -> bool:
+        """Whether the namespace shows `own` at `path` (its mounts are in place)."""
+        result = self.run(["cat", path], check=False)
+        return result.returncode == 0 and result.stdout == own.read_text()
+
+    def command(self, argv: list[str]) -> list[str]:
+        """`argv` as run inside the node."""
+        assert self.holder is not None
+        return ["nsenter", "-t", str(self.holder.pid), "-m", "--", "env", *self.env_pairs(), *argv]
+
+    def env_pairs(self) -> list[str]:
+        base = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": "/root"}
+        return [f"{k}={v}" for k, v in {**base, **self.environment}.items()]
+
+    def run(self, argv: list[str], check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(argv), capture_output=True, text=True, check=check, timeout=timeout)
+
+    def install_init_files(self, files: list[InitFile]) -> None:
+        """What cfn-init does at boot: write the launch template's files."""
+        write(files, self.root)
+
+    def start_setup(self) -> subprocess.Popen:
+        """moodle-node-setup.sh, as user-data.sh runs it (root, output to the boot log)."""
+        return subprocess.Popen(self.command(["bash", SETUP]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)  # fmt: skip
+
+    def setup(self) -> tuple[int, str]:
+        """Run the setup to the end; its exit status and output."""
+        process = self.start_setup()
+        output, _ = process.communicate(timeout=1200)
+        self.logs.append(output)
+        return process.returncode, output
+
+    def file(self, path: str) -> str:
+        """A file as the node sees it."""
+        return self.run(["cat", path]).stdout
+
+    def stop(self) -> None:
+        """Stop the node's Apache and PHP-FPM, then its namespace."""
+        if self.holder is None:
+            return
+        self.run(["sh", "-c", "apache2ctl stop; pkill -QUIT -F /run/php/php8.2-fpm.pid"], check=False)
+        self.holder.kill()
+        self.holder.wait()
+        self.holder = None
+
+
+class Browser:
+    """A user's browser that talks to one node at a time, as the load balancer would send it: the site's
+    host name, https as the forwarded protocol, cookies kept across nodes."""
+
+    def __init__(self, site_host: str) -> None:
+        self.site_host = site_host
+        self.cookies: dict[str, str] = {}
+
+    def request(self, node: Node, method: str, path: str, form: dict[str, str] | None = None,
+                follow: bool = True) -> tuple[int, str, str]:  # fmt: skip
+        """(status, final path, body), following redirects within the site on the same node."""
+        for _ in range(10):
+            connection = http.client.HTTPConnection(node.address, 80, timeout=120)
+            headers = {"Host": self.site_host, "X-Forwarded-Proto": "https"}
+            if self.cookies:
+                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+            body = None
+            if form is not None:
+                body = urlencode(form)
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            text = response.read().decode("utf-8", "replace")
+            for header in response.msg.get_all("Set-Cookie") or []:
+                cookie = SimpleCookie()
+                cookie.load(header)
+                for key, morsel in cookie.items():
+                    self.cookies[key] = morsel.value
+            location = response.getheader("Location")
+            if not follow or response.status not in (301, 302, 303, 307) or not location:
+                return response.status, path, text
+            target = urlsplit(location)
+            if target.netloc and target.netloc != self.site_host:
+                return response.status, location, text
+            path = target.path + (f"?{target.query}" if target.query else "")
+            method, form = "GET", None
+        raise RuntimeError(f"too many redirects from {path}")
+
+    def log_in(self, node: Node, username: str, password: str) -> str:
+        """Log in through `node`'s login form; the final page's path."""
+        _, _, page = self.request(node, "GET", "/login/index.php")
+        token = re.search(r'name="logintoken" value="([^"]+)"', page)
+        assert token, "the login page has no login token"
+        form = {"username": username, "password": password, "logintoken": token.group(1), "anchor": ""}
+        _, final, _ = self.request(node, "POST", "/login/index.php", form)
+        return final

@@ -1,0 +1,59 @@
+#!/bin/bash
+# The node rehearsal's platform file: Debian 12 (the CI machine) in place of Amazon Linux 2023's
+# src/moodle_cfn/bootstrap/platform-al2023.sh, with the same names. Only what differs between the two
+# systems is here; every Moodle step of moodle-node-setup.sh runs unchanged.
+#   - packages come from Debian (PHP 8.2, phpredis packaged), installed by apt, not dnf;
+#   - the web server user is www-data and Apache/PHP-FPM keep their files under /etc/apache2 and /etc/php;
+#   - there is no systemd: PHP-FPM and Apache are started directly, and the rig runs the cron unit's
+#     command itself; there is no CloudWatch agent;
+#   - "EFS" is a directory the rig shares between its nodes (RIG_SHARED_DIR), bind-mounted in each
+#     node's own mount namespace.
+# shellcheck disable=SC2034  # the variables are read by moodle-node-setup.sh, which sources this file
+
+readonly php_version=8.2
+readonly web_user=www-data
+readonly php_ini_path=/etc/php/$php_version/fpm/conf.d/90-moodle.ini
+readonly fpm_pool_path=/etc/php/$php_version/fpm/pool.d/www.conf
+readonly fpm_socket=/run/php-fpm/www.sock
+readonly vhost_path=/etc/apache2/sites-enabled/moodle.conf
+readonly php_error_log=/var/log/php-fpm/www-error.log
+readonly ca_bundle=/etc/ssl/certs/ca-certificates.crt
+
+platform_install_packages() {
+  local with_redis=$1 packages=(apache2 "php$php_version-fpm" "php$php_version-cli" "php$php_version-pgsql"
+    "php$php_version-intl" "php$php_version-mbstring" "php$php_version-gd" "php$php_version-soap"
+    "php$php_version-xml" "php$php_version-zip" "php$php_version-curl" "php$php_version-memcached"
+    "php$php_version-apcu" postgresql-client jq git tar)
+  [[ $with_redis == true ]] && packages+=("php$php_version-redis")
+  # Both rehearsal nodes share one dpkg database: wait for the other's lock instead of failing.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 \
+    "${packages[@]}" > /dev/null
+}
+
+platform_mount_shared() {
+  local mount_point=$3
+  mountpoint -q "$mount_point" || mount --bind "${RIG_SHARED_DIR:?set by the rehearsal rig}" "$mount_point"
+}
+
+platform_start_web() {
+  # The CLI reads the same Moodle PHP settings as FPM (AL2023 has one /etc/php.d for both).
+  ln -sfn "$php_ini_path" "/etc/php/$php_version/cli/conf.d/90-moodle.ini"
+  install -d /run/php /run/php-fpm "$(dirname "$php_error_log")"
+  chown "$web_user" "$(dirname "$php_error_log")"
+  a2dismod -q -f mpm_prefork php"$php_version" > /dev/null 2>&1 || true
+  a2enmod -q mpm_event proxy_fcgi setenvif > /dev/null
+  rm -f /etc/apache2/sites-enabled/000-default.conf
+  local pid_file=/run/php/php$php_version-fpm.pid
+  if [[ -s $pid_file ]] && kill -0 "$(cat "$pid_file")" 2> /dev/null; then
+    kill -QUIT "$(cat "$pid_file")"
+    while kill -0 "$(cat "$pid_file" 2> /dev/null)" 2> /dev/null; do sleep 0.1; done
+  fi
+  "php-fpm$php_version" --daemonize --fpm-config "/etc/php/$php_version/fpm/php-fpm.conf"
+  apache2ctl configtest 2> /dev/null
+  apache2ctl restart
+}
+
+# No systemd here: the rig runs the installed unit's ExecStart as its User.
+platform_start_cron() { :; }
+
+platform_start_log_shipping() { :; }

@@ -1,0 +1,429 @@
+"""Node rehearsal: the files the launch template ships bring up a real two-node Moodle on this machine.
+
+Run by `make rehearse-node` (not by `make test`: it takes minutes per leg). Real parts: Moodle from the
+operator's code bundle (../shared/fixtures), PostgreSQL 17 or 16 with an RDS-like master role, two
+memcached servers or two TLS + AUTH redis servers standing in for valkey, Apache (event MPM) + PHP-FPM per
+node. AWS answers from a moto server (Secrets Manager, S3) and an ElastiCache stand-in. The node files
+come from templates/app.yaml (tests/node_rig/cfn_init.py); what differs from Amazon Linux 2023 is only
+tests/node_rig/platform-debian12.sh.
+
+Legs: {memcached, valkey} x PostgreSQL {17, 16}; RIG_LEGS=memcached-17,valkey-16 picks some.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.node_rig import services
+from tests.node_rig.aws import Aws, running_aws
+from tests.node_rig.cfn_init import init_files
+from tests.node_rig.node import PLATFORM_FILE, Browser, Node
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(os.environ.get("MOODLE_CFN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+MOODLE_BUNDLE = FIXTURES / "moodle-4.5.0.tar.gz"
+PLUGIN_BUNDLE = FIXTURES / "moodle-cachestore_memcached.bundle"
+PLUGIN_COMMIT = "db68d31ab5856cb55210478fdd452dc0cd6c6d05"
+WORK = Path(os.environ.get("RIG_WORK", "/tmp/moodle-cfn-rig"))
+CACHE = ROOT / ".rig"
+AWS_CLI_BIN = CACHE / "awscli" / "bin"
+TIMINGS = CACHE / "timings.json"
+
+SITE_HOST = "moodle.rig.test"
+# Every character the parameters admit (src/moodle_cfn/layers/moodle.py): all printable ASCII and more
+# for the full name, every RFC 5322 atom character for the e-mail's local part.
+SITE_FULL_NAME = "".join(chr(c) for c in range(33, 127)) + " é学"
+ADMIN_EMAIL = "o'neil!#$%&*+/=?^_`{|}~-x.y@mail-1.example.edu"
+ADMIN_PASSWORD = "Rig-Admin-Pass-1!x"
+MASTER = {"username": "moodleadmin", "password": "Master-Pass-1"}
+APP_USER = {"username": "moodle", "password": "App-User-Pass-1"}
+CACHE_TOKEN = "Cache-Auth-Token-0123456789"
+NODE_ADDRESSES = ("127.0.0.11", "127.0.0.12")
+INSTALL_LINE = "installing the Moodle database"
+UPGRADE_LINE = "upgrading Moodle to release"
+# The plugin whose version the upgrade bundle bumps.
+BUMPED_PLUGIN = ("mod/label/version.php", "mod_label")
+ALL_LEGS = ("memcached-17", "valkey-17", "memcached-16", "valkey-16")
+LEGS = [leg for leg in os.environ.get("RIG_LEGS", ",".join(ALL_LEGS)).split(",") if leg]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def tls() -> Iterator[services.Tls]:
+    material = services.make_ca(WORK / "tls", ["localhost"])
+    services.trust_ca(material)
+    yield material
+    services.untrust_ca()
+
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[Aws]:
+    with running_aws() as endpoints:
+        yield endpoints
+
+
+@dataclass(frozen=True)
+class UpgradeBundle:
+    path: Path
+    version: int
+
+
+@pytest.fixture(scope="session")
+def upgrade_bundle() -> UpgradeBundle:
+    """The fixture bundle with one plugin's version bumped: what an operator uploads to upgrade."""
+    target = WORK / "moodle-4.5.0-bumped.tar.gz"
+    tree = WORK / "bumped"
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    subprocess.run(["tar", "-xzf", str(MOODLE_BUNDLE), "-C", str(tree)], check=True)
+    version_file = tree / "moodle" / BUMPED_PLUGIN[0]
+    text = version_file.read_text()
+    version = int(re.search(r"\$plugin->version\s*=\s*(\d+);", text).group(1))
+    version_file.write_text(text.replace(str(version), str(version + 1), 1))
+    subprocess.run(["tar", "-czf", str(target), "-C", str(tree), "moodle"], check=True)
+    shutil.rmtree(tree)
+    return UpgradeBundle(target, version + 1)
+
+
+@dataclass
+class Site:
+    """One leg's site: two nodes and everything they share."""
+
+    leg: str
+    engine: str
+    postgres: services.Postgres
+    aws: Aws
+    tls: services.Tls
+    nodes: list[Node]
+    parameters: dict[str, str]
+    names: dict[str, str]
+    shared: Path
+    cache_ports: dict[str, int]
+    boot: list[tuple[int, str]] = field(default_factory=list)
+
+    def write_init_files(self, node: Node, **changes: str) -> None:
+        node.install_init_files(init_files({**self.parameters, **changes}, self.names))
+
+    def setup_all(self) -> list[tuple[int, str]]:
+        """Both setups started at the same moment; their exit status and output."""
+        processes = [node.start_setup() for node in self.nodes]
+        results = []
+        for node, process in zip(self.nodes, processes, strict=True):
+            output, _ = process.communicate(timeout=1800)
+            node.logs.append(output)
+            results.append((process.returncode, output))
+        return results
+
+    def db(self, query: str) -> str:
+        return self.postgres.sql(query, "moodle")
+
+    def cache_keys(self, role: str) -> list[str]:
+        port = self.cache_ports[role]
+        if self.engine == "memcached":
+            return services.memcached_keys(port)
+        return services.redis_keys(port, self.tls, CACHE_TOKEN)
+
+
+def start_caches(engine: str, workdir: Path, tls: services.Tls, base: int) -> tuple[list[Any], dict[str, int]]:
+    ports = {"session": base, "application": base + 1}
+    if engine == "memcached":
+        started = [services.start_memcached(port, workdir) for port in ports.values()]
+    else:
+        started = [services.start_redis_tls(port, workdir, tls, CACHE_TOKEN) for port in ports.values()]
+    return started, ports
+
+
+def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports: dict[str, int],
+                 leg: str) -> tuple[dict[str, str], dict[str, str]]:  # fmt: skip
+    """(parameters, names): what the app stack's parameters and the other layers' outputs would be."""
+    bucket = "rig-code"
+    code_uri = aws.upload(bucket, "moodle-4.5.0.tar.gz", str(MOODLE_BUNDLE))
+    plugin_uri = aws.upload(bucket, "plugins/moodle-cachestore_memcached.bundle", str(PLUGIN_BUNDLE))
+    parameters = {
+        "SiteName": "rig",
+        "DomainName": SITE_HOST,
+        "MoodleVersion": "4.5.0",
+        "MoodleAdminEmail": ADMIN_EMAIL,
+        "MoodleSiteFullName": SITE_FULL_NAME,
+        "MoodleSiteShortName": "rig-site_1",
+        "MoodleCodeS3Uri": code_uri,
+        "MoodleCodeSha256": sha256(MOODLE_BUNDLE),
+        "MemcachedStoreCommit": PLUGIN_COMMIT,
+        "MemcachedStoreSource": plugin_uri,
+        "SessionCacheEngine": engine,
+        "ApplicationCacheEngine": engine,
+        "DatabaseName": "moodle",
+    }
+    names = {
+        "AWS::Region": "us-east-1",
+        "AWS::StackName": f"rig-{leg}-app",
+        "AWS::Partition": "aws",
+        "AWS::AccountId": "123456789012",
+        "DatabaseEndpoint": postgres.host,
+        "DatabasePort": str(postgres.port),
+        "DatabaseMasterSecretArn": aws.secret(f"rig-{leg}-master", MASTER),
+        "DatabaseAppUserSecretArn": aws.secret(f"rig-{leg}-moodle", APP_USER),
+        "MoodleAdminSecret": aws.secret(f"rig-{leg}-admin", {"username": "admin", "password": ADMIN_PASSWORD}),
+        "FileSystemId": "fs-0rehearsal",
+        "FileSystemAccessPointId": "fsap-0rehearsal",
+    }
+    for role, port in cache_ports.items():
+        prefix = role.capitalize()
+        cluster = f"rig-{leg}-{role}"
+        names[f"{prefix}CacheId"] = cluster
+        names[f"{prefix}CachePort"] = str(port)
+        if engine == "memcached":
+            aws.clusters[cluster] = [("127.0.0.1", port)]
+            names[f"{prefix}CacheEndpoint"] = f"127.0.0.1:{port}"
+            names[f"{prefix}CacheAuthSecretArn"] = "none"
+        else:
+            # The certificate names localhost: the node verifies the server's name, as on ElastiCache.
+            names[f"{prefix}CacheEndpoint"] = "localhost"
+            names[f"{prefix}CacheAuthSecretArn"] = aws.secret(f"rig-{leg}-{role}-auth", {"token": CACHE_TOKEN})
+    return parameters, names
+
+
+@pytest.fixture(scope="module", params=LEGS)
+def site(request: pytest.FixtureRequest, tls: services.Tls, aws: Aws) -> Iterator[Site]:
+    leg: str = request.param
+    engine, major = leg.split("-")
+    started_at = time.monotonic()
+    workdir = WORK / leg
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    index = LEGS.index(leg)
+    binaries = services.postgres_binaries(int(major), CACHE / "postgres")
+    postgres = services.start_postgres(binaries, workdir / "postgres", 55400 + index, tls, MASTER["username"],
+                                       MASTER["password"], "moodle")  # fmt: skip
+    caches, cache_ports = start_caches(engine, workdir, tls, 56400 + 10 * index)
+    shared = workdir / "efs"
+    shared.mkdir()
+    parameters, names = stack_values(engine, aws, postgres, cache_ports, leg)
+    environment = {
+        **aws.environment,
+        "MOODLE_CFN_PLATFORM": str(PLATFORM_FILE),
+        "RIG_SHARED_DIR": str(shared),
+        "PATH": f"{AWS_CLI_BIN}:{os.environ['PATH']}",
+    }
+    nodes = [
+        Node(f"node{n}", address, workdir / f"node{n}", environment)
+        for n, address in enumerate(NODE_ADDRESSES, start=1)
+    ]
+    site = Site(leg, engine, postgres, aws, tls, nodes, parameters, names, shared, cache_ports)
+    try:
+        for node in nodes:
+            node.boot_namespace()
+            site.write_init_files(node)
+        site.boot = site.setup_all()
+        yield site
+    finally:
+        for node in nodes:
+            node.stop()
+        for service in caches:
+            service.stop()
+        postgres.stop()
+        timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+        timings[f"{leg} ({postgres.version.split(' on ')[0]})"] = round(time.monotonic() - started_at, 1)
+        TIMINGS.write_text(json.dumps(timings, indent=2) + "\n")
+
+
+def lines_with(site: Site, text: str) -> list[str]:
+    return [line for node in site.nodes for log in node.logs for line in log.splitlines() if text in line]
+
+
+def test_both_setups_succeed_and_the_database_is_installed_once(site: Site) -> None:
+    for node, (status, output) in zip(site.nodes, site.boot, strict=True):
+        assert status == 0, f"{node.name} setup failed:\n{output[-4000:]}"
+        assert "node ready" in output
+    assert len(lines_with(site, INSTALL_LINE)) == 1
+    assert site.db("SELECT count(*) FROM mdl_user WHERE username = 'admin'") == "1"
+
+
+def test_admin_logs_in_on_node_1_and_the_session_holds_on_node_2(site: Site) -> None:
+    node1, node2 = site.nodes
+    anonymous = Browser(SITE_HOST)
+    for node in site.nodes:
+        status, _, page = anonymous.request(node, "GET", "/login/index.php")
+        assert status == 200 and 'name="logintoken"' in page
+    browser = Browser(SITE_HOST)
+    final = browser.log_in(node1, "admin", ADMIN_PASSWORD)
+    assert not final.startswith("/login/index.php"), f"login on node 1 ended at {final}"
+    status, final, page = browser.request(node2, "GET", "/user/profile.php")
+    assert status == 200 and final == "/user/profile.php", f"node 2 sent the session to {final}"
+    assert "sesskey" in page and "/login/logout.php" in page
+
+
+def test_sessions_and_application_cache_land_in_their_own_clusters(site: Site) -> None:
+    Browser(SITE_HOST).log_in(site.nodes[1], "admin", ADMIN_PASSWORD)
+    session_keys, application_keys = site.cache_keys("session"), site.cache_keys("application")
+    session_prefix = "memc.sess.key." if site.engine == "memcached" else "sess_"
+    assert any(key.startswith(session_prefix) for key in session_keys), session_keys[:20]
+    assert not any(key.startswith(session_prefix) for key in application_keys)
+    assert any(key.startswith("mdl_") for key in application_keys), application_keys[:20]
+    assert not any(key.startswith("mdl_") for key in session_keys)
+    muc = subprocess.run(
+        ["php", "-r", 'define("MOODLE_INTERNAL", 1); include $argv[1]; echo json_encode($configuration);',
+         str(site.shared / "data" / "muc" / "config.php")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    configuration = json.loads(muc)
+    store = configuration["stores"]["moodle-cfn-application"]
+    assert store["plugin"] == ("memcached" if site.engine == "memcached" else "redis")
+    if site.engine == "valkey":
+        assert store["configuration"]["server"] == f"localhost:{site.cache_ports['application']}"
+        assert store["configuration"]["encryption"] and store["configuration"]["cafile"]
+    application_mode = [m for m in configuration["modemappings"] if m["mode"] == 1]
+    assert [m["store"] for m in application_mode] == ["moodle-cfn-application"]
+
+
+def test_a_setting_changed_through_node_1_shows_on_node_2(site: Site) -> None:
+    node1, node2 = site.nodes
+    reader = Browser(SITE_HOST)
+    reader.request(node2, "GET", "/login/index.php")  # node 2 has the current value cached
+    admin = Browser(SITE_HOST)
+    admin.log_in(node1, "admin", ADMIN_PASSWORD)
+    _, _, page = admin.request(node1, "GET", "/admin/settings.php?section=frontpagesettings")
+    sesskey = re.search(r'"sesskey":"([^"]+)"', page).group(1)
+    new_name = f"Coherence check {site.leg}"
+    admin.request(node1, "POST", "/admin/settings.php", {
+        "section": "frontpagesettings", "action": "save-settings", "sesskey": sesskey, "return": "",
+        "s__fullname": new_name,
+    })  # fmt: skip
+    _, _, page = reader.request(node2, "GET", "/login/index.php")
+    title = unescape(re.search(r"<title>(.*?)</title>", page, re.S).group(1))
+    assert new_name in title
+    site.db(f"UPDATE mdl_course SET fullname = '{SITE_FULL_NAME.replace(chr(39), chr(39) * 2)}' WHERE id = 1")
+    admin.request(node1, "GET", "/admin/purgecaches.php?confirm=1&sesskey=" + sesskey)
+
+
+def test_site_name_and_admin_email_arrive_unchanged(site: Site) -> None:
+    # Read back as the installer stored them (the coherence check restored the name the same way).
+    assert site.db("SELECT fullname FROM mdl_course WHERE id = 1") == SITE_FULL_NAME
+    assert site.db("SELECT shortname FROM mdl_course WHERE id = 1") == "rig-site_1"
+    assert site.db("SELECT email FROM mdl_user WHERE username = 'admin'") == ADMIN_EMAIL
+    settings = json.loads(site.nodes[0].file("/etc/moodle-cfn/site.json"))
+    assert (settings["SITE_FULL_NAME"], settings["ADMIN_EMAIL"]) == (SITE_FULL_NAME, ADMIN_EMAIL)
+
+
+def test_tables_belong_to_moodle_and_no_node_file_holds_master_credentials(site: Site) -> None:
+    assert site.db("SELECT rolsuper FROM pg_roles WHERE rolname = 'moodle'") == "f"
+    assert site.db("SELECT datdba::regrole FROM pg_database WHERE datname = 'moodle'") == "moodle"
+    owners = site.db("SELECT tableowner, count(*) FROM pg_tables WHERE schemaname = 'public' GROUP BY 1")
+    assert [line.split("|")[0] for line in owners.splitlines()] == ["moodle"]
+    assert int(owners.split("|")[1]) > 300
+    for node in site.nodes:
+        for path in ("/etc/moodle-cfn/moodle.json", "/var/www/moodle/config.php", "/etc/moodle-cfn/runtime.env"):
+            text = node.file(path)
+            assert MASTER["password"] not in text and MASTER["username"] not in text, path
+
+
+def test_cron_as_its_unit_runs_it(site: Site) -> None:
+    node = site.nodes[0]
+    unit = node.file("/etc/systemd/system/moodle-cron.service")
+    user = re.search(r"^User=(.+)$", unit, re.M).group(1)
+    command = re.search(r"^ExecStart=/bin/sh -c '(.+)'$", unit, re.M).group(1)
+    environment = re.search(r"^EnvironmentFile=(.+)$", unit, re.M).group(1)
+    result = node.run(["runuser", "-u", user, "--", "sh", "-c", f"set -a; . {environment}; {command}"],
+                      check=False, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Cron script completed correctly" in result.stdout
+
+
+def node_state(site: Site, node: Node) -> str:
+    """A digest of what a setup run could change on a node and in what it shares."""
+    listing = node.run(["sh", "-c", "find /etc/moodle-cfn /var/www /etc/apache2/sites-enabled /etc/php/8.2/fpm "
+                        "/etc/systemd/system -maxdepth 2 -type f -newer /proc/1 -o -type f -print0 | sort -z "
+                        "| xargs -0 sha256sum; readlink /var/www/moodle"]).stdout  # fmt: skip
+    database = site.db("SELECT count(*) FROM mdl_upgrade_log") + site.db(
+        "SELECT string_agg(name || '=' || value, ',' ORDER BY name) FROM mdl_config "
+        "WHERE name IN ('version', 'release', 'allversionshash')"
+    )
+    muc = (site.shared / "data" / "muc" / "config.php").read_bytes()
+    return hashlib.sha256(listing.encode() + database.encode() + muc).hexdigest()
+
+
+def test_a_second_run_changes_nothing(site: Site) -> None:
+    node = site.nodes[0]
+    before = node_state(site, node)
+    status, output = node.setup()
+    assert status == 0, output[-4000:]
+    assert INSTALL_LINE not in output and UPGRADE_LINE not in output
+    assert node_state(site, node) == before
+    assert Browser(SITE_HOST).request(node, "GET", "/login/index.php")[0] == 200
+
+
+def test_an_upgrade_bundle_is_rolled_onto_both_nodes_by_exactly_one(site: Site, upgrade_bundle: UpgradeBundle) -> None:
+    # Same MoodleVersion, new bundle: a new release all the same.
+    uri = site.aws.upload("rig-code", f"moodle-4.5.0-bumped-{site.leg}.tar.gz", str(upgrade_bundle.path))
+    site.parameters.update(MoodleCodeS3Uri=uri, MoodleCodeSha256=sha256(upgrade_bundle.path))
+    for node in site.nodes:
+        site.write_init_files(node)
+    maintenance = site.shared / "data" / "climaintenance.html"
+    seen: list[bool] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(maintenance.exists())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        results = site.setup_all()
+    finally:
+        done.set()
+        watcher.join()
+    for status, output in results:
+        assert status == 0, output[-4000:]
+    upgraders = [output for _, output in results if UPGRADE_LINE in output]
+    assert len(upgraders) == 1
+    assert any(seen) and not maintenance.exists()
+    component = BUMPED_PLUGIN[1]
+    installed = site.db(f"SELECT value FROM mdl_config_plugins WHERE plugin = '{component}' AND name = 'version'")
+    assert installed == str(upgrade_bundle.version)
+    for node in site.nodes:
+        assert Browser(SITE_HOST).request(node, "GET", "/login/index.php")[0] == 200
+        assert str(upgrade_bundle.version) in node.file(f"/var/www/moodle/{BUMPED_PLUGIN[0]}")
+
+
+def test_a_failure_is_one_line_that_says_what_failed(site: Site) -> None:
+    node = site.nodes[1]
+    wrong = site.aws.secret(f"rig-{site.leg}-master-wrong", {**MASTER, "password": "not-the-password"})
+    cases = {
+        "wrong master secret": ({"DatabaseMasterSecretArn": wrong}, "password authentication failed"),
+        "unreachable database": ({"DatabasePort": "1"}, "Connection refused"),
+        "missing secret": ({"DatabaseAppUserSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:gone"},
+                           "cannot read the secret"),
+    }  # fmt: skip
+    good = dict(site.names)
+    try:
+        for case, (changes, reason) in cases.items():
+            site.names = {**good, **changes}
+            site.write_init_files(node)
+            status, output = node.setup()
+            failures = [line for line in output.splitlines() if "FAILED" in line]
+            assert status != 0, case
+            assert len(failures) == 1 and reason in failures[0], f"{case}: {failures or output[-2000:]}"
+    finally:
+        site.names = good
+        site.write_init_files(node)
+        status, output = node.setup()
+    assert status == 0, output[-4000:]
