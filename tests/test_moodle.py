@@ -42,10 +42,35 @@ def test_php_files_lint_clean(path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_node_setup_script_is_shellcheck_clean():
-    result = subprocess.run([tool("shellcheck"), "-s", "bash", str(BOOTSTRAP_DIR / "moodle-node-setup.sh")],
-                            capture_output=True, text=True, check=False)  # fmt: skip
+RIG_PLATFORM = Path(__file__).parent / "node_rig" / "platform-debian12.sh"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [BOOTSTRAP_DIR / "moodle-node-setup.sh", BOOTSTRAP_DIR / "platform-al2023.sh", RIG_PLATFORM],
+    ids=lambda p: p.name,
+)
+def test_node_scripts_are_shellcheck_clean(path):
+    # -x follows the setup script's `source` of the platform file, so its variables are known.
+    result = subprocess.run([tool("shellcheck"), "-x", "-s", "bash", str(path)],
+                            capture_output=True, text=True, check=False, cwd=path.parent)  # fmt: skip
     assert (result.returncode, result.stdout) == (0, "")
+
+
+def platform_names(path: Path) -> set[str]:
+    """The variables and functions a platform file defines."""
+    text = path.read_text()
+    return set(re.findall(r"^readonly (\w+)=", text, re.M)) | set(
+        re.findall(r"^(platform_\w+)\(\)", text, re.M)
+    )
+
+
+def test_the_rehearsal_platform_defines_what_the_al2023_one_does():
+    assert platform_names(RIG_PLATFORM) >= platform_names(BOOTSTRAP_DIR / "platform-al2023.sh")
+    used = set(re.findall(r"\b(platform_\w+)\b", bootstrap.read("moodle-node-setup.sh")))
+    assert used == {
+        n for n in platform_names(BOOTSTRAP_DIR / "platform-al2023.sh") if n.startswith("platform_")
+    }
 
 
 SETUP_STUB = "<?php echo json_encode($CFG);\n"
@@ -55,7 +80,13 @@ def settings(session_engine: str, router: bool) -> dict[str, Any]:
     session: dict[str, Any] = (
         {"engine": "memcached", "servers": ["n1.cache:11211", "n2.cache:11211"]}
         if session_engine == "memcached"
-        else {"engine": "valkey", "host": "tls://primary.cache", "port": 6379, "auth": "token123"}
+        else {
+            "engine": "valkey",
+            "host": "primary.cache",
+            "port": 6379,
+            "auth": "token123",
+            "cafile": "/etc/pki/tls/certs/ca-bundle.crt",
+        }
     )
     return {
         "wwwroot": "https://moodle.example.edu",
@@ -116,16 +147,17 @@ def test_config_php_with_memcached_sessions(tmp_path, layout):
 def test_config_php_with_valkey_sessions(tmp_path, layout):
     cfg = run_config(tmp_path, layout, settings("valkey", router=layout != "4.5"))
     assert cfg["session_handler_class"] == "\\core\\session\\redis"
+    # A bare host: Moodle splits host:port on ':' (a tls:// prefix breaks it); TLS comes from the context.
     assert (cfg["session_redis_host"], cfg["session_redis_port"], cfg["session_redis_auth"]) == (
-        "tls://primary.cache", 6379, "token123")  # fmt: skip
-    assert cfg["session_redis_encrypt"] == {"verify_peer": True, "verify_peer_name": True}
+        "primary.cache", 6379, "token123")  # fmt: skip
+    assert cfg["session_redis_encrypt"] == {
+        "cafile": "/etc/pki/tls/certs/ca-bundle.crt", "verify_peer": True, "verify_peer_name": True}  # fmt: skip
     assert "session_memcached_save_path" not in cfg
 
 
-def test_site_env_gives_the_script_every_setting_it_reads():
-    runtime = {"MOODLE_DIR", "MOODLE_PUBLIC"}  # written by the script itself into runtime.env
+def test_site_json_gives_the_script_every_setting_it_reads():
     given = set(app.node_settings(app.site_host(object(), object()), object()))
-    assert moodle.settings_names() - runtime == given
+    assert moodle.settings_names() == given
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +172,11 @@ def test_launch_template_carries_every_bootstrap_file_verbatim(app_template):
     for name, mode in moodle.SHARED_FILES:
         entry = files[f"{moodle.SHARE_DIR}/{name}"]
         assert (entry["content"], entry["mode"]) == (bootstrap.read(name), mode)
-    site_env = files["/etc/moodle-cfn/site.env"]
-    assert site_env["mode"] == "000600" and "Fn::Sub" in site_env["content"]
-    assert "password" not in json.dumps(site_env).lower().replace("secret_arn", "")
+    # One JSON object of references: cfn-init writes it as JSON, so no value is ever parsed by a shell.
+    site_json = files["/etc/moodle-cfn/site.json"]
+    assert site_json["mode"] == "000600" and isinstance(site_json["content"], dict)
+    assert site_json["content"]["SITE_FULL_NAME"] == {"Ref": "MoodleSiteFullName"}
+    assert "password" not in json.dumps(site_json).lower().replace("secret_arn", "")
 
 
 def test_boot_steps_run_in_order():
@@ -179,14 +213,17 @@ def test_only_one_node_installs_and_it_checks_inside_the_lock():
 def test_code_is_verified_and_identical_on_every_node():
     script = bootstrap.read("moodle-node-setup.sh")
     assert "sha256sum -c" in script and 'git clone --quiet --depth 1 --branch "v$MOODLE_VERSION"' in script
-    assert re.search(r'rev-parse HEAD\)" == "\$MEMCACHED_STORE_COMMIT"', script)
+    assert re.search(r'rev-parse HEAD\)" == "\$commit"', script)
+    # The release (and its archive on EFS) is named by everything that makes the code, the bundle's digest
+    # and the plugin's source and commit included.
+    release = script[script.index("release_id() {") : script.index("fetch_pinned_git() {")]
+    for name in ("MOODLE_VERSION", "MOODLE_CODE_SHA256", "MEMCACHED_STORE_SOURCE", "MEMCACHED_STORE_COMMIT"):
+        assert f"${name}" in release or f"${{{name}" in release
 
 
 def test_efs_is_mounted_over_tls_and_survives_a_reboot():
-    script = bootstrap.read("moodle-node-setup.sh")
-    assert (
-        "efs _netdev,noresvport,tls,iam,accesspoint=$ACCESS_POINT_ID" in script and ">> /etc/fstab" in script
-    )
+    script = bootstrap.read("platform-al2023.sh")
+    assert "efs _netdev,noresvport,tls,iam,accesspoint=$access_point" in script and ">> /etc/fstab" in script
 
 
 def test_vhost_routes_unknown_paths_to_r_php_for_moodle_5():

@@ -1,7 +1,7 @@
 """Offline evaluation of a template's Rules against parameter values, so bad combinations fail before deploy.
 
 Supports the rule functions that need no AWS API: Fn::And, Fn::Or, Fn::Not, Fn::Equals, Fn::Contains,
-Fn::EachMemberEquals, Fn::EachMemberIn and Ref. An assertion using anything else (Fn::ValueOf, Fn::RefAll
+Fn::EachMemberEquals, Fn::EachMemberIn and Ref, and for Conditions Fn::Select and Fn::Split. An assertion using anything else (Fn::ValueOf, Fn::RefAll
 and the like look up the account) is left to CloudFormation.
 """
 
@@ -50,6 +50,9 @@ _FUNCTIONS = {
     "Fn::EachMemberIn": lambda args, v: (
         set(_as_list(_resolve(args[0], v))) <= set(_as_list(_resolve(args[1], v)))
     ),
+    # Conditions may take a part of a value (the scheme of a URI, say).
+    "Fn::Split": lambda args, v: _resolve(args[1], v).split(args[0]),
+    "Fn::Select": lambda args, v: _resolve(args[1], v)[int(args[0])],
 }
 
 

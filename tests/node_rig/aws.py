@@ -17,7 +17,11 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_DEFAULT_REGION": REGION}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "rehearsal",
+    "AWS_SECRET_ACCESS_KEY": "rehearsal",
+    "AWS_DEFAULT_REGION": REGION,
+}
 
 
 def describe_cache_clusters_xml(cluster_id: str, nodes: list[tuple[str, int]]) -> str:
@@ -49,9 +53,13 @@ class Aws:
 
     @property
     def environment(self) -> dict[str, str]:
-        return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url, "AWS_ENDPOINT_URL_ELASTICACHE": self.elasticache_url}
+        return {
+            **CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_ENDPOINT_URL_ELASTICACHE": self.elasticache_url,
+        }
 
-    def client(self, service: str):  # noqa: ANN201 - a boto3 client
+    def client(self, service: str):
         return boto3.client(service, region_name=REGION, endpoint_url=self.moto_url, aws_access_key_id="rehearsal",
                             aws_secret_access_key="rehearsal")  # fmt: skip
 
@@ -77,7 +85,7 @@ def running_aws() -> Iterator[Aws]:
     clusters: dict[str, list[tuple[str, int]]] = {}
 
     class ElastiCache(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server hook's name
+        def do_POST(self) -> None:
             form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
             cluster_id = form.get("CacheClusterId", [""])[0]
             if form.get("Action") != ["DescribeCacheClusters"] or cluster_id not in clusters:

@@ -63,7 +63,11 @@ def init_files(parameters: dict[str, str], names: dict[str, str]) -> list[InitFi
     template = app_template()
     conditions = evaluate_conditions(template, parameters)
     metadata = resolve_ifs(template["Resources"][LAUNCH_TEMPLATE]["Metadata"], conditions)
-    scope = {**{k: str(v.get("Default", "")) for k, v in template["Parameters"].items()}, **parameters, **names}
+    scope = {
+        **{k: str(v.get("Default", "")) for k, v in template["Parameters"].items()},
+        **parameters,
+        **names,
+    }
     files = []
     for path, spec in metadata["AWS::CloudFormation::Init"]["config"]["files"].items():
         content = resolve(spec["content"], scope)

@@ -59,7 +59,8 @@ class Node:
             own.mkdir(parents=True, exist_ok=True)
             Path(path).mkdir(parents=True, exist_ok=True)
             mounts.append(f"mount --bind {own} {path}")
-        (self.root / "run/lock").mkdir(parents=True, exist_ok=True)
+        for empty in ("run/lock", "var/log/apache2"):  # what the packages made in the directories now hidden
+            (self.root / empty).mkdir(parents=True, exist_ok=True)
         (self.root / "etc/apache2/ports.conf").write_text(f"Listen {self.address}:80\n")
         (self.root / "var/moodledata").mkdir(parents=True, exist_ok=True)
         script = " && ".join([*mounts, "exec sleep infinity"])
@@ -85,7 +86,9 @@ class Node:
         return [f"{k}={v}" for k, v in {**base, **self.environment}.items()]
 
     def run(self, argv: list[str], check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(argv), capture_output=True, text=True, check=check, timeout=timeout)
+        return subprocess.run(
+            self.command(argv), capture_output=True, text=True, check=check, timeout=timeout
+        )
 
     def install_init_files(self, files: list[InitFile]) -> None:
         """What cfn-init does at boot: write the launch template's files."""

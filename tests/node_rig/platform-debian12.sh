@@ -49,7 +49,7 @@ platform_start_web() {
     while kill -0 "$(cat "$pid_file" 2> /dev/null)" 2> /dev/null; do sleep 0.1; done
   fi
   "php-fpm$php_version" --daemonize --fpm-config "/etc/php/$php_version/fpm/php-fpm.conf"
-  apache2ctl configtest 2> /dev/null
+  apache2ctl configtest
   apache2ctl restart
 }
 

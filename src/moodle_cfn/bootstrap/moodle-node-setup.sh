@@ -21,7 +21,8 @@ readonly settings_file=$etc_dir/moodle.json
 # shellcheck source-path=SCRIPTDIR source=platform-al2023.sh
 source "${MOODLE_CFN_PLATFORM:-$share_dir/platform-al2023.sh}"
 
-log() { printf '%s moodle-node-setup: %s\n' "$(date -u +%FT%TZ)" "$*"; }
+# To stderr, so that a line logged inside a command substitution or a redirected call still reaches the log.
+log() { printf '%s moodle-node-setup: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
 
 # A failure ends the run with one line that says what failed: die() for the failures we expect (a secret,
 # the database), the ERR trap for anything else. The note file keeps a subshell's die() from being
@@ -226,7 +227,7 @@ write_settings() {
 install_rendered() {
   local source=$1 target=$2
   shift 2
-  local expressions=() pair
+  local expressions=(-e "") pair
   for pair in "$@"; do expressions+=(-e "s|@${pair%%=*}@|${pair#*=}|g"); done
   install -d "$(dirname "$target")"
   sed "${expressions[@]}" "$share_dir/$source" > "$target.partial"

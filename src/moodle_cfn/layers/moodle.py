@@ -249,10 +249,18 @@ def init_metadata(values: Mapping[str, AWSHelperFn | str]) -> Init:
     return Init({"config": InitConfig(files=files)})
 
 
-# Upper-case names the script uses that are not site settings: libpq's, the platform switch, and the
+# Upper-case names the script uses that are not site settings: libpq's, bash's, the platform switch, and the
 # runtime.env it writes itself.
 NOT_SITE_SETTINGS = frozenset(
-    {"PGPASSWORD", "PGSSLMODE", "PGCONNECT_TIMEOUT", "MOODLE_CFN_PLATFORM", "MOODLE_DIR", "MOODLE_PUBLIC"}
+    {
+        "PGPASSWORD",
+        "PGSSLMODE",
+        "PGCONNECT_TIMEOUT",
+        "MOODLE_CFN_PLATFORM",
+        "MOODLE_DIR",
+        "MOODLE_PUBLIC",
+        "BASH_COMMAND",
+    }
 )
 
 
