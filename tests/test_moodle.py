@@ -17,7 +17,9 @@ from moodle_cfn import bootstrap
 from moodle_cfn.checks import run_checks
 from moodle_cfn.errors import InputError
 from moodle_cfn.layers import app, moodle
+from tests.cfn_eval import resolve_ifs
 from tests.conftest import tool
+from tests.node_rig.cfn_init import resolve
 
 BOOTSTRAP_DIR = Path(bootstrap.__file__).parent
 PHP = shutil.which("php")
@@ -182,14 +184,17 @@ def test_launch_template_carries_every_bootstrap_file_verbatim(app_template):
 def test_boot_steps_run_in_order():
     user_data = bootstrap.read("user-data.sh")
     order = [
-        "cat > /etc/httpd/conf.d/00-health.conf",
+        "dnf install",
         "/opt/aws/bin/cfn-init -v",
-        "\n/usr/share/moodle-cfn/moodle-node-setup.sh",
-        "login/index.php",
-        'signal 0 "web node serves',
+        "exec /usr/share/moodle-cfn/moodle-node-ready.sh --first-boot",
     ]
     positions = [user_data.index(step) for step in order]
     assert positions == sorted(positions)
+    ready = bootstrap.read("moodle-node-ready.sh")
+    main = ready[ready.index("main() {") :]
+    steps = ['rm -f "$ready_file"', "moodle-node-setup.sh", "moodle_answers && break", '> "$ready_file.partial"',
+             "complete_hook CONTINUE", "signal SUCCESS"]  # fmt: skip
+    assert [main.index(step) for step in steps] == sorted(main.index(step) for step in steps)
     script = bootstrap.read("moodle-node-setup.sh")
     main = script[script.index("main() {") :]
     steps = ["install_packages", "mount_moodledata", "fetch_code", "write_settings", "configure_web_server",
@@ -254,3 +259,69 @@ def test_admin_password_is_generated_and_kept(app_template):
     generated = secret["Properties"]["GenerateSecretString"]
     assert generated["RequireEachIncludedType"] is True and generated["PasswordLength"] >= 16
     assert app_template["Outputs"]["MoodleAdminSecretArn"]["Value"] == {"Ref": "MoodleAdminSecret"}
+
+
+# --- The fleet's life: readiness through the lifecycle hook, rolling on every input ---------------------
+
+
+def launch_template(app_template: dict[str, Any]) -> dict[str, Any]:
+    return app_template["Resources"]["WebLaunchTemplate"]
+
+
+def metadata_references(value: Any) -> set[str]:
+    """Every parameter, pseudo parameter and resource the launch template's Metadata refers to."""
+    if isinstance(value, list):
+        return set().union(*(metadata_references(item) for item in value)) if value else set()
+    if not isinstance(value, dict):
+        return set(re.findall(r"\$\{([A-Za-z0-9:]+)\}", value)) if isinstance(value, str) else set()
+    if set(value) == {"Ref"}:
+        return {value["Ref"]}
+    if set(value) == {"Fn::GetAtt"}:
+        return {".".join(value["Fn::GetAtt"])}
+    return set().union(*(metadata_references(item) for item in value.values())) if value else set()
+
+
+@pytest.mark.parametrize("branch", [True, False], ids=["conditions-true", "conditions-false"])
+def test_every_node_input_changes_the_launch_template_data(app_template, branch):
+    """A node reads what the Metadata refers to; each of those, changed alone, must change LaunchTemplateData
+    (a new version, so a rolling update), not only the Metadata (no version, no roll). Both branches of
+    every Fn::If are covered (the site's host is a domain, CloudFront's name or the load balancer's)."""
+    lt = launch_template(app_template)
+    conditions = dict.fromkeys(app_template["Conditions"], branch)
+    metadata = resolve_ifs(lt["Metadata"], conditions)
+    user_data = resolve_ifs(lt["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"], conditions)
+    local = {"Host"}  # Fn::Sub's own variable in WWWROOT, bound to one of the references
+    inputs = metadata_references(metadata) - local - {"AWS::Region", "AWS::StackName", "AWS::Partition"}
+    assert {
+        "MoodleVersion",
+        "MoodleCodeSha256",
+        "DatabaseEndpoint",
+        "SessionCacheEngine",
+        "FileSystemId",
+    } <= inputs
+    names = {name: f"value-of-{name}" for name in inputs | {"AWS::StackName", "AWS::Region"}}
+    base = resolve(user_data, names)
+    unchanged = [
+        name for name in sorted(inputs) if resolve(user_data, {**names, name: names[name] + "-2"}) == base
+    ]
+    assert unchanged == [], f"changing these inputs would not roll the fleet: {unchanged}"
+
+
+def test_node_files_digest_is_in_the_launch_template_data(app_template):
+    user_data = json.dumps(launch_template(app_template)["Properties"]["LaunchTemplateData"]["UserData"])
+    assert moodle.node_files_digest() in user_data
+
+
+def test_the_group_waits_for_each_node_through_a_launch_hook(app_template):
+    group = app_template["Resources"]["WebAutoScalingGroup"]["Properties"]
+    (hook,) = group["LifecycleHookSpecificationList"]
+    assert hook["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"
+    assert hook["DefaultResult"] == "ABANDON" and hook["LifecycleHookName"] == "moodle-node-ready"
+    ready = bootstrap.read("moodle-node-ready.sh")
+    user_data = bootstrap.read("user-data.sh")
+    # Both paths complete the hook: CONTINUE once Moodle answers, ABANDON on any failure (also before the
+    # node files exist, from user-data.sh).
+    assert ready.index("moodle_answers && break") < ready.index("complete_hook CONTINUE")
+    assert "complete_hook ABANDON" in ready[ready.index("fail() {") : ready.index("trap 'fail")]
+    assert "--lifecycle-action-result ABANDON" in user_data
+    assert user_data.index('abandon "cannot install aws-cfn-bootstrap"') < user_data.index("exec /usr/share")

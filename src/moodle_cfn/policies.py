@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from awacs import cloudformation, cloudwatch, ec2, elasticfilesystem, logs, secretsmanager
+from awacs import autoscaling, cloudformation, cloudwatch, ec2, elasticfilesystem, logs, secretsmanager
 from awacs.aws import (
     Allow,
     ArnLike,
@@ -73,6 +73,8 @@ class WebNodeResources:
     file_system_arn: AWSHelperFn
     access_point_arn: AWSHelperFn
     log_group_arns: list[AWSHelperFn]
+    # The group's tag (key, value) that scopes which group's lifecycle actions a node may complete.
+    group_tag: tuple[str, AWSHelperFn]
 
 
 def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
@@ -101,6 +103,30 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
                 Effect=Allow,
                 Action=[logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams],
                 Resource=resources.log_group_arns,
+            ),
+            # The group's ARN holds a generated id the launch template cannot know (the group is made after
+            # it), so the site's own tag on the group scopes the hook completion.
+            Statement(
+                Sid="CompleteThisGroupsLaunchHook",
+                Effect=Allow,
+                Action=[autoscaling.CompleteLifecycleAction],
+                Resource=[
+                    Sub(
+                        "arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:autoScalingGroup:*"
+                    )
+                ],
+                Condition=AwsCondition(
+                    StringEquals(
+                        {f"autoscaling:ResourceTag/{resources.group_tag[0]}": resources.group_tag[1]}
+                    )
+                ),
+            ),
+            # DescribeAutoScalingGroups has no resource-level permissions ("*" only); it is read-only.
+            Statement(
+                Sid="ReadTheGroupsLaunchTemplateVersion",
+                Effect=Allow,
+                Action=[autoscaling.DescribeAutoScalingGroups],
+                Resource=["*"],
             ),
             Statement(
                 Sid="SignalAndReadThisStack",

@@ -1,14 +1,19 @@
 """The AWS APIs a web node calls, on loopback: a moto server for Secrets Manager and S3, and a stand-in for
-ElastiCache's DescribeCacheClusters (moto keeps no cache node endpoints), answering the same call with the
-response shape of the API reference (DescribeCacheClusters, ShowCacheNodeInfo=true)."""
+the calls moto cannot answer the way a node needs, with the response shapes of the API references:
+ElastiCache DescribeCacheClusters (moto keeps no cache node endpoints), Auto Scaling
+CompleteLifecycleAction and DescribeAutoScalingGroups (moto has no lifecycle actions), CloudFormation
+SignalResource. The stand-in records every call, so the rehearsal can assert what a node reported."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
@@ -43,21 +48,43 @@ def describe_cache_clusters_xml(cluster_id: str, nodes: list[tuple[str, int]]) -
     )
 
 
+def query_response(action: str, namespace: str, result: str = "") -> str:
+    """An AWS Query-protocol answer: <ActionResponse><ActionResult>...</ActionResult><ResponseMetadata>."""
+    return (
+        f'<{action}Response xmlns="{namespace}"><{action}Result>{result}</{action}Result>'
+        "<ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ResponseMetadata>"
+        f"</{action}Response>"
+    )
+
+
+AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+CLOUDFORMATION_NS = "http://cloudformation.amazonaws.com/doc/2010-05-15/"
+STANDIN_SERVICES = ("ELASTICACHE", "AUTO_SCALING", "CLOUDFORMATION")
+
+
 @dataclass
 class Aws:
-    """Endpoints and clients of the rig's AWS: `environment` is what a node's aws CLI needs."""
+    """Endpoints and clients of the rig's AWS: `environment` is what a node's aws CLI needs. `groups` maps an
+    Auto Scaling group to its launch template version; `calls` lists the stand-in's calls, in order."""
 
     moto_url: str
-    elasticache_url: str
+    standin_url: str
     clusters: dict[str, list[tuple[str, int]]]
+    groups: dict[str, str] = field(default_factory=dict)
+    calls: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def environment(self) -> dict[str, str]:
-        return {
-            **CREDENTIALS,
-            "AWS_ENDPOINT_URL": self.moto_url,
-            "AWS_ENDPOINT_URL_ELASTICACHE": self.elasticache_url,
-        }
+        standin = {f"AWS_ENDPOINT_URL_{service}": self.standin_url for service in STANDIN_SERVICES}
+        return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url, **standin}
+
+    def calls_of(self, action: str, instance_id: str) -> list[dict[str, str]]:
+        """The stand-in's calls of `action` about one instance (by InstanceId or UniqueId)."""
+        return [
+            call
+            for call in self.calls
+            if call["Action"] == action and instance_id in (call.get("InstanceId"), call.get("UniqueId"))
+        ]
 
     def client(self, service: str):
         return boto3.client(service, region_name=REGION, endpoint_url=self.moto_url, aws_access_key_id="rehearsal",
@@ -78,25 +105,54 @@ class Aws:
 
 @contextmanager
 def running_aws() -> Iterator[Aws]:
-    """A moto server and the ElastiCache stand-in, both on 127.0.0.1, for the duration."""
+    """A moto server and the stand-in, both on 127.0.0.1, for the duration."""
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
-    clusters: dict[str, list[tuple[str, int]]] = {}
+    aws = Aws(f"http://{host}:{port}", "", {})
 
-    class ElastiCache(BaseHTTPRequestHandler):
+    def answer(form: dict[str, str]) -> tuple[int, str]:
+        action = form.get("Action", "")
+        if action == "DescribeCacheClusters" and form.get("CacheClusterId") in aws.clusters:
+            return 200, describe_cache_clusters_xml(
+                form["CacheClusterId"], aws.clusters[form["CacheClusterId"]]
+            )
+        if action == "CompleteLifecycleAction" and form.get("AutoScalingGroupName") in aws.groups:
+            return 200, query_response(action, AUTOSCALING_NS)
+        if action == "DescribeAutoScalingGroups":
+            name = form.get("AutoScalingGroupNames.member.1", "")
+            version = aws.groups.get(name)
+            member = (
+                f"<member><AutoScalingGroupName>{escape(name)}</AutoScalingGroupName><LaunchTemplate>"
+                f"<LaunchTemplateId>lt-0rehearsal</LaunchTemplateId><Version>{version}</Version>"
+                "</LaunchTemplate></member>"
+                if version
+                else ""
+            )
+            return 200, query_response(
+                action, AUTOSCALING_NS, f"<AutoScalingGroups>{member}</AutoScalingGroups>"
+            )
+        if action == "SignalResource":
+            metadata = "<ResponseMetadata><RequestId>0</RequestId></ResponseMetadata>"
+            return (
+                200,
+                f'<SignalResourceResponse xmlns="{CLOUDFORMATION_NS}">{metadata}</SignalResourceResponse>',
+            )
+
+        return 400, (
+            "<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
+            f"<Message>the rehearsal's stand-in does not know {escape(action)} {escape(str(form))}</Message>"
+            "</Error></ErrorResponse>"
+        )
+
+    class StandIn(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-            cluster_id = form.get("CacheClusterId", [""])[0]
-            if form.get("Action") != ["DescribeCacheClusters"] or cluster_id not in clusters:
-                self.send_response(404 if cluster_id else 400)
-                body = (
-                    "<ErrorResponse><Error><Type>Sender</Type><Code>CacheClusterNotFound</Code>"
-                    f"<Message>CacheCluster {escape(cluster_id)} not found.</Message></Error></ErrorResponse>"
-                ).encode()
-            else:
-                self.send_response(200)
-                body = describe_cache_clusters_xml(cluster_id, clusters[cluster_id]).encode()
+            raw = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            form = {key: values[0] for key, values in raw.items()}
+            aws.calls.append(form)
+            status, text = answer(form)
+            self.send_response(status)
+            body = text.encode()
             self.send_header("Content-Type", "text/xml")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -105,11 +161,78 @@ def running_aws() -> Iterator[Aws]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ElastiCache)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    aws.standin_url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        yield Aws(f"http://{host}:{port}", f"http://127.0.0.1:{server.server_address[1]}", clusters)
+        yield aws
     finally:
         server.shutdown()
         moto.stop()
+
+
+class Imds:
+    """A node's instance metadata service (IMDSv2: a token from PUT, then GETs carrying it), answering from
+    `metadata`, which the rehearsal may change (a node's target lifecycle state, say)."""
+
+    def __init__(self, metadata: dict[str, str]) -> None:
+        self.metadata = metadata
+        imds = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                self.reply(200, "rehearsal-token")
+
+            def do_GET(self) -> None:
+                path = self.path.removeprefix("/latest/meta-data/")
+                if self.headers.get("X-aws-ec2-metadata-token") != "rehearsal-token":
+                    self.reply(401, "")
+                elif path in imds.metadata:
+                    self.reply(200, imds.metadata[path])
+                else:
+                    self.reply(404, "")
+
+            def reply(self, status: int, text: str) -> None:
+                body = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+class DataApi:
+    """The RDS Data API's ExecuteStatement against the rig's PostgreSQL, for the database-role function:
+    like the real API, it reads the credentials from `secretArn` itself and binds `:name` parameters as
+    values (psql's :'name' quoting) over a TLS connection."""
+
+    def __init__(self, aws: Aws, host: str, port: int) -> None:
+        self.aws, self.host, self.port = aws, host, port
+
+    def execute_statement(self, resourceArn: str, secretArn: str, database: str, sql: str,
+                          parameters: list[dict] | None = None) -> dict:  # fmt: skip
+        credentials = json.loads(
+            self.aws.client("secretsmanager").get_secret_value(SecretId=secretArn)["SecretString"]
+        )
+        variables = [f"--variable={p['name']}={p['value']['stringValue']}" for p in parameters or []]
+        bound = re.sub(r"(?<!:):([a-z_]+)\b", r":'\1'", sql)
+        result = subprocess.run(
+            ["psql", "-h", self.host, "-p", str(self.port), "-U", credentials["username"], "-d", database,
+             "-v", "ON_ERROR_STOP=1", "-qtAX", "-F", "\x1f", *variables],
+            input=bound, capture_output=True, text=True, check=False,
+            env={**os.environ, "PGPASSWORD": credentials["password"], "PGSSLMODE": "require"},
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"BadRequestException: {result.stderr.strip()}")
+        rows = [line.split("\x1f") for line in result.stdout.splitlines() if line]
+        return {"records": [[{"stringValue": value} for value in row] for row in rows]}

@@ -19,11 +19,13 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
+from tests.node_rig.aws import Imds
 from tests.node_rig.cfn_init import InitFile, write
 
 HERE = Path(__file__).resolve().parent
 PLATFORM_FILE = HERE / "platform-debian12.sh"
-SETUP = "/usr/share/moodle-cfn/moodle-node-setup.sh"
+# What user-data.sh hands over to at first boot, and the systemd unit runs at every later boot.
+READY = "/usr/share/moodle-cfn/moodle-node-ready.sh"
 # Private to each node: (directory as the node sees it, seeded from the machine's copy?).
 PRIVATE_DIRS = (
     ("/var/www", False),
@@ -46,6 +48,7 @@ class Node:
     address: str
     root: Path
     environment: dict[str, str]
+    imds: Imds
     holder: subprocess.Popen | None = None
     logs: list[str] = field(default_factory=list)
 
@@ -94,14 +97,17 @@ class Node:
         """What cfn-init does at boot: write the launch template's files."""
         write(files, self.root)
 
-    def start_setup(self) -> subprocess.Popen:
-        """moodle-node-setup.sh, as user-data.sh runs it (root, output to the boot log)."""
-        return subprocess.Popen(self.command(["bash", SETUP]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)  # fmt: skip
+    def start_setup(self, first_boot: bool = True) -> subprocess.Popen:
+        """A boot of the node: moodle-node-ready.sh as user-data.sh (first boot) or the systemd unit (later
+        boots) runs it, as root; it runs moodle-node-setup.sh and completes the launch lifecycle hook."""
+        argv = ["bash", READY, *(["--first-boot"] if first_boot else [])]
+        return subprocess.Popen(
+            self.command(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
-    def setup(self) -> tuple[int, str]:
-        """Run the setup to the end; its exit status and output."""
-        process = self.start_setup()
+    def setup(self, first_boot: bool = True) -> tuple[int, str]:
+        """Boot the node to the end; the exit status and output."""
+        process = self.start_setup(first_boot)
         output, _ = process.communicate(timeout=1200)
         self.logs.append(output)
         return process.returncode, output
@@ -124,8 +130,9 @@ class Browser:
     """A user's browser that talks to one node at a time, as the load balancer would send it: the site's
     host name, https as the forwarded protocol, cookies kept across nodes."""
 
-    def __init__(self, site_host: str) -> None:
+    def __init__(self, site_host: str, headers: dict[str, str] | None = None) -> None:
         self.site_host = site_host
+        self.headers = headers or {}
         self.cookies: dict[str, str] = {}
 
     def request(self, node: Node, method: str, path: str, form: dict[str, str] | None = None,
@@ -133,7 +140,7 @@ class Browser:
         """(status, final path, body), following redirects within the site on the same node."""
         for _ in range(10):
             connection = http.client.HTTPConnection(node.address, 80, timeout=120)
-            headers = {"Host": self.site_host, "X-Forwarded-Proto": "https"}
+            headers = {"Host": self.site_host, "X-Forwarded-Proto": "https", **self.headers}
             if self.cookies:
                 headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
             body = None

@@ -7,7 +7,10 @@
 #   - there is no systemd: PHP-FPM and Apache are started directly, and the rig runs the cron unit's
 #     command itself; there is no CloudWatch agent;
 #   - "EFS" is a directory the rig shares between its nodes (RIG_SHARED_DIR), bind-mounted in each
-#     node's own mount namespace.
+#     node's own mount namespace;
+#   - the instance metadata service is the rig's stand-in (RIG_IMDS_URL), each node's Apache listens on its
+#     own loopback address (RIG_NODE_ADDRESS), and the rig writes the cfn-init files itself before each
+#     boot, so there is no cfn-init to run.
 # shellcheck disable=SC2034  # the variables are read by moodle-node-setup.sh, which sources this file
 
 readonly php_version=8.2
@@ -18,6 +21,9 @@ readonly fpm_socket=/run/php-fpm/www.sock
 readonly vhost_path=/etc/apache2/sites-enabled/moodle.conf
 readonly php_error_log=/var/log/php-fpm/www-error.log
 readonly ca_bundle=/etc/ssl/certs/ca-certificates.crt
+readonly imds_url=${RIG_IMDS_URL:?set by the rehearsal rig}
+readonly local_http=http://${RIG_NODE_ADDRESS:?set by the rehearsal rig}
+readonly cfn_init=true
 
 platform_install_packages() {
   local with_redis=$1 packages=(apache2 "php$php_version-fpm" "php$php_version-cli" "php$php_version-pgsql"
@@ -55,5 +61,8 @@ platform_start_web() {
 
 # No systemd here: the rig runs the installed unit's ExecStart as its User.
 platform_start_cron() { :; }
+
+# No systemd here: the rig runs moodle-node-ready.sh itself at each boot it plays.
+platform_enable_ready_unit() { :; }
 
 platform_start_log_shipping() { :; }

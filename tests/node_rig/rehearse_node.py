@@ -13,6 +13,7 @@ Legs: {memcached, valkey} x PostgreSQL {17, 16}; RIG_LEGS=memcached-17,valkey-16
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -28,9 +29,10 @@ from typing import Any
 
 import pytest
 
+from moodle_cfn.functions import database_role
 from tests.node_rig import services
-from tests.node_rig.aws import Aws, running_aws
-from tests.node_rig.cfn_init import init_files
+from tests.node_rig.aws import Aws, DataApi, Imds, running_aws
+from tests.node_rig.cfn_init import app_template, init_files
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +55,8 @@ MASTER = {"username": "moodleadmin", "password": "Master-Pass-1"}
 APP_USER = {"username": "moodle", "password": "App-User-Pass-1"}
 CACHE_TOKEN = "Cache-Auth-Token-0123456789"
 NODE_ADDRESSES = ("127.0.0.11", "127.0.0.12")
+HEALTH_PATH = "/lb-health"
+NODE_SETUP_FAILED = "moodle-node-setup: FAILED"
 INSTALL_LINE = "installing the Moodle database"
 UPGRADE_LINE = "upgrading Moodle to release"
 # The plugin whose version the upgrade bundle bumps.
@@ -229,12 +233,27 @@ def site(request: pytest.FixtureRequest, tls: services.Tls, aws: Aws) -> Iterato
         "RIG_SHARED_DIR": str(shared),
         "PATH": f"{AWS_CLI_BIN}:{os.environ['PATH']}",
     }
-    nodes = [
-        Node(f"node{n}", address, workdir / f"node{n}", environment)
-        for n, address in enumerate(NODE_ADDRESSES, start=1)
-    ]
+    group = f"rig-{leg}-web"
+    aws.groups[group] = "1"
+    nodes = []
+    for n, address in enumerate(NODE_ADDRESSES, start=1):
+        imds = Imds({
+            "instance-id": f"i-0{leg.replace('-', '')}node{n}",
+            "tags/instance/aws:autoscaling:groupName": group,
+            "tags/instance/aws:ec2launchtemplate:version": "1",
+            "autoscaling/target-lifecycle-state": "InService",
+        })  # fmt: skip
+        node_environment = {**environment, "RIG_IMDS_URL": imds.url, "RIG_NODE_ADDRESS": address}
+        nodes.append(Node(f"node{n}", address, workdir / f"node{n}", node_environment, imds=imds))
     site = Site(leg, engine, postgres, aws, tls, nodes, parameters, names, shared, cache_ports)
     try:
+        # What the data stack's database-role custom resource does, with its own code, before any node boots.
+        database_role.ensure_role(DataApi(aws, postgres.host, postgres.port), aws.client("secretsmanager"), {
+            "ClusterArn": "arn:aws:rds:us-east-1:123456789012:cluster:rig",
+            "MasterSecretArn": names["DatabaseMasterSecretArn"],
+            "AppSecretArn": names["DatabaseAppUserSecretArn"],
+            "Database": "moodle",
+        })  # fmt: skip
         for node in nodes:
             node.boot_namespace()
             site.write_init_files(node)
@@ -245,6 +264,7 @@ def site(request: pytest.FixtureRequest, tls: services.Tls, aws: Aws) -> Iterato
     finally:
         for node in nodes:
             node.stop()
+            node.imds.stop()
         for service in caches:
             service.stop()
         postgres.stop()
@@ -275,6 +295,27 @@ def test_both_setups_succeed_and_the_database_is_installed_once(site: Site) -> N
         assert "node ready" in output
     assert len(lines_with(site, INSTALL_LINE)) == 1
     assert site.db("SELECT count(*) FROM mdl_user WHERE username = 'admin'") == "1"
+
+
+def health(node: Node) -> int:
+    """The load balancer's health check of a node (any Host header: the check uses the node's address)."""
+    connection = http.client.HTTPConnection(node.address, 80, timeout=30)
+    connection.request("GET", HEALTH_PATH, headers={"Host": node.address})
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def test_each_node_completes_its_launch_hook_and_signals_only_once_moodle_answers(site: Site) -> None:
+    for node in site.nodes:
+        instance = node.imds.metadata["instance-id"]
+        (hook,) = site.aws.calls_of("CompleteLifecycleAction", instance)
+        assert (hook["LifecycleActionResult"], hook["LifecycleHookName"]) == ("CONTINUE", "moodle-node-ready")
+        assert hook["AutoScalingGroupName"] == f"rig-{site.leg}-web"
+        (signal,) = site.aws.calls_of("SignalResource", instance)
+        assert (signal["Status"], signal["LogicalResourceId"]) == ("SUCCESS", "WebAutoScalingGroup")
+        assert site.aws.calls.index(hook) < site.aws.calls.index(signal)
+        assert health(node) == 200
 
 
 def test_admin_logs_in_on_node_1_and_the_session_holds_on_node_2(site: Site) -> None:
@@ -349,7 +390,10 @@ def test_site_name_and_admin_email_arrive_unchanged(site: Site) -> None:
     assert (settings["SITE_FULL_NAME"], settings["ADMIN_EMAIL"]) == (SITE_FULL_NAME, ADMIN_EMAIL)
 
 
-def test_tables_belong_to_moodle_and_no_node_file_holds_master_credentials(site: Site) -> None:
+def test_tables_belong_to_moodle_and_no_node_holds_master_credentials(site: Site) -> None:
+    # The node is not even told where the master secret is.
+    master_arn = site.names["DatabaseMasterSecretArn"]
+    assert all(master_arn not in item.content for item in init_files(site.parameters, site.names))
     assert site.db("SELECT rolsuper FROM pg_roles WHERE rolname = 'moodle'") == "f"
     assert site.db("SELECT datdba::regrole FROM pg_database WHERE datname = 'moodle'") == "moodle"
     owners = site.db("SELECT tableowner, count(*) FROM pg_tables WHERE schemaname = 'public' GROUP BY 1")
@@ -387,10 +431,10 @@ def node_state(site: Site, node: Node) -> str:
     return hashlib.sha256(listing.encode() + database.encode() + muc).hexdigest()
 
 
-def test_a_second_run_changes_nothing(site: Site) -> None:
+def test_a_reboot_changes_nothing(site: Site) -> None:
     node = site.nodes[0]
     before = node_state(site, node)
-    status, output = node.setup()
+    status, output = node.setup(first_boot=False)
     assert status == 0, output[-4000:]
     assert INSTALL_LINE not in output and UPGRADE_LINE not in output
     assert node_state(site, node) == before
@@ -405,6 +449,7 @@ def test_an_upgrade_bundle_is_rolled_onto_both_nodes_by_exactly_one(
     site.parameters.update(MoodleCodeS3Uri=uri, MoodleCodeSha256=sha256(upgrade_bundle.path))
     for node in site.nodes:
         site.write_init_files(node)
+    old_ready = (site.nodes[1].root / "etc/moodle-cfn/ready.json").read_text()
     maintenance = site.shared / "data" / "climaintenance.html"
     seen: list[bool] = []
     done = threading.Event()
@@ -434,13 +479,54 @@ def test_an_upgrade_bundle_is_rolled_onto_both_nodes_by_exactly_one(
     for node in site.nodes:
         assert Browser(SITE_HOST).request(node, "GET", "/login/index.php")[0] == 200
         assert str(upgrade_bundle.version) in node.file(f"/var/www/moodle/{BUMPED_PLUGIN[0]}")
+        assert health(node) == 200
+    # A node still on the old code (its readiness from before the upgrade) leaves the load balancer.
+    ready = site.nodes[1].root / "etc/moodle-cfn/ready.json"
+    new_ready = ready.read_text()
+    ready.write_text(old_ready)
+    assert health(site.nodes[1]) == 503
+    status, _, page = Browser(SITE_HOST).request(site.nodes[1], "GET", "/login/index.php")
+    assert status == 503 and "being replaced" in page
+    ready.write_text(new_ready)
+    assert health(site.nodes[1]) == 200
+    assert Browser(SITE_HOST).request(site.nodes[1], "GET", "/login/index.php")[0] == 200
+
+
+def test_a_stale_warm_pool_node_is_abandoned_before_it_serves(site: Site) -> None:
+    node = site.nodes[1]
+    instance = node.imds.metadata["instance-id"]
+    group = node.imds.metadata["tags/instance/aws:autoscaling:groupName"]
+    site.aws.groups[group] = "2"  # the stack moved on while this node sat stopped in the warm pool
+    try:
+        started = time.monotonic()
+        status, output = node.setup(first_boot=False)
+    finally:
+        site.aws.groups[group] = "1"
+    assert status != 0 and "launch template version 1, the group runs 2" in output
+    assert "moodle-node-setup" not in output and time.monotonic() - started < 30
+    assert site.aws.calls_of("CompleteLifecycleAction", instance)[-1]["LifecycleActionResult"] == "ABANDON"
+    assert health(node) == 503
+    status, output = node.setup(first_boot=False)
+    assert status == 0 and health(node) == 200, output[-3000:]
+
+
+def test_moodle_records_the_viewers_address(site: Site) -> None:
+    # The chain the load balancer passes for the template's X-Forwarded-For mode: behind CloudFront it
+    # preserves CloudFront's header (what the client sent, then the viewer CloudFront saw).
+    attributes = app_template()["Resources"]["LoadBalancer"]["Properties"]["LoadBalancerAttributes"]
+    (mode,) = [a["Value"] for a in attributes if a["Key"] == "routing.http.xff_header_processing.mode"]
+    assert mode == {"Fn::If": ["UseCloudFront", "preserve", "append"]}
+    forged, viewer = "198.51.100.9", "203.0.113.7"
+    browser = Browser(SITE_HOST, {"X-Forwarded-For": f"{forged}, {viewer}"})
+    browser.log_in(site.nodes[0], "admin", ADMIN_PASSWORD)
+    assert site.db("SELECT lastip FROM mdl_user WHERE username = 'admin'") == viewer
 
 
 def test_a_failure_is_one_line_that_says_what_failed(site: Site) -> None:
     node = site.nodes[1]
-    wrong = site.aws.secret(f"rig-{site.leg}-master-wrong", {**MASTER, "password": "not-the-password"})
+    wrong = site.aws.secret(f"rig-{site.leg}-moodle-wrong", {**APP_USER, "password": "not-the-password"})
     cases = {
-        "wrong master secret": ({"DatabaseMasterSecretArn": wrong}, "password authentication failed"),
+        "wrong database secret": ({"DatabaseAppUserSecretArn": wrong}, "password authentication failed"),
         "unreachable database": ({"DatabasePort": "1"}, "Connection refused"),
         "missing secret": ({"DatabaseAppUserSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:gone"},
                            "cannot read the secret"),
@@ -451,9 +537,17 @@ def test_a_failure_is_one_line_that_says_what_failed(site: Site) -> None:
             site.names = {**good, **changes}
             site.write_init_files(node)
             status, output = node.setup()
-            failures = [line for line in output.splitlines() if "FAILED" in line]
+            failures = [line for line in output.splitlines() if NODE_SETUP_FAILED in line]
             assert status != 0, case
             assert len(failures) == 1 and reason in failures[0], f"{case}: {failures or output[-2000:]}"
+            # The node gives itself up at once: the hook abandoned, CloudFormation told.
+            instance = node.imds.metadata["instance-id"]
+            assert (
+                site.aws.calls_of("CompleteLifecycleAction", instance)[-1]["LifecycleActionResult"]
+                == "ABANDON"
+            )
+            assert site.aws.calls_of("SignalResource", instance)[-1]["Status"] == "FAILURE"
+            assert health(node) == 503
     finally:
         site.names = good
         site.write_init_files(node)

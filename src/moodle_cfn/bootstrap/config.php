@@ -69,6 +69,14 @@ if (!empty($settings['router'])) {
     $CFG->routerconfigured = true;
 }
 
+// A node whose code is older than the database (the health check found it after an upgrade elsewhere)
+// answers 503 until the load balancer has taken it out, instead of Moodle's errors.
+if (!defined('CLI_SCRIPT') && file_exists($CFG->localcachedir . '/node-stale')) {
+    http_response_code(503);
+    header('Retry-After: 30');
+    exit("This server is being replaced after an upgrade. Please reload the page.\n");
+}
+
 // Moodle 5.1 moved the web-facing code into public/; config.php stays at the top.
 require_once(is_dir(__DIR__ . '/public') ? __DIR__ . '/public/lib/setup.php' : __DIR__ . '/lib/setup.php');
 

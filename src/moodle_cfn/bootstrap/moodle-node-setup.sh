@@ -4,8 +4,8 @@
 # this script.
 #
 # Order: packages -> moodledata on EFS -> verified Moodle code -> settings from the secrets -> PHP and
-# Apache -> (one node at a time, under a lock on EFS) database user, install or upgrade, application
-# cache -> cron and log shipping. What depends on the operating system (package names, paths, services)
+# Apache -> (one node at a time, under a lock on EFS) install or upgrade, application cache -> cron and log
+# shipping. What depends on the operating system (package names, paths, services)
 # is in the platform file; Amazon Linux 2023 unless MOODLE_CFN_PLATFORM names another.
 set -Eeuo pipefail
 
@@ -245,43 +245,22 @@ configure_web_server() {
   install_rendered php-fpm-moodle.conf "$fpm_pool_path" "WEB_USER=$web_user" "FPM_SOCKET=$fpm_socket" \
     "PHP_ERROR_LOG=$php_error_log"
   install_rendered moodle-vhost.conf "$vhost_path" "DOCUMENT_ROOT=$MOODLE_PUBLIC" "ROUTER=$router" \
-    "FPM_SOCKET=$fpm_socket"
+    "FPM_SOCKET=$fpm_socket" "HEALTH_PATH=$HEALTH_CHECK_PATH"
   platform_start_web
 }
 
 as_web_user() { runuser -u "$web_user" -- env MOODLE_DIR="$moodle_dir" MOODLE_CFN_SETTINGS="$settings_file" "$@"; }
 
-# psql as the master user (RDS: rds_superuser, not a superuser), TLS required; SQL on stdin, psql
-# variables from the remaining NAME=value arguments (so values are quoted by psql, never by us).
-psql_master() {
-  local credentials output variables=() pair
-  credentials=$(secret "$DATABASE_MASTER_SECRET_ARN")
-  for pair in "$@"; do variables+=(-v "$pair"); done
+# psql as Moodle's own user, TLS required (the cluster forces it); SQL on stdin. The role was made by the
+# stack (its database-role custom resource): web nodes never hold the master secret.
+psql_moodle() {
+  local credentials output
+  credentials=$(secret "$DATABASE_APP_SECRET_ARN")
   output=$(PGPASSWORD=$(jq -r .password <<< "$credentials") PGSSLMODE=require PGCONNECT_TIMEOUT=10 \
     psql -h "$DATABASE_HOST" -p "$DATABASE_PORT" -U "$(jq -r .username <<< "$credentials")" -d "$DATABASE_NAME" \
-    -v ON_ERROR_STOP=1 -qtAX "${variables[@]}" 2>&1) ||
-    die "the database $DATABASE_HOST:$DATABASE_PORT/$DATABASE_NAME as the master user: $(head -n 1 <<< "$output")"
+    -v ON_ERROR_STOP=1 -qtAX 2>&1) ||
+    die "the database $DATABASE_HOST:$DATABASE_PORT/$DATABASE_NAME as Moodle's user: $(head -n 1 <<< "$output")"
   printf '%s' "$output"
-}
-
-# Moodle's own database user, with the password of its own (never rotated) secret, owning the database.
-# PostgreSQL 16+ gives the creator of a role ADMIN on it but not SET, and changing an owner needs SET:
-# the master user is made a member of the role first (RDS's master is not a superuser).
-ensure_database_user() {
-  local credentials
-  credentials=$(secret "$DATABASE_APP_SECRET_ARN")
-  psql_master "user=$(jq -r .username <<< "$credentials")" "password=$(jq -r .password <<< "$credentials")" \
-    "database=$DATABASE_NAME" > /dev/null <<'SQL'
-SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') AS missing \gset
-\if :missing
-  CREATE ROLE :"user" LOGIN PASSWORD :'password';
-\else
-  ALTER ROLE :"user" LOGIN PASSWORD :'password';
-\endif
-GRANT :"user" TO CURRENT_USER;
-ALTER DATABASE :"database" OWNER TO :"user";
-ALTER SCHEMA public OWNER TO :"user";
-SQL
 }
 
 # Exactly one node at a time gets here (flock on EFS); the check is made inside the lock.
@@ -292,8 +271,7 @@ install_or_upgrade() {
   local cli=$MOODLE_PUBLIC/admin/cli
   (
     flock 9
-    ensure_database_user
-    if [[ "$(psql_master <<< "SELECT to_regclass('public.mdl_config') IS NOT NULL")" != t ]]; then
+    if [[ "$(psql_moodle <<< "SELECT to_regclass('public.mdl_config') IS NOT NULL")" != t ]]; then
       log "installing the Moodle database (first node of the site)"
       local admin
       admin=$(secret "$ADMIN_SECRET_ARN")

@@ -13,6 +13,11 @@ readonly vhost_path=/etc/httpd/conf.d/moodle.conf
 readonly php_error_log=/var/log/php-fpm/www-error.log
 # The system trust store: ElastiCache's certificates chain to a public root in it.
 readonly ca_bundle=/etc/pki/tls/certs/ca-bundle.crt
+# The instance metadata service, and where this node's own Apache answers.
+readonly imds_url=http://169.254.169.254
+readonly local_http=http://127.0.0.1
+# CloudFormation's helper (package aws-cfn-bootstrap, installed by user-data.sh).
+readonly cfn_init=/opt/aws/bin/cfn-init
 
 platform_install_packages() {
   local with_redis=$1
@@ -53,4 +58,11 @@ platform_start_cron() {
 
 platform_start_log_shipping() {
   /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c "file:$1"
+}
+
+# Later boots (a warm-pool node entering service, a reboot) run moodle-node-ready.sh from systemd.
+platform_enable_ready_unit() {
+  install -m 0644 /usr/share/moodle-cfn/moodle-node-ready.service /etc/systemd/system/
+  systemctl daemon-reload
+  systemctl enable moodle-node-ready.service
 }

@@ -14,6 +14,7 @@ from troposphere import (
     Equals,
     GetAtt,
     If,
+    Join,
     Not,
     NoValue,
     Or,
@@ -53,7 +54,6 @@ DATA_INPUTS = tuple(
     output_as_parameter(name)
     for name in (
         database.DATABASE_APP_SECRET_ARN,
-        database.DATABASE_MASTER_SECRET_ARN,
         file_system.FILE_SYSTEM_ARN,
         file_system.ACCESS_POINT_ARN,
         database.DATABASE_ENDPOINT,
@@ -200,6 +200,11 @@ def node_settings(host: If, admin_secret: object) -> dict[str, object]:
     """Every value moodle-node-setup.sh reads from site.json, by name."""
     values: dict[str, object] = {
         "AWS_REGION": Ref("AWS::Region"),
+        "STACK_NAME": Ref("AWS::StackName"),
+        "INIT_RESOURCE": web_tier.LAUNCH_TEMPLATE_TITLE,
+        "SIGNAL_RESOURCE": web_tier.ASG_TITLE,
+        "LIFECYCLE_HOOK": web_tier.LIFECYCLE_HOOK,
+        "HEALTH_CHECK_PATH": load_balancer.HEALTH_CHECK_PATH,
         "WWWROOT": Sub("https://${Host}", Host=host),
         "MOODLE_VERSION": Ref(moodle.MOODLE_VERSION.parameter),
         "MOODLE_CODE_S3_URI": Ref(moodle.CODE_S3_URI.parameter),
@@ -214,7 +219,6 @@ def node_settings(host: If, admin_secret: object) -> dict[str, object]:
         "DATABASE_PORT": Ref(output_as_parameter(database.DATABASE_PORT)),
         "DATABASE_NAME": Ref(database.DATABASE_NAME.parameter),
         "DATABASE_APP_SECRET_ARN": Ref(output_as_parameter(database.DATABASE_APP_SECRET_ARN)),
-        "DATABASE_MASTER_SECRET_ARN": Ref(output_as_parameter(database.DATABASE_MASTER_SECRET_ARN)),
         "FILE_SYSTEM_ID": Ref(output_as_parameter(file_system.FILE_SYSTEM_ID)),
         "ACCESS_POINT_ID": Ref(output_as_parameter(file_system.ACCESS_POINT_ID)),
     }
@@ -257,29 +261,34 @@ def build() -> Template:
     resources = WebNodeResources(
         secret_arns=[
             Ref(output_as_parameter(database.DATABASE_APP_SECRET_ARN)),
-            Ref(output_as_parameter(database.DATABASE_MASTER_SECRET_ARN)),
             *cache_secret_arns(),
             Ref(admin_secret),
         ],
         file_system_arn=Ref(output_as_parameter(file_system.FILE_SYSTEM_ARN)),
         access_point_arn=Ref(output_as_parameter(file_system.ACCESS_POINT_ARN)),
         log_group_arns=[GetAtt(group, "Arn") for group in logs.values()],
+        group_tag=(web_tier.GROUP_SITE_TAG, Ref(SITE_NAME.parameter)),
     )
     role, profile = web_tier.add_instance_role(template, resources)
     add_conditional_policies(template, role)
     host = site_host(alb, distribution)
+    settings = node_settings(host, admin_secret)
     launch_template = web_tier.add_launch_template(
         template,
         profile,
         load_balancer.WEB_SECURITY_GROUP,
         web_tier.user_data(
             SignalResource=web_tier.ASG_TITLE,
-            HealthCheckPath=load_balancer.HEALTH_CHECK_PATH,
             InitResource=web_tier.LAUNCH_TEMPLATE_TITLE,
-            SiteHost=host,
+            LifecycleHook=web_tier.LIFECYCLE_HOOK,
+            NodeFilesDigest=moodle.node_files_digest(),
+            # The settings, and the site name the log configuration uses.
+            NodeInputs=Join(
+                " | ", [*(value for _, value in sorted(settings.items())), Ref(SITE_NAME.parameter)]
+            ),
         ),
     )
-    launch_template.Metadata = moodle.init_metadata(node_settings(host, admin_secret))
+    launch_template.Metadata = moodle.init_metadata(settings)
     group = web_tier.add_auto_scaling_group(template, launch_template, target_group)
     web_tier.add_scaling(template, group, load_balancer.alb_full_name_for_metrics(alb, target_group))
     add_outputs(template, alb, target_group, distribution, group)

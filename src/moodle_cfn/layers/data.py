@@ -8,12 +8,12 @@ AWS Backup recovery points of both (layers/backup.py).
 
 from __future__ import annotations
 
-from troposphere import GetAtt, Output, Template
+from troposphere import GetAtt, Output, Ref, Template
 
 from moodle_cfn.azs import AVAILABILITY_ZONE_COUNT, add_az_condition
 from moodle_cfn.common import SITE_NAME, OperatorParameter, declare_parameters
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, add_key_condition
-from moodle_cfn.layers import backup, database, file_system
+from moodle_cfn.layers import backup, database, database_role, file_system
 
 PARAMETERS: tuple[OperatorParameter, ...] = (
     *database.PARAMETERS,
@@ -37,6 +37,9 @@ def build() -> Template:
     database.add_conditions(template)
     file_system.add_conditions(template)
     cluster, app_secret = database.add_database(template)
+    database_role.add_database_role(
+        template, cluster, database.WRITER_TITLE, app_secret, Ref(database.DATABASE_NAME.parameter)
+    )
     efs, access_point = file_system.add_file_system(template)
     backup.add_backup(template, GetAtt(cluster, "DBClusterArn"), GetAtt(efs, "Arn"))
     for name, description, value in (

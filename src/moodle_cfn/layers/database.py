@@ -2,9 +2,9 @@
 
 Database credentials: RDS owns the master user's password (ManageMasterUserPassword) in a secret it rotates.
 Moodle never uses that user. It connects as its own application user, whose password lives in a separate
-secret that is not rotated automatically; the first web node reads the master secret once, creates the
-application user with that password and gives it the Moodle database. Master rotation therefore never
-changes the credentials written into config.php.
+secret that is not rotated automatically; a custom resource (layers/database_role.py) uses the master
+secret once, through the RDS Data API, to create that user with that password and give it the Moodle
+database. Web nodes never read the master secret, and its rotation never changes config.php.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ DATABASE_PORT = "DatabasePort"
 DATABASE_NAME_OUTPUT = "DatabaseName"  # the same value as the master parameter of that name
 DATABASE_CLUSTER_ID = "DatabaseClusterId"
 DATABASE_MASTER_SECRET_ARN = "DatabaseMasterSecretArn"
+INSTANCE_TITLE_PREFIX = "DatabaseInstance"
+# The first instance has promotion tier 0: the writer.
+WRITER_TITLE = f"{INSTANCE_TITLE_PREFIX}1"
 DATABASE_APP_SECRET_ARN = "DatabaseAppUserSecretArn"
 INSTANCE_CLASSES = [
     "db.t4g.medium",
@@ -329,6 +332,9 @@ def add_database(template: Template) -> tuple[DBCluster, Secret]:
             DatabaseName=Ref(DATABASE_NAME.parameter),
             MasterUsername=Ref(DATABASE_MASTER_USERNAME.parameter),
             ManageMasterUserPassword=True,
+            # The RDS Data API, for the custom resource that creates Moodle's role (Aurora PostgreSQL
+            # provisioned and Serverless v2: RDS Data API reference, "Welcome").
+            EnableHttpEndpoint=True,
             MasterUserSecret=If(HAS_DATA_KMS_KEY, {"KmsKeyId": Ref(DATA_KMS_KEY_ARN.parameter)}, NoValue),
             Port=POSTGRES_PORT,
             StorageEncrypted=True,
@@ -361,7 +367,7 @@ def add_database(template: Template) -> tuple[DBCluster, Secret]:
     for slot in DATABASE_INSTANCE_SLOTS:
         template.add_resource(
             DBInstance(
-                f"DatabaseInstance{slot}",
+                f"{INSTANCE_TITLE_PREFIX}{slot}",
                 # Aurora keeps the data in the cluster volume; an instance holds none, the cluster snapshots.
                 DeletionPolicy="Delete",
                 UpdateReplacePolicy="Delete",

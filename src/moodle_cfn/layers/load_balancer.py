@@ -74,7 +74,7 @@ from moodle_cfn.layers import site
 from moodle_cfn.layers.network import ALB_SG, HTTP_PORT, HTTPS_PORT, PUBLIC, VPC_ID, WEB_SG, as_parameter
 from moodle_cfn.policies import POLICY_VERSION
 
-# Served by Apache itself on every node (bootstrap/user-data.sh), not by PHP.
+# bootstrap/moodle-health.php on every node: 200 only once the node serves this site's Moodle.
 HEALTH_CHECK_PATH = "/lb-health"
 ORIGIN_HEADER = "X-Origin-Verify"
 ORIGIN_SECRET_REFERENCE = "{{resolve:secretsmanager:${OriginSecret}:SecretString:value}}"
@@ -351,6 +351,17 @@ def add_load_balancer(template: Template, certificate_arn: object) -> tuple[Load
                     ("access_logs.s3.enabled", "true"),
                     ("access_logs.s3.bucket", Ref(bucket)),
                     ("routing.http.drop_invalid_header_fields.enabled", "true"),
+                    # The viewer's address for Moodle, which takes the last X-Forwarded-For entry. Behind
+                    # CloudFront the header arrives as "<what the client sent>, <viewer>" (CloudFront appends
+                    # the address it saw) and must pass unchanged: appending would make CloudFront's own
+                    # address the last entry. Without CloudFront, "append" adds the client's address last.
+                    # (ELB guide, "X-Forwarded-For header": append | preserve | remove.) Only CloudFront
+                    # reaches the load balancer when it is on (prefix list and origin header), so what it
+                    # appended cannot be forged.
+                    (
+                        "routing.http.xff_header_processing.mode",
+                        If(site.USE_CLOUDFRONT, "preserve", "append"),
+                    ),
                     ("idle_timeout.timeout_seconds", IDLE_TIMEOUT_SECONDS),
                     ("deletion_protection.enabled", "false"),
                 )

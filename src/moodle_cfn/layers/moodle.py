@@ -8,6 +8,7 @@ a JSON object as JSON, so every value arrives with its quotes, dollars and backs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -25,8 +26,11 @@ SHARE_DIR = "/usr/share/moodle-cfn"
 ETC_DIR = "/etc/moodle-cfn"
 # Files copied verbatim to SHARE_DIR: (file, mode).
 SHARED_FILES = (
+    ("moodle-node-ready.sh", "000755"),
     ("moodle-node-setup.sh", "000755"),
     ("platform-al2023.sh", "000644"),
+    ("moodle-node-ready.service", "000644"),
+    ("moodle-health.php", "000644"),
     ("config.php", "000644"),
     ("muc-configure.php", "000644"),
     ("moodle-vhost.conf", "000644"),
@@ -265,7 +269,18 @@ NOT_SITE_SETTINGS = frozenset(
 
 
 def settings_names() -> set[str]:
-    """The site.json keys moodle-node-setup.sh reads (so the template and the script cannot drift)."""
-    script = bootstrap.read("moodle-node-setup.sh")
-    used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", script))
-    return used - NOT_SITE_SETTINGS
+    """The site.json keys the node scripts read (so the template and the scripts cannot drift): shell
+    variables in moodle-node-setup.sh, `site KEY` lookups in moodle-node-ready.sh."""
+    setup = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", bootstrap.read("moodle-node-setup.sh")))
+    ready = set(re.findall(r"\bsite ([A-Z][A-Z0-9_]+)", bootstrap.read("moodle-node-ready.sh")))
+    return (setup - NOT_SITE_SETTINGS) | ready
+
+
+def node_files_digest() -> str:
+    """SHA-256 over every file cfn-init puts on a node verbatim: a new moodle-cfn release that changes one
+    changes the launch template's data (user-data.sh carries it), and so rolls the fleet."""
+    digest = hashlib.sha256()
+    for name, mode in SHARED_FILES:
+        digest.update(f"{name} {mode}\n".encode())
+        digest.update(bootstrap.read(name).encode())
+    return digest.hexdigest()

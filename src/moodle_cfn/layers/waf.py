@@ -2,9 +2,12 @@
 
 A web ACL for CloudFront must be created in us-east-1, so where it goes depends on the stack's region:
 - CloudFront on and the stack in us-east-1: a CLOUDFRONT-scope ACL on the distribution, seeing viewers' IPs.
-- Otherwise: a REGIONAL ACL on the load balancer. Behind CloudFront the load balancer sees CloudFront's
-  addresses, so there the rate limit counts the viewer address CloudFront puts first in X-Forwarded-For,
-  and the IP reputation list (which would only ever see CloudFront) is left out.
+- Otherwise: a REGIONAL ACL on the load balancer. Behind CloudFront (a stack outside us-east-1) the load
+  balancer sees only CloudFront's addresses, so the IP reputation list and the rate limit are left out:
+  the only viewer address there is in X-Forwarded-For, whose first entry (what WAF's forwarded-IP setting
+  reads) the client writes itself, so a limit keyed on it would be bypassed by sending another one. A rate
+  limit keyed on an address no client can forge needs a CLOUDFRONT-scope ACL, which only a stack in
+  us-east-1 can create.
 
 Two rules of the common rule set would block ordinary Moodle use and only count: SizeRestrictions_BODY
 (any upload or long forum post over 8 KB) and CrossSiteScripting_BODY (HTML from Moodle's editors).
@@ -19,7 +22,6 @@ from troposphere.wafv2 import (
     BlockAction,
     CountAction,
     DefaultAction,
-    ForwardedIPConfiguration,
     ManagedRuleGroupStatement,
     OverrideAction,
     RateBasedStatement,
@@ -98,23 +100,9 @@ def managed(priority: int, name: str, count_only: tuple[str, ...] = ()) -> WebAC
     )
 
 
-def rate_limit(priority: int, behind_cloudfront: str | None) -> WebACLRule:
-    """Block a client address over WafRateLimit requests in 5 minutes.
-
-    `behind_cloudfront` names the condition under which the ACL sits behind CloudFront and must count the
-    forwarded viewer address instead of the connection's (None: never).
-    """
-
-    def choose(forwarded: object, direct: object) -> object:
-        return If(behind_cloudfront, forwarded, direct) if behind_cloudfront else direct
-
-    statement = RateBasedStatement(
-        Limit=Ref(WAF_RATE_LIMIT.parameter),
-        AggregateKeyType=choose("FORWARDED_IP", "IP"),
-        ForwardedIPConfig=choose(
-            ForwardedIPConfiguration(HeaderName="X-Forwarded-For", FallbackBehavior="MATCH"), NoValue
-        ),
-    )
+def rate_limit(priority: int) -> WebACLRule:
+    """Block a client address over WafRateLimit requests in 5 minutes, keyed on the connection's source."""
+    statement = RateBasedStatement(Limit=Ref(WAF_RATE_LIMIT.parameter), AggregateKeyType="IP")
     return WebACLRule(
         Name="RateLimitPerClient",
         Priority=priority,
@@ -125,13 +113,17 @@ def rate_limit(priority: int, behind_cloudfront: str | None) -> WebACLRule:
 
 
 def rules(behind_cloudfront: str | None) -> list[object]:
-    """The rule list; the IP reputation list only where the ACL sees viewers' own addresses."""
-    reputation = managed(0, "AWSManagedRulesAmazonIpReputationList")
+    """The rule list; the IP reputation list and the rate limit only where the ACL sees viewers' own
+    addresses as the connection's source (`behind_cloudfront`: the condition under which it does not)."""
+
+    def where_viewers_connect(rule: WebACLRule) -> object:
+        return If(behind_cloudfront, NoValue, rule) if behind_cloudfront else rule
+
     return [
-        If(behind_cloudfront, NoValue, reputation) if behind_cloudfront else reputation,
+        where_viewers_connect(managed(0, "AWSManagedRulesAmazonIpReputationList")),
         managed(1, "AWSManagedRulesCommonRuleSet", COUNT_ONLY_COMMON_RULES),
         managed(2, "AWSManagedRulesKnownBadInputsRuleSet"),
-        rate_limit(3, behind_cloudfront),
+        where_viewers_connect(rate_limit(3)),
     ]
 
 

@@ -30,6 +30,7 @@ from troposphere.autoscaling import (
     AutoScalingGroup,
     InstanceReusePolicy,
     LaunchTemplateSpecification,
+    LifecycleHookSpecification,
     MetricsCollection,
     PredefinedMetricSpecification,
     ScalingPolicy,
@@ -103,6 +104,13 @@ CRON_FIELD = r"[0-9A-Za-z*/,?#-]+"
 CRON_EXPRESSION = rf"{CRON_FIELD}( {CRON_FIELD}){{4}}"
 LOG_NAMES = ("bootstrap", "apache-access", "apache-error", "php-fpm", "moodle-cron")
 ASG_TITLE = "WebAutoScalingGroup"
+# The launch lifecycle hook a node completes itself (moodle-node-ready.sh): CONTINUE once Moodle answers on
+# it, ABANDON when its setup fails; no answer within the heartbeat (a first node installs the database, 10-15
+# minutes) abandons it too.
+LIFECYCLE_HOOK = "moodle-node-ready"
+LIFECYCLE_HEARTBEAT_SECONDS = 1800
+# The tag that lets a node complete its own group's lifecycle actions (policies.web_node_policy).
+GROUP_SITE_TAG = "moodle-cfn-site"
 LAUNCH_TEMPLATE_TITLE = "WebLaunchTemplate"
 
 
@@ -422,7 +430,20 @@ def add_auto_scaling_group(
             HealthCheckGracePeriod=HEALTH_CHECK_GRACE_SECONDS,
             TargetGroupARNs=[Ref(target_group)],
             MetricsCollection=[MetricsCollection(Granularity="1Minute")],
-            Tags=AsgTags(Name=(Sub(f"${{{SITE_NAME.name}}}-web"), True)),
+            Tags=AsgTags(
+                **{
+                    "Name": (Sub(f"${{{SITE_NAME.name}}}-web"), True),
+                    GROUP_SITE_TAG: (Ref(SITE_NAME.parameter), False),
+                }
+            ),
+            LifecycleHookSpecificationList=[
+                LifecycleHookSpecification(
+                    LifecycleHookName=LIFECYCLE_HOOK,
+                    LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                    HeartbeatTimeout=LIFECYCLE_HEARTBEAT_SECONDS,
+                    DefaultResult="ABANDON",
+                )
+            ],
             CreationPolicy=CreationPolicy(
                 ResourceSignal=ResourceSignal(Count=Ref(WEB_MIN_SIZE.parameter), Timeout=SIGNAL_TIMEOUT),
                 AutoScalingCreationPolicy=AutoScalingCreationPolicy(MinSuccessfulInstancesPercent=100),
