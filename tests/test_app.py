@@ -117,10 +117,15 @@ def test_target_group_checks_the_path_the_bootstrap_serves(app_template):
     assert group["HealthCheckPath"] == load_balancer.HEALTH_CHECK_PATH
     attributes = {a["Key"]: a["Value"] for a in group["TargetGroupAttributes"]}
     assert attributes["deregistration_delay.timeout_seconds"] == "60"
-    user_data = props(app_template["Resources"], "WebLaunchTemplate")["LaunchTemplateData"]["UserData"]
-    text, variables = user_data["Fn::Base64"]["Fn::Sub"]
-    assert variables["HealthCheckPath"] == load_balancer.HEALTH_CHECK_PATH
-    assert 'Alias "$health_path"' in text
+    # The node serves that path from moodle-health.php, at the path site.json gives the vhost.
+    init = app_template["Resources"]["WebLaunchTemplate"]["Metadata"]["AWS::CloudFormation::Init"]["config"]
+    assert (
+        init["files"]["/etc/moodle-cfn/site.json"]["content"]["HEALTH_CHECK_PATH"]
+        == load_balancer.HEALTH_CHECK_PATH
+    )
+    assert 'Alias "@HEALTH_PATH@" "/usr/share/moodle-cfn/moodle-health.php"' in bootstrap.read(
+        "moodle-vhost.conf"
+    )
 
 
 def test_access_log_bucket_is_private_encrypted_expiring_and_kept(app_template):
@@ -190,7 +195,7 @@ def policy_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # The only actions allowed on "*": they have no resource-level permissions at all.
-UNSCOPABLE = {"cloudwatch:PutMetricData", "ec2:DescribeTags"}
+UNSCOPABLE = {"cloudwatch:PutMetricData", "ec2:DescribeTags", "autoscaling:DescribeAutoScalingGroups"}
 
 
 def test_instance_role_is_scoped_to_this_stack(app_template):
@@ -263,9 +268,12 @@ def test_warm_pool_is_optional_and_stopped(app_template):
     assert pool["PoolState"] == "Stopped" and pool["InstanceReusePolicy"] == {"ReuseOnScaleIn": True}
 
 
-def test_bootstrap_skips_the_signal_in_the_warm_pool():
-    text = bootstrap.read("user-data.sh")
-    assert "autoscaling/target-lifecycle-state" in text and "Warmed:*" in text
+def test_bootstrap_signals_only_nodes_entering_service():
+    # A warm-pool node is set up when it warms and signals when it enters service (the systemd unit).
+    text = bootstrap.read("moodle-node-ready.sh")
+    signal = text[text.index("signal() {") : text.index("fail() {")]
+    assert "[[ $target_state == InService ]] || return 0" in signal
+    assert "autoscaling/target-lifecycle-state" in text
 
 
 def test_user_data_is_shellcheck_clean():
@@ -274,9 +282,10 @@ def test_user_data_is_shellcheck_clean():
         "AWS::StackName": "moodle-app",
         "AWS::Region": "eu-west-1",
         "SignalResource": "Group",
-        "HealthCheckPath": "/lb-health",
         "InitResource": "WebLaunchTemplate",
-        "SiteHost": "moodle.example.edu",
+        "LifecycleHook": "moodle-node-ready",
+        "NodeFilesDigest": "0" * 64,
+        "NodeInputs": "5.0.1 | moodle | arn:aws:secretsmanager:eu-west-1:1:secret:x",
     }
     rendered = bootstrap.SUB_PLACEHOLDER.sub(lambda m: samples[m.group(1)], text)
     result = subprocess.run(

@@ -58,9 +58,10 @@ def policy_documents(resource_name: str, resource: dict[str, Any]) -> Iterator[t
     """(owner, document) for every permission policy of a resource: inline role policies, IAM policies,
     bucket and file system policies (trust policies grant no permissions and are left out)."""
     props = resource.get("Properties", {})
-    for policy in props.get("Policies", []):
-        # A policy that exists only for some choices: Fn::If [condition, policy, AWS::NoValue].
-        policy = policy["Fn::If"][1] if "Fn::If" in policy else policy
+    policies = props.get("Policies", [])
+    # Policies that exist only for some choices: Fn::If [condition, [all policies], [fewer policies]].
+    policies = policies["Fn::If"][1] if isinstance(policies, dict) else policies
+    for policy in policies:
         yield resource_name, policy["PolicyDocument"]
     if resource["Type"] == "AWS::IAM::Policy":
         for role in props["Roles"]:

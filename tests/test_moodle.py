@@ -69,7 +69,8 @@ def platform_names(path: Path) -> set[str]:
 
 def test_the_rehearsal_platform_defines_what_the_al2023_one_does():
     assert platform_names(RIG_PLATFORM) >= platform_names(BOOTSTRAP_DIR / "platform-al2023.sh")
-    used = set(re.findall(r"\b(platform_\w+)\b", bootstrap.read("moodle-node-setup.sh")))
+    scripts = bootstrap.read("moodle-node-setup.sh") + bootstrap.read("moodle-node-ready.sh")
+    used = set(re.findall(r"\b(platform_\w+)\b", scripts))
     assert used == {
         n for n in platform_names(BOOTSTRAP_DIR / "platform-al2023.sh") if n.startswith("platform_")
     }

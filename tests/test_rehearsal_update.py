@@ -1,8 +1,9 @@
-"""Update rehearsal in moto: changing the web instance type gives the launch template a new version and the
-Auto Scaling group follows it, and a bad params file is refused before anything reaches AWS."""
+"""Update rehearsal in moto: changing the web instance type, or a node input such as MoodleVersion, gives the
+launch template a new version and the Auto Scaling group follows it, and a bad params file is refused before anything reaches AWS."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import boto3
@@ -12,33 +13,43 @@ from moodle_cfn.cli import main
 from tests.rehearsal import deploy
 
 
-def test_instance_type_change_makes_a_new_launch_template_version(aws, rehearsal):
+@pytest.mark.parametrize(
+    ("name", "value", "in_data"),
+    [
+        ("WebInstanceType", "m7i.large", lambda data: data["InstanceType"] == "m7i.large"),
+        # A node input (read from the Metadata): user data carries it, so it makes a version too.
+        ("MoodleVersion", "4.5.9", lambda data: "4.5.9" in base64.b64decode(data["UserData"]).decode()),
+    ],
+    ids=["WebInstanceType", "MoodleVersion"],
+)
+def test_a_change_makes_a_new_launch_template_version(aws, rehearsal, name, value, in_data):
     dev = rehearsal("dev.yaml")["AppStack"]
     # A stack of its own (another site name: log group names are fixed per site), so the shared dev
     # stack stays as other tests expect it.
-    parameters = {**dev["parameters"], "SiteName": "moodle-update"}
-    stack = deploy(aws, "update-app", dev["template"], parameters)
+    site = f"moodle-update-{name.lower()}"
+    parameters = {**dev["parameters"], "SiteName": site}
+    stack = deploy(aws, site, dev["template"], parameters)
     ec2, autoscaling = boto3.client("ec2", **aws), boto3.client("autoscaling", **aws)
     template_id = stack["physical"]["WebLaunchTemplate"]
     before = ec2.describe_launch_templates(LaunchTemplateIds=[template_id])["LaunchTemplates"][0]
     assert before["LatestVersionNumber"] == 1
 
-    changed = {**parameters, "WebInstanceType": "m7i.large"}
+    changed = {**parameters, name: value}
     cloudformation = boto3.client("cloudformation", **aws)
     cloudformation.update_stack(
-        StackName="update-app",
+        StackName=site,
         TemplateBody=json.dumps(dev["template"]),
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(changed.items())],
         Capabilities=["CAPABILITY_IAM"],
     )
-    status = cloudformation.describe_stacks(StackName="update-app")["Stacks"][0]["StackStatus"]
+    status = cloudformation.describe_stacks(StackName=site)["Stacks"][0]["StackStatus"]
     assert status == "UPDATE_COMPLETE"
     after = ec2.describe_launch_templates(LaunchTemplateIds=[template_id])["LaunchTemplates"][0]
     assert after["LatestVersionNumber"] == 2
     (version,) = ec2.describe_launch_template_versions(LaunchTemplateId=template_id, Versions=["2"])[
         "LaunchTemplateVersions"
     ]
-    assert version["LaunchTemplateData"]["InstanceType"] == "m7i.large"
+    assert in_data(version["LaunchTemplateData"])
     # The group names its version with GetAtt LatestVersionNumber, so CloudFormation moves it to version 2
     # and rolls the nodes; moto's update leaves the group's own reference at 1 (a moto gap, not asserted).
     reference = dev["template"]["Resources"]["WebAutoScalingGroup"]["Properties"]["LaunchTemplate"]
