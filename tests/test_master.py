@@ -103,3 +103,11 @@ def test_the_local_rendering_differs_only_in_template_location():
     assert set(published["Parameters"]) - set(local["Parameters"]) == location
     for layer in LAYERS:
         assert local["Resources"][layer.stack_title]["Properties"]["TemplateURL"] == layer.file_name
+
+
+def test_the_master_outputs_the_admin_secret_its_parameters_promise(master_template):
+    # MoodleAdminEmail's description sends the operator to this output.
+    assert "MoodleAdminSecretArn output" in master_template["Parameters"]["MoodleAdminEmail"]["Description"]
+    assert master_template["Outputs"]["MoodleAdminSecretArn"]["Value"] == {
+        "Fn::GetAtt": ["AppStack", "Outputs.MoodleAdminSecretArn"]
+    }

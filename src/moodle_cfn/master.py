@@ -176,6 +176,7 @@ MASTER_OUTPUTS = {
         (app.CLOUDFRONT_DOMAIN, "CloudFront domain name"),
         (app.LOAD_BALANCER_DNS, "Load balancer DNS name"),
         (app.AUTO_SCALING_GROUP, "Auto Scaling group of the web nodes"),
+        (app.ADMIN_SECRET_OUTPUT, "Secret with Moodle's admin password"),
     ),
     "monitoring": (
         ("AlarmTopicArn", "SNS topic every alarm notifies (subscribe more endpoints to it)"),
