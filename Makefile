@@ -18,7 +18,7 @@ RIG_PACKAGES := apache2 php8.2-fpm php8.2-cli php8.2-pgsql php8.2-intl php8.2-mb
 RIG_AWSCLI := .rig/awscli
 AWSCLI_VERSION := 1.46.3
 
-.PHONY: help venv templates test lint lock clean rig-machine rehearse-node
+.PHONY: help venv templates test lint lock clean rig-machine rehearse-node package-check
 
 help: ## Show this help
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,16 @@ rehearse-node: $(STAMP) rig-machine ## Boot two real Moodle nodes from the templ
 	rm -f .rig/timings.json
 	$(BIN)/pytest -p no:cacheprovider -v tests/node_rig/rehearse_node.py $(RIG_PYTEST_ARGS)
 	@cat .rig/timings.json
+
+package-check: $(STAMP) ## Build the wheel, install it in a fresh virtualenv (not editable) and rebuild templates/ from it
+	@# setuptools reuses build/lib: a file left there by an earlier build would hide one missing from the wheel.
+	rm -rf build/package-check build/lib build/bdist.* && mkdir -p build/package-check
+	$(BIN)/python -m pip wheel --quiet --no-deps -w build/package-check/dist .
+	$(PYTHON) -m venv build/package-check/venv
+	build/package-check/venv/bin/python -m pip install --quiet -c constraints.txt build/package-check/dist/moodle_cfn-*.whl
+	cd build/package-check && venv/bin/moodle-cfn build --out templates > /dev/null
+	diff -r build/package-check/templates $(TEMPLATES)
+	@echo "the installed package rebuilds templates/ byte for byte"
 
 lint: $(STAMP) ## ruff on the code, cfn-lint and checkov on templates/
 	$(BIN)/ruff check src tests
