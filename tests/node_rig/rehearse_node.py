@@ -21,11 +21,11 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -61,6 +61,7 @@ INSTALL_LINE = "installing the Moodle database"
 UPGRADE_LINE = "upgrading Moodle to release"
 # The plugin whose version the upgrade bundle bumps.
 BUMPED_PLUGIN = ("mod/label/version.php", "mod_label")
+T = TypeVar("T")
 ALL_LEGS = ("memcached-17", "valkey-17", "memcached-16", "valkey-16")
 LEGS = [leg for leg in os.environ.get("RIG_LEGS", ",".join(ALL_LEGS)).split(",") if leg]
 
@@ -122,6 +123,15 @@ class Site:
     cache_ports: dict[str, int]
     boot: list[tuple[int, str]] = field(default_factory=list)
     cron: subprocess.Popen | None = None
+    # Seconds each step took (first boot of the site, a reboot, an upgrade roll), for the timings report.
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, step: str, run: Callable[[], T]) -> T:
+        started = time.monotonic()
+        try:
+            return run()
+        finally:
+            self.steps[step] = round(time.monotonic() - started, 1)
 
     def write_init_files(self, node: Node, **changes: str) -> None:
         node.install_init_files(init_files({**self.parameters, **changes}, self.names))
@@ -257,7 +267,7 @@ def site(request: pytest.FixtureRequest, tls: services.Tls, aws: Aws) -> Iterato
         for node in nodes:
             node.boot_namespace()
             site.write_init_files(node)
-        site.boot = site.setup_all()
+        site.boot = site.timed("first boot of both nodes (one installs the site)", site.setup_all)
         if all(status == 0 for status, _ in site.boot):
             site.cron = start_cron_as_its_unit_runs_it(nodes[0])
         yield site
@@ -269,7 +279,10 @@ def site(request: pytest.FixtureRequest, tls: services.Tls, aws: Aws) -> Iterato
             service.stop()
         postgres.stop()
         timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
-        timings[f"{leg} ({postgres.version.split(' on ')[0]})"] = round(time.monotonic() - started_at, 1)
+        timings[f"{leg} ({postgres.version.split(' on ')[0]})"] = {
+            "whole leg": round(time.monotonic() - started_at, 1),
+            **site.steps,
+        }
         TIMINGS.write_text(json.dumps(timings, indent=2) + "\n")
 
 
@@ -434,7 +447,7 @@ def node_state(site: Site, node: Node) -> str:
 def test_a_reboot_changes_nothing(site: Site) -> None:
     node = site.nodes[0]
     before = node_state(site, node)
-    status, output = node.setup(first_boot=False)
+    status, output = site.timed("a reboot of one node", lambda: node.setup(first_boot=False))
     assert status == 0, output[-4000:]
     assert INSTALL_LINE not in output and UPGRADE_LINE not in output
     assert node_state(site, node) == before
@@ -462,7 +475,7 @@ def test_an_upgrade_bundle_is_rolled_onto_both_nodes_by_exactly_one(
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        results = site.setup_all()
+        results = site.timed("upgrade roll of both nodes (one upgrades)", site.setup_all)
     finally:
         done.set()
         watcher.join()
