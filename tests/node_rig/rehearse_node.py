@@ -36,7 +36,24 @@ from tests.node_rig.cfn_init import app_template, init_files
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("MOODLE_CFN_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+
+
+def fixtures_dir() -> Path:
+    """../shared/fixtures beside the checkout (MOODLE_CFN_FIXTURES overrides it); for a clone made elsewhere,
+    beside the repository it was cloned from."""
+    candidates = [Path(p) for p in [os.environ.get("MOODLE_CFN_FIXTURES")] if p]
+    candidates.append(ROOT.parent / "shared" / "fixtures")
+    origin = subprocess.run(["git", "-C", str(ROOT), "remote", "get-url", "origin"], capture_output=True,
+                            text=True, check=False).stdout.strip()  # fmt: skip
+    if origin and Path(origin).is_dir():
+        candidates.append(Path(origin).resolve().parent / "shared" / "fixtures")
+    for candidate in candidates:
+        if (candidate / "moodle-4.5.0.tar.gz").is_file():
+            return candidate
+    raise FileNotFoundError(f"the Moodle fixtures are not in any of {[str(c) for c in candidates]}")
+
+
+FIXTURES = fixtures_dir()
 MOODLE_BUNDLE = FIXTURES / "moodle-4.5.0.tar.gz"
 PLUGIN_BUNDLE = FIXTURES / "moodle-cachestore_memcached.bundle"
 PLUGIN_COMMIT = "db68d31ab5856cb55210478fdd452dc0cd6c6d05"
