@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from moodle_cfn import __version__, cost, diagram, master, publish
+from moodle_cfn import __version__, cost, deploy, diagram, master, publish
 from moodle_cfn import params as params_file
 from moodle_cfn.build import write_templates
 from moodle_cfn.common import SITE_NAME
@@ -105,6 +105,34 @@ def cmd_quick_create_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def site_of(args: argparse.Namespace) -> deploy.Site:
+    """The site's stack through a CloudFormation client of --profile / --region."""
+    client = publish.session(args.profile, args.region).client("cloudformation")
+    return deploy.Site(client, args.stack)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Publish the templates, then create or update the site through a previewed, guarded change set."""
+    values = load_params(args.params)
+    location, _ = publish.publish(args.bucket, args.prefix, Path(args.templates), args.region, args.profile)
+    stack_region = args.region or location.region
+    args.region = stack_region
+    options = deploy.DeployOptions(
+        preview_only=args.preview,
+        assume_yes=args.yes,
+        interactive=sys.stdin.isatty() and sys.stdout.isatty(),
+        allowed=frozenset(args.allow_replace),
+    )
+    parameters = {**values, **location.parameters(stack_region)}
+    return deploy.run_deploy(site_of(args), publish.master_url(location), parameters, options, sys.stdout)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The site's stacks, their states and the outputs."""
+    sys.stdout.write(deploy.status_text(site_of(args)))
+    return 0
+
+
 def cmd_cost(args: argparse.Namespace) -> int:
     """Print the monthly estimate of a params file."""
     template = master_template()
@@ -196,6 +224,30 @@ def parser() -> argparse.ArgumentParser:
     link.add_argument("--region", required=True, help="region the stack is created in")
     link.add_argument("--bucket-region", help="region of the bucket (default: --region)")
     link.set_defaults(func=cmd_quick_create_url)
+
+    ship = commands.add_parser(
+        "deploy", help="publish, preview and create or update the site stack (change set with nested stacks)"
+    )
+    ship.add_argument("params", metavar="PARAMS.yaml")
+    ship.add_argument("--stack", required=True, help="name of the site's stack")
+    ship.add_argument("--bucket", required=True, help="S3 bucket the templates are published to")
+    ship.add_argument(
+        "--prefix", default="moodle-cfn/", help="key prefix, ending in / (default: moodle-cfn/)"
+    )
+    ship.add_argument("--region", help="region of the stack (default: the bucket's region)")
+    ship.add_argument("--profile", help="AWS profile to use (default: the standard credential chain)")
+    ship.add_argument("--templates", default="templates", metavar="DIR", help="templates to publish")
+    ship.add_argument("--preview", action="store_true", help="show the changes and stop")
+    ship.add_argument("--yes", action="store_true", help="do not ask before deploying")
+    ship.add_argument("--allow-replace", action="append", default=[], metavar="NAME",
+                      help="allow replacing or removing this stateful resource (logical id); repeatable")  # fmt: skip
+    ship.set_defaults(func=cmd_deploy)
+
+    state = commands.add_parser("status", help="the site's stacks, their states and outputs")
+    state.add_argument("--stack", required=True, help="name of the site's stack")
+    state.add_argument("--region", help="region of the stack")
+    state.add_argument("--profile", help="AWS profile to use")
+    state.set_defaults(func=cmd_status)
 
     estimate = commands.add_parser("cost", help="estimate the monthly cost of a params file")
     estimate.add_argument("params", metavar="PARAMS.yaml")

@@ -1,0 +1,374 @@
+"""`moodle-cfn deploy` and `status`: a site stack created or updated through a change set that includes the
+nested stacks, previewed and guarded before anything runs, then watched until it ends.
+
+The preview lists, per stack, what is added, modified, replaced or removed and why (the property and the
+parameter behind it). A change that would replace or remove a stateful resource (the Aurora cluster and its
+instances, the file system, the secrets, the backup vault, the log bucket) is refused unless that resource
+is allowed by name. While the stack runs, one line per stack shows how many of its resources are done and
+which one is being worked on; when it fails, the first failure across all stacks is the root cause, not the
+cascade of cancellations after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
+
+from moodle_cfn.errors import InputError
+
+# Exit codes a script can rely on (2 is bad input, as for every command).
+EXIT_OK = 0
+EXIT_REFUSED = 3
+EXIT_FAILED = 4
+
+STATEFUL_TYPES = frozenset(
+    {
+        "AWS::RDS::DBCluster",
+        "AWS::RDS::DBInstance",
+        "AWS::EFS::FileSystem",
+        "AWS::SecretsManager::Secret",
+        "AWS::Backup::BackupVault",
+        "AWS::S3::Bucket",
+    }
+)
+CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
+ROOT_LABEL = "(site)"
+NESTED_STACK_TYPE = "AWS::CloudFormation::Stack"
+# Outputs worth printing at the end of a run.
+KEY_OUTPUTS = ("SiteUrl", "MoodleAdminSecretArn", "DashboardName")
+CANCELLED = ("cancelled", "canceled")
+BAR_WIDTH = 20
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource change of a change set, flattened across nested stacks."""
+
+    stack: str
+    action: str
+    logical_id: str
+    resource_type: str
+    replacement: str
+    why: str
+
+    @property
+    def kind(self) -> str:
+        """add, modify, replace or remove, as an operator reads it."""
+        if self.action == "Modify" and self.replacement in ("True", "Conditional"):
+            return "replace" if self.replacement == "True" else "may replace"
+        return {"Add": "add", "Remove": "remove", "Modify": "modify"}.get(self.action, self.action.lower())
+
+    def endangers_data(self) -> bool:
+        """Whether it would replace or remove a resource that holds the site's data or secrets."""
+        return self.resource_type in STATEFUL_TYPES and self.kind in ("replace", "may replace", "remove")
+
+
+def why(details: Iterable[Mapping[str, Any]]) -> str:
+    """What causes a change: the properties that change and the parameter or resource behind each."""
+    causes = []
+    for detail in details:
+        target = detail.get("Target", {})
+        what = target.get("Name") or target.get("Attribute", "")
+        cause = detail.get("CausingEntity")
+        text = f"{what} <- {cause}" if cause else what
+        if text and text not in causes:
+            causes.append(text)
+    return ", ".join(causes)
+
+
+def changes_of(
+    describe: Callable[[str], Mapping[str, Any]], change_set_id: str, label: str = ROOT_LABEL
+) -> list[Change]:
+    """Every resource change of a change set and of the nested change sets it points to."""
+    found: list[Change] = []
+    answer = describe(change_set_id)
+    for item in answer.get("Changes", []):
+        change = item.get("ResourceChange", {})
+        if change.get("ResourceType") == NESTED_STACK_TYPE and change.get("ChangeSetId"):
+            found.extend(changes_of(describe, change["ChangeSetId"], change["LogicalResourceId"]))
+            continue
+        found.append(
+            Change(
+                stack=label,
+                action=change.get("Action", ""),
+                logical_id=change.get("LogicalResourceId", ""),
+                resource_type=change.get("ResourceType", ""),
+                replacement=change.get("Replacement", ""),
+                why=why(change.get("Details", [])),
+            )
+        )
+    return found
+
+
+def preview_table(changes: list[Change]) -> str:
+    """The changes as an aligned table, stack by stack; stateful replacements and removals marked."""
+    if not changes:
+        return "no changes\n"
+    header = ("STACK", "CHANGE", "RESOURCE", "TYPE", "WHY")
+    rows = [
+        (c.stack, c.kind + (" !" if c.endangers_data() else ""), c.logical_id, c.resource_type, c.why or "-")
+        for c in sorted(changes, key=lambda c: (c.stack != ROOT_LABEL, c.stack, c.logical_id))
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(4)]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        for row in (header, *rows)
+    ]
+    counts = {
+        kind: sum(1 for c in changes if c.kind == kind)
+        for kind in ("add", "modify", "replace", "may replace", "remove")
+    }
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    return "\n".join(lines) + f"\n{summary}\n"
+
+
+def refused(changes: list[Change], allowed: set[str]) -> list[Change]:
+    """The stateful replacements and removals that no --allow names."""
+    return [c for c in changes if c.endangers_data() and c.logical_id not in allowed]
+
+
+@dataclass(frozen=True)
+class StackProgress:
+    """Where one stack of the site stands."""
+
+    label: str
+    status: str
+    done: int
+    total: int
+    current: str
+
+    def line(self) -> str:
+        filled = BAR_WIDTH * self.done // self.total if self.total else 0
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        current = f"  {self.current}" if self.current else ""
+        return f"{self.label:<16} [{bar}] {self.done:>3}/{self.total:<3} {self.status}{current}"
+
+
+def progress_of(label: str, status: str, resources: list[Mapping[str, Any]]) -> StackProgress:
+    """Resources done (any *_COMPLETE) out of all, and the most recent one still in progress."""
+    done = sum(1 for r in resources if r.get("ResourceStatus", "").endswith("_COMPLETE"))
+    working = [r for r in resources if r.get("ResourceStatus", "").endswith("_IN_PROGRESS")]
+    working.sort(key=lambda r: r.get("LastUpdatedTimestamp") or datetime.min)
+    current = working[-1]["LogicalResourceId"] if working else ""
+    return StackProgress(label, status, done, len(resources), current)
+
+
+def root_cause(events: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The first failure across all stacks: not a cancellation, not a nested stack reporting its child."""
+    failures = [
+        e
+        for e in events
+        if e.get("ResourceStatus", "").endswith("_FAILED")
+        and not any(word in e.get("ResourceStatusReason", "").lower() for word in CANCELLED)
+        and e.get("ResourceType") != NESTED_STACK_TYPE
+        and e.get("ResourceType") != "AWS::CloudFormation::Stack"
+    ]
+    return min(failures, key=lambda e: e["Timestamp"]) if failures else None
+
+
+def cloudformation_error(stack: str, error: Exception) -> InputError:
+    """One clear line for what an operator can fix."""
+    if isinstance(error, NoCredentialsError):
+        return InputError(
+            stack, "no AWS credentials found (set AWS_PROFILE, use --profile, or run aws configure)"
+        )
+    if isinstance(error, ClientError):
+        message = error.response.get("Error", {}).get("Message", str(error))
+        if "does not exist" in message:
+            return InputError(stack, "no such stack in this account and region")
+        return InputError(stack, f"CloudFormation refused the request: {message}")
+    return InputError(stack, f"could not reach CloudFormation: {error}")
+
+
+class Site:
+    """The site's stack and its nested stacks, through one CloudFormation client."""
+
+    def __init__(self, client: Any, stack: str) -> None:
+        self.client, self.stack = client, stack
+
+    def call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except (ClientError, BotoCoreError) as error:
+            raise cloudformation_error(self.stack, error) from None
+
+    def exists(self) -> bool:
+        try:
+            stacks = self.client.describe_stacks(StackName=self.stack)["Stacks"]
+        except ClientError as error:
+            if "does not exist" in error.response.get("Error", {}).get("Message", ""):
+                return False
+            raise cloudformation_error(self.stack, error) from None
+        except BotoCoreError as error:
+            raise cloudformation_error(self.stack, error) from None
+        return bool(stacks) and stacks[0]["StackStatus"] != "REVIEW_IN_PROGRESS"
+
+    def describe(self) -> Mapping[str, Any]:
+        return self.call("describe_stacks", StackName=self.stack)["Stacks"][0]
+
+    def nested(self) -> list[tuple[str, str]]:
+        """(logical id, stack id) of each nested stack that exists so far."""
+        resources = self.call("list_stack_resources", StackName=self.stack)["StackResourceSummaries"]
+        return [
+            (r["LogicalResourceId"], r["PhysicalResourceId"])
+            for r in resources
+            if r["ResourceType"] == NESTED_STACK_TYPE and r.get("PhysicalResourceId")
+        ]
+
+    def progress(self) -> list[StackProgress]:
+        """One line's worth per stack: the site's own, then each nested stack."""
+        root = self.describe()
+        lines = [progress_of(ROOT_LABEL, root["StackStatus"], self.resources(self.stack))]
+        for label, stack_id in self.nested():
+            status = self.call("describe_stacks", StackName=stack_id)["Stacks"][0]["StackStatus"]
+            lines.append(progress_of(label, status, self.resources(stack_id)))
+        return lines
+
+    def resources(self, stack_id: str) -> list[Mapping[str, Any]]:
+        return self.call("list_stack_resources", StackName=stack_id)["StackResourceSummaries"]
+
+    def events_since(self, since: datetime) -> list[Mapping[str, Any]]:
+        events = []
+        for stack_id in [self.stack, *(stack_id for _, stack_id in self.nested())]:
+            answer = self.call("describe_stack_events", StackName=stack_id)["StackEvents"]
+            events.extend(e for e in answer if e["Timestamp"] >= since)
+        return events
+
+    def change_set(
+        self, template_url: str, parameters: Mapping[str, str], name: str
+    ) -> tuple[str, list[Change]]:
+        """Create the change set (nested stacks included), wait for it, return its id and changes."""
+        created = self.call(
+            "create_change_set",
+            StackName=self.stack,
+            ChangeSetName=name,
+            ChangeSetType="UPDATE" if self.exists() else "CREATE",
+            TemplateURL=template_url,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
+            Capabilities=CAPABILITIES,
+            IncludeNestedStacks=True,
+        )
+        change_set_id = created["Id"]
+        try:
+            self.client.get_waiter("change_set_create_complete").wait(
+                ChangeSetName=change_set_id, WaiterConfig={"Delay": 5, "MaxAttempts": 120}
+            )
+        except WaiterError:
+            answer = self.call("describe_change_set", ChangeSetName=change_set_id)
+            reason = answer.get("StatusReason", "")
+            if "didn't contain changes" in reason or "No updates" in reason:
+                return change_set_id, []
+            raise InputError(self.stack, f"the change set failed: {reason}") from None
+
+        def describe(identifier: str) -> Mapping[str, Any]:
+            return self.call("describe_change_set", ChangeSetName=identifier)
+
+        return change_set_id, changes_of(describe, change_set_id)
+
+
+def terminal(status: str) -> bool:
+    return status.endswith("_COMPLETE") or status.endswith("_FAILED")
+
+
+def succeeded(status: str) -> bool:
+    return status in ("CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE")
+
+
+def watch(
+    site: Site, out: TextIO, interactive: bool, interval: float, clock: Callable[[], float] = time.monotonic
+) -> str:
+    """Show progress until the site's stack ends; its final status."""
+    shown: list[str] = []
+    while True:
+        lines = [p.line() for p in site.progress()]
+        if interactive and shown:
+            out.write(f"\x1b[{len(shown)}F")  # back to the first line, then redraw every stack in place
+            out.write("".join(f"\x1b[2K{line}\n" for line in lines))
+        elif lines != shown:
+            out.write("".join(f"{line}\n" for line in lines if line not in shown))
+        out.flush()
+        shown = lines
+        status = site.describe()["StackStatus"]
+        if terminal(status) and not status.endswith("_IN_PROGRESS"):
+            return status
+        time.sleep(interval)
+
+
+def outputs_text(stack: Mapping[str, Any]) -> str:
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    return "".join(f"  {key}: {outputs[key]}\n" for key in KEY_OUTPUTS if key in outputs)
+
+
+def status_text(site: Site) -> str:
+    """`moodle-cfn status`: every stack's state and the outputs that matter."""
+    lines = [p.line() for p in site.progress()]
+    return "\n".join(lines) + "\n" + outputs_text(site.describe())
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """How far to go and what to allow: --preview, --yes, --allow-replace, and whether a person is there."""
+
+    preview_only: bool = False
+    assume_yes: bool = False
+    interactive: bool = False
+    allowed: frozenset[str] = frozenset()
+    interval: float = 10.0
+
+
+def run_deploy(
+    site: Site,
+    template_url: str,
+    parameters: Mapping[str, str],
+    options: DeployOptions,
+    out: TextIO,
+    ask: Callable[[str], str] = input,
+) -> int:
+    """Preview, guard, (confirm,) execute and watch; the exit code."""
+    change_set_id, changes = site.change_set(template_url, parameters, f"moodle-cfn-{int(time.time())}")
+    out.write(preview_table(changes))
+
+    def discard(message: str, code: int) -> int:
+        site.call("delete_change_set", ChangeSetName=change_set_id)
+        out.write(message + "\n")
+        return code
+
+    blocked = refused(changes, options.allowed)
+    if blocked:
+        names = ", ".join(f"{c.logical_id} ({c.resource_type}, {c.kind})" for c in blocked)
+        return discard(
+            f"refused: this change would {'/'.join(sorted({c.kind for c in blocked}))} data the site keeps: {names}. "
+            "Nothing was changed. If that is intended, allow each by name with --allow-replace NAME.",
+            EXIT_REFUSED,
+        )
+    if not changes:
+        return discard("nothing to deploy: the stack already matches", EXIT_OK)
+    if options.preview_only:
+        return discard("preview only: nothing was changed", EXIT_OK)
+    if (
+        options.interactive
+        and not options.assume_yes
+        and ask("Deploy these changes? [y/N] ").strip().lower() not in ("y", "yes")
+    ):
+        return discard("not deployed: nothing was changed", EXIT_REFUSED)
+
+    started_at, started = datetime.now().astimezone(), time.monotonic()
+    site.call("execute_change_set", ChangeSetName=change_set_id)
+    status = watch(site, out, options.interactive, options.interval)
+    elapsed = f"{(time.monotonic() - started) / 60:.1f} min"
+    if succeeded(status):
+        out.write(f"{site.stack}: {status} in {elapsed}\n{outputs_text(site.describe())}")
+        return EXIT_OK
+    out.write(f"{site.stack}: {status} after {elapsed}\n")
+    cause = root_cause(site.events_since(started_at))
+    if cause:
+        out.write(
+            f"root cause: {cause['LogicalResourceId']} ({cause['ResourceType']}) in {cause.get('StackName', '?')}: "
+            f"{cause.get('ResourceStatusReason', 'no reason given')}\n"
+        )
+    return EXIT_FAILED
