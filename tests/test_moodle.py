@@ -326,3 +326,33 @@ def test_the_group_waits_for_each_node_through_a_launch_hook(app_template):
     assert "complete_hook ABANDON" in ready[ready.index("fail() {") : ready.index("trap 'fail")]
     assert "--lifecycle-action-result ABANDON" in user_data
     assert user_data.index('abandon "cannot install aws-cfn-bootstrap"') < user_data.index("exec /usr/share")
+
+
+# What an operator may type reaches the node (the rehearsal proves the rest of the way, into Moodle) ------
+
+
+@pytest.mark.parametrize(
+    ("value", "admitted"),
+    [
+        ("admin@example.edu", True),
+        ("o'neil!#$%&*+/=?^_`{|}~-x.y@mail-1.example.edu", True),  # every atom character Moodle accepts
+        ("admin@localhost", False),  # Moodle's validate_email wants a dotted domain
+        ("a..b@example.edu", False),
+        ("a b@example.edu", False),
+        ('"quoted"@example.edu', False),
+        ("admin@-example.edu", False),
+    ],
+)
+def test_the_admin_email_pattern_admits_what_moodle_accepts(value, admitted):
+    assert bool(re.fullmatch(moodle.EMAIL_PATTERN, value)) is admitted
+
+
+def test_a_site_name_with_quotes_dollars_and_brackets_is_admitted():
+    pattern = moodle.SITE_FULL_NAME.parameter.AllowedPattern
+    for name in [
+        "Moodle (development)",
+        'King\'s "College" <Moodle> & $HOME `id` \\ é 学',
+        "".join(map(chr, range(33, 127))),
+    ]:
+        assert re.fullmatch(pattern, name), name
+    assert not re.fullmatch(pattern, "two\nlines") and not re.fullmatch(pattern, "x" * 101)
