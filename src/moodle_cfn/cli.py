@@ -163,7 +163,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def cmd_diagram(args: argparse.Namespace) -> int:
     """Draw the architecture from the templates."""
     written = diagram.write_diagram(Path(args.out), render=not args.dot_only)
-    nodes, edges = diagram.counts(written[0].read_text())
+    nodes, edges = diagram.counts((Path(args.out) / "architecture-details.dot").read_text())
     for path in written:
         print(f"wrote {path}")
     print(f"{nodes} nodes, {edges} edges")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moodle_cfn import figure
 from moodle_cfn.errors import InputError
 from moodle_cfn.files import write_atomic
 from moodle_cfn.layers import LAYERS
@@ -314,27 +315,40 @@ def counts(dot: str) -> tuple[int, int]:
     return node_count, edge_count
 
 
+def render_dot(executable: str, dot: str, fmt: str, target: Path, *options: str) -> Path:
+    """`dot -T<fmt>` of a DOT source into `target`, atomically; a Graphviz error is one line."""
+    rendered = subprocess.run(
+        [executable, *options, f"-T{fmt}"], input=dot.encode(), capture_output=True, check=False
+    )
+    if rendered.returncode != 0:
+        raise InputError("dot", rendered.stderr.decode(errors="replace").strip().splitlines()[-1])
+    tmp = target.with_suffix(f".{fmt}.tmp")
+    tmp.write_bytes(rendered.stdout)
+    tmp.replace(target)
+    return target
+
+
 def write_diagram(out_dir: Path, render: bool = True) -> list[Path]:
-    """Write architecture.dot, and with Graphviz installed the SVG and PNG renderings."""
-    dot = dot_source(built_templates())
+    """The figure (architecture.dot and .png: AZ columns, tier rows, AWS icons; figure.py) and the detailed
+    graph (architecture-details.dot and .svg: every tier rule, route and data path); the renderings need
+    Graphviz."""
+    templates = built_templates()
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = out_dir / "architecture.dot"
-    write_atomic(source, dot)
-    written = [source]
+    sources = {"architecture": figure.dot_source(templates), "architecture-details": dot_source(templates)}
+    written = []
+    for name, dot in sources.items():
+        write_atomic(out_dir / f"{name}.dot", dot)
+        written.append(out_dir / f"{name}.dot")
     if not render:
         return written
     executable = shutil.which("dot")
     if executable is None:
         raise InputError("dot", "Graphviz is not installed (apt-get install graphviz), or use --dot-only")
-    for fmt in ("svg", "png"):
-        target = out_dir / f"architecture.{fmt}"
-        rendered = subprocess.run(
-            [executable, f"-T{fmt}"], input=dot.encode(), capture_output=True, check=False
-        )
-        if rendered.returncode != 0:
-            raise InputError("dot", rendered.stderr.decode(errors="replace").strip().splitlines()[-1])
-        tmp = target.with_suffix(f".{fmt}.tmp")
-        tmp.write_bytes(rendered.stdout)
-        tmp.replace(target)
-        written.append(target)
+    icons = f"-Gimagepath={figure.icon_directory()}"
+    written.append(
+        render_dot(executable, sources["architecture"], "png", out_dir / "architecture.png", icons)
+    )
+    written.append(
+        render_dot(executable, sources["architecture-details"], "svg", out_dir / "architecture-details.svg")
+    )
     return written
