@@ -41,8 +41,8 @@ def test_build_below_a_file_is_one_line(tmp_path, capsys):
 
 def test_unknown_command_is_one_line(capsys):
     try:
-        main(["deploy"])
+        main(["launch"])
     except SystemExit as exit_:
         assert exit_.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "invalid choice: 'deploy'" in err
+    assert err.count("\n") == 1 and "invalid choice: 'launch'" in err
