@@ -63,7 +63,9 @@ package-check: $(STAMP) ## Build the wheel, install it in a fresh virtualenv (no
 	build/package-check/venv/bin/python -m pip install --quiet -c constraints.txt build/package-check/dist/moodle_cfn-*.whl
 	cd build/package-check && venv/bin/moodle-cfn build --out templates > /dev/null
 	diff -r build/package-check/templates $(TEMPLATES)
-	@echo "the installed package rebuilds templates/ byte for byte"
+	cd build/package-check && venv/bin/moodle-cfn diagram --out docs --dot-only > /dev/null
+	for dot in architecture.dot architecture-details.dot; do diff build/package-check/docs/$$dot docs/$$dot || exit 1; done
+	@echo "the installed package rebuilds templates/ and the figures' sources byte for byte"
 
 lint: $(STAMP) ## ruff on the code, cfn-lint and checkov on templates/
 	$(BIN)/ruff check src tests
