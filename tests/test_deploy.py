@@ -256,3 +256,85 @@ def test_no_credentials_is_one_line(monkeypatch, capsys, tmp_path):
         err
         == "moodle-cfn: error: moodle: no AWS credentials found (set AWS_PROFILE, use --profile, or run aws configure)\n"
     )
+
+
+APP_STACK_ID = "arn:aws:cloudformation:us-east-1:123456789012:stack/moodle-AppStack-1ABC/dddd"
+APP_CHANGE_SET_ID = "arn:aws:cloudformation:us-east-1:123456789012:changeSet/moodle-cfn-1-AppStack/eeee"
+
+
+def stack(stack_id: str, status: str) -> dict:
+    return {"Stacks": [{"StackName": stack_id.split("/")[1], "StackId": stack_id, "CreationTime": T0,
+                        "StackStatus": status}]}  # fmt: skip
+
+
+def summaries(*rows: tuple[str, str, str, str]) -> dict:
+    return {"StackResourceSummaries": [
+        {"LogicalResourceId": logical, "PhysicalResourceId": physical, "ResourceType": kind,
+         "ResourceStatus": status, "LastUpdatedTimestamp": T0}
+        for logical, physical, kind, status in rows
+    ]}  # fmt: skip
+
+
+def test_a_failed_update_reports_the_root_cause_from_the_nested_stack():
+    """The whole command path through a failed update: the result line and the first real failure, found
+    in the app stack's events, not the root stack's "embedded stack" message or the cancellations."""
+    root_resources = summaries(("AppStack", APP_STACK_ID, "AWS::CloudFormation::Stack", "UPDATE_FAILED"))
+    app_resources = summaries(("WebLaunchTemplate", "lt-1", "AWS::EC2::LaunchTemplate", "UPDATE_COMPLETE"),
+                              ("WebAutoScalingGroup", "g", "AWS::AutoScaling::AutoScalingGroup", "UPDATE_FAILED"))  # fmt: skip
+    root_events = {"StackEvents": [
+        {**event("moodle", "AppStack", "AWS::CloudFormation::Stack", "UPDATE_FAILED",
+                 "Embedded stack was not successfully updated.", 700), "StackId": STACK_ID, "EventId": "1"},
+    ]}  # fmt: skip
+    app_events = {"StackEvents": [
+        {**event("moodle-AppStack-1ABC", "WebAutoScalingGroup", "AWS::AutoScaling::AutoScalingGroup", "UPDATE_FAILED",
+                 "Received 1 FAILURE signal(s) out of 1.", 600), "StackId": APP_STACK_ID, "EventId": "2"},
+        {**event("moodle-AppStack-1ABC", "Distribution", "AWS::CloudFront::Distribution", "UPDATE_FAILED",
+                 "Resource update cancelled", 650), "StackId": APP_STACK_ID, "EventId": "3"},
+    ]}  # fmt: skip
+    root_changes = {
+        "ChangeSetId": ROOT_ID, "Status": "CREATE_COMPLETE", "Changes": [{"Type": "Resource", "ResourceChange": {
+            "Action": "Modify", "LogicalResourceId": "AppStack", "ResourceType": "AWS::CloudFormation::Stack",
+            "Replacement": "False", "ChangeSetId": APP_CHANGE_SET_ID}}]}  # fmt: skip
+    app_changes = {
+        "ChangeSetId": APP_CHANGE_SET_ID, "Status": "CREATE_COMPLETE", "Changes": [{"Type": "Resource",
+            "ResourceChange": {"Action": "Modify", "LogicalResourceId": "WebLaunchTemplate",
+                               "ResourceType": "AWS::EC2::LaunchTemplate", "Replacement": "False",
+                               "Details": [{"Target": {"Attribute": "Properties", "Name": "LaunchTemplateData"},
+                                            "CausingEntity": "MoodleVersion", "ChangeSource": "ParameterReference"}]}}]}  # fmt: skip
+
+    def calls(stubber: Stubber) -> None:
+        stubber.add_response("describe_stacks", stack(STACK_ID, "UPDATE_COMPLETE"), {"StackName": "moodle"})
+        stubber.add_response("create_change_set", {"Id": ROOT_ID, "StackId": STACK_ID}, None)
+        stubber.add_response("describe_change_set", root_changes, {"ChangeSetName": ROOT_ID})
+        stubber.add_response("describe_change_set", root_changes, {"ChangeSetName": ROOT_ID})
+        stubber.add_response("describe_change_set", app_changes, {"ChangeSetName": APP_CHANGE_SET_ID})
+        stubber.add_response("execute_change_set", {}, {"ChangeSetName": ROOT_ID})
+        stubber.add_response(
+            "describe_stacks", stack(STACK_ID, "UPDATE_ROLLBACK_IN_PROGRESS"), {"StackName": "moodle"}
+        )
+        stubber.add_response("list_stack_resources", root_resources, {"StackName": "moodle"})
+        stubber.add_response("list_stack_resources", root_resources, {"StackName": "moodle"})
+        stubber.add_response(
+            "describe_stacks", stack(APP_STACK_ID, "UPDATE_ROLLBACK_COMPLETE"), {"StackName": APP_STACK_ID}
+        )
+        stubber.add_response("list_stack_resources", app_resources, {"StackName": APP_STACK_ID})
+        stubber.add_response(
+            "describe_stacks", stack(STACK_ID, "UPDATE_ROLLBACK_COMPLETE"), {"StackName": "moodle"}
+        )
+        stubber.add_response("list_stack_resources", root_resources, {"StackName": "moodle"})
+        stubber.add_response("describe_stack_events", root_events, {"StackName": "moodle"})
+        stubber.add_response("describe_stack_events", app_events, {"StackName": APP_STACK_ID})
+
+    site, stubber = stubbed_site(calls)
+    out = io.StringIO()
+    started = T0 - timedelta(minutes=1)
+    code = deploy.run_deploy(site, "https://b.s3.amazonaws.com/master.yaml", {}, deploy.DeployOptions(assume_yes=True),
+                             out, started_at=started)  # fmt: skip
+    stubber.assert_no_pending_responses()
+    text = out.getvalue()
+    assert code == deploy.EXIT_FAILED
+    assert "AppStack  modify  WebLaunchTemplate" in text and "LaunchTemplateData <- MoodleVersion" in text
+    assert "AppStack         [##########..........]   1/2   UPDATE_ROLLBACK_COMPLETE" in text
+    assert "moodle: UPDATE_ROLLBACK_COMPLETE after" in text
+    assert text.endswith("root cause: WebAutoScalingGroup (AWS::AutoScaling::AutoScalingGroup) in "
+                         "moodle-AppStack-1ABC: Received 1 FAILURE signal(s) out of 1.\n")  # fmt: skip

@@ -328,8 +328,10 @@ def run_deploy(
     options: DeployOptions,
     out: TextIO,
     ask: Callable[[str], str] = input,
+    started_at: datetime | None = None,
 ) -> int:
-    """Preview, guard, (confirm,) execute and watch; the exit code."""
+    """Preview, guard, (confirm,) execute and watch; the exit code. `started_at` (now by default) is where
+    the search for the root cause of a failure begins."""
     change_set_id, changes = site.change_set(template_url, parameters, f"moodle-cfn-{int(time.time())}")
     out.write(preview_table(changes))
 
@@ -357,7 +359,7 @@ def run_deploy(
     ):
         return discard("not deployed: nothing was changed", EXIT_REFUSED)
 
-    started_at, started = datetime.now().astimezone(), time.monotonic()
+    started_at, started = started_at or datetime.now().astimezone(), time.monotonic()
     site.call("execute_change_set", ChangeSetName=change_set_id)
     status = watch(site, out, options.interactive, options.interval)
     elapsed = f"{(time.monotonic() - started) / 60:.1f} min"
