@@ -288,7 +288,8 @@ install_or_upgrade() {
         as_web_user php "$cli/maintenance.php" --disable
         as_web_user php "$cli/purge_caches.php"
       elif [[ $pending != 0 ]]; then
-        die "Moodle cannot check for an upgrade (upgrade.php --is-pending exited $pending)"
+        # Moodle says why above; older code than the database (a downgrade) ends here, before any change.
+        die "Moodle refuses this code for this database (upgrade.php --is-pending exited $pending; a downgrade?)"
       fi
     fi
     as_web_user php "$share_dir/muc-configure.php"
