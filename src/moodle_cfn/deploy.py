@@ -166,7 +166,6 @@ def root_cause(events: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
         if e.get("ResourceStatus", "").endswith("_FAILED")
         and not any(word in e.get("ResourceStatusReason", "").lower() for word in CANCELLED)
         and e.get("ResourceType") != NESTED_STACK_TYPE
-        and e.get("ResourceType") != "AWS::CloudFormation::Stack"
     ]
     return min(failures, key=lambda e: e["Timestamp"]) if failures else None
 
@@ -272,6 +271,7 @@ class Site:
 
 
 def terminal(status: str) -> bool:
+    """Whether CloudFormation is done with the stack (a *_CLEANUP_IN_PROGRESS is not done)."""
     return status.endswith("_COMPLETE") or status.endswith("_FAILED")
 
 
@@ -294,7 +294,7 @@ def watch(
         out.flush()
         shown = lines
         status = site.describe()["StackStatus"]
-        if terminal(status) and not status.endswith("_IN_PROGRESS"):
+        if terminal(status):
             return status
         time.sleep(interval)
 
