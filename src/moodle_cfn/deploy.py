@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound, WaiterError
 
 from moodle_cfn.errors import InputError
+from moodle_cfn.publish import aws_error
 
 # Exit codes a script can rely on (2 is bad input, as for every command).
 EXIT_OK = 0
@@ -171,11 +172,9 @@ def root_cause(events: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
 
 
 def cloudformation_error(stack: str, error: Exception) -> InputError:
-    """One clear line for what an operator can fix."""
-    if isinstance(error, NoCredentialsError):
-        return InputError(
-            stack, "no AWS credentials found (set AWS_PROFILE, use --profile, or run aws configure)"
-        )
+    """One clear line for what an operator can fix (credentials and profiles as `publish` says them)."""
+    if isinstance(error, NoCredentialsError | ProfileNotFound):
+        return aws_error(stack, error)
     if isinstance(error, ClientError):
         message = error.response.get("Error", {}).get("Message", str(error))
         if "does not exist" in message:

@@ -45,11 +45,12 @@ ICONS = {
 
 @dataclass(frozen=True)
 class Item:
-    """One icon: its DOT id, icon key and label."""
+    """One icon: its DOT id, icon key and label; `from_web` when the web node in its AZ uses it."""
 
     node_id: str
     icon: str
     label: str
+    from_web: bool = False
 
     def dot(self) -> str:
         return (
@@ -88,13 +89,15 @@ def per_az(templates: dict[str, dict[str, Any]]) -> dict[int, dict[str, list[Ite
     for name, resource in sorted(data.items()):
         if resource["Type"] == "AWS::RDS::DBInstance":
             slot = select_slot(resource["Properties"]["AvailabilityZone"])
-            role = "writer" if resource["Properties"].get("PromotionTier") == 0 else "reader"
-            slots[slot]["data"].append(Item(name, "aurora", f"Aurora {role}"))
+            writer = resource["Properties"].get("PromotionTier") == 0
+            label = f"Aurora {'writer' if writer else 'reader'}"
+            slots[slot]["data"].append(Item(name, "aurora", label, from_web=writer))
         if resource["Type"] == "AWS::EFS::MountTarget":
             slot = select_slot(resource["Properties"]["SubnetId"])
-            slots[slot]["data"].append(Item(name, "efs-target", f"EFS mount target{when(resource)}"))
+            label = f"EFS mount target{when(resource)}"
+            slots[slot]["data"].append(Item(name, "efs-target", label, from_web=True))
     for slot in slots:
-        slots[slot]["data"].append(Item(f"CacheNodes{slot}", cache_icon(templates), "cache nodes"))
+        slots[slot]["data"].append(Item(f"CacheNodes{slot}", cache_engines(templates)[0], "cache nodes"))
     return dict(sorted(slots.items()))
 
 
@@ -102,10 +105,6 @@ def cache_engines(templates: dict[str, dict[str, Any]]) -> list[str]:
     """The engines the cache layer can run, as the parameter allows them."""
     engines = templates["cache"]["Parameters"]["SessionCacheEngine"]["AllowedValues"]
     return sorted(engines)
-
-
-def cache_icon(templates: dict[str, dict[str, Any]]) -> str:
-    return cache_engines(templates)[0]
 
 
 def az_conditions(templates: dict[str, dict[str, Any]]) -> dict[int, str]:
@@ -121,57 +120,48 @@ def cluster(name: str, label: str, body: Iterable[str], style: str) -> list[str]
     return [f'subgraph "cluster_{name}" {{', f'label="{label}"; {style}', *body, "}"]
 
 
-def dot_source(templates: dict[str, dict[str, Any]]) -> str:
-    """The figure as DOT."""
-    slots = per_az(templates)
-    conditions = az_conditions(templates)
-    engines = " or ".join(cache_engines(templates))
-    edge_items = [
-        Item("Viewers", "viewers", "viewers"),
-        Item("Route53", "route53", "Route 53\\n(your domain)"),
-        Item("CloudFront", "cloudfront", "CloudFront"),
-        Item("Waf", "waf", "AWS WAF"),
-        Item("Certificate", "acm", "ACM certificate"),
-    ]
-    regional = [
-        Item("FileSystem", "efs", "EFS moodledata"),
-        Item("BackupVault", "backup", "AWS Backup"),
-        Item("Secrets", "secrets", "Secrets Manager"),
-        Item("AccessLogs", "s3", "S3 access logs"),
-        Item("InternetGateway", "igw", "Internet gateway"),
-    ]
-    az_clusters: list[str] = []
-    # Written last AZ first, which (with the rows' flat edges below) makes dot draw AZ 1, 2, 3 from the
-    # left; tests/test_diagram.py checks the drawn order with dot itself.
+EDGE_SERVICES = (
+    Item("Route53", "route53", "Route 53\\n(your domain)"),
+    Item("CloudFront", "cloudfront", "CloudFront"),
+    Item("Waf", "waf", "AWS WAF"),
+    Item("Certificate", "acm", "ACM certificate"),
+)
+REGIONAL_SERVICES = (
+    Item("FileSystem", "efs", "EFS moodledata"),
+    Item("BackupVault", "backup", "AWS Backup"),
+    Item("Secrets", "secrets", "Secrets Manager"),
+    Item("AccessLogs", "s3", "S3 access logs"),
+    Item("InternetGateway", "igw", "Internet gateway"),
+)
+VIEWERS = Item("Viewers", "viewers", "viewers")
+SUBNET_STYLE = {
+    "public": 'style="rounded,filled"; fillcolor="#F2F8EC"; color="#7AA116"',
+    "app": 'style="rounded,filled"; fillcolor="#E6F2F8"; color="#147EBA"',
+    "data": 'style="rounded,filled"; fillcolor="#E6F2F8"; color="#147EBA"',
+}
+
+
+def az_clusters(slots: dict[int, dict[str, list[Item]]], conditions: dict[int, str]) -> list[str]:
+    """One cluster per AZ, a subnet cluster per tier inside. Written last AZ first, which (with the rows'
+    flat edges of `grid`) makes dot draw AZ 1, 2, 3 from the left; tests/test_diagram.py checks the drawn
+    order with dot itself."""
+    lines: list[str] = []
     for slot, tiers in reversed(slots.items()):
         condition = f" (if {conditions[slot]})" if slot in conditions else ""
         body: list[str] = []
         for tier in TIERS:
-            body += cluster(f"az{slot}_{tier}", TIER_LABELS[tier], [i.dot() for i in tiers[tier]],
-                            'style="rounded,filled"; fillcolor="#F2F8EC"; color="#7AA116"' if tier == "public"
-                            else 'style="rounded,filled"; fillcolor="#E6F2F8"; color="#147EBA"')  # fmt: skip
-        az_clusters += cluster(f"az{slot}", f"Availability Zone {slot}{condition}", body,
-                               'style="dashed,rounded"; color="#147EBA"; fontcolor="#147EBA"')  # fmt: skip
-    lines = [
-        "digraph architecture {",
-        'graph [rankdir=TB, newrank=true, compound=true, nodesep=0.35, ranksep=0.55, fontname="Helvetica", '
-        f'fontsize=13, labelloc=t, label="moodle-cfn: Moodle on AWS (drawn from templates/; caches: {engines})"];',
-        'node [fontname="Helvetica"]; edge [fontname="Helvetica", fontsize=10, color="#545B64"];',
-        *cluster(
-            "edge", "AWS edge (global)", [i.dot() for i in edge_items[1:]], 'style=rounded; color="#8C4FFF"'
-        ),
-        edge_items[0].dot(),
-        *cluster(
-            "region",
-            "AWS Region",
-            [
-                *[i.dot() for i in regional],
-                *cluster("vpc", "VPC", az_clusters, 'style=rounded; color="#8C4FFF"; fontcolor="#8C4FFF"'),
-            ],
-            'style=rounded; color="#232F3E"',
-        ),
-    ]
-    # Rows: each tier on one rank across the AZs, in AZ order; columns: each AZ's tiers stacked.
+            body += cluster(
+                f"az{slot}_{tier}", TIER_LABELS[tier], [i.dot() for i in tiers[tier]], SUBNET_STYLE[tier]
+            )
+        lines += cluster(f"az{slot}", f"Availability Zone {slot}{condition}", body,
+                         'style="dashed,rounded"; color="#147EBA"; fontcolor="#147EBA"')  # fmt: skip
+    return lines
+
+
+def grid(slots: dict[int, dict[str, list[Item]]]) -> list[str]:
+    """Invisible structure: each tier one rank across the AZs (rows), each AZ's tiers stacked (columns),
+    the Internet gateway above the public row and the regional services in a row under the data row."""
+    lines: list[str] = []
     first = {tier: [tiers[tier][0].node_id for tiers in slots.values()] for tier in TIERS}
     for tier in TIERS:
         row = [item.node_id for tiers in slots.values() for item in tiers[tier]]
@@ -182,13 +172,15 @@ def dot_source(templates: dict[str, dict[str, Any]]) -> str:
         lines += [
             f'"{tiers[a][0].node_id}" -> "{tiers[b][0].node_id}" [style=invis]' for a, b in pairwise(TIERS)
         ]
-    # The Internet gateway above the public row, the regional services in a row under the data row.
     lines.append(f'"InternetGateway" -> "{first["public"][0]}" [style=invis]')
     lines.append(f'"{first["data"][0]}" -> "FileSystem" [style=invis]')
     lines.append('{rank=same; "FileSystem"; "BackupVault"; "Secrets"; "AccessLogs"}')
+    return lines
+
+
+def data_paths(slots: dict[int, dict[str, list[Item]]]) -> list[tuple[str, str, str]]:
+    """(from, to, label) of the paths drawn inside the Region; they follow the grid, never move it."""
     edges = [
-        ("Viewers", "Route53", "DNS"),
-        ("Viewers", "CloudFront", "HTTPS"),
         ("CloudFront", "Waf", "filtered by"),
         ("CloudFront", "Certificate", "TLS"),
         ("CloudFront", "LoadBalancerNode1", "origin (HTTPS)"),
@@ -197,17 +189,43 @@ def dot_source(templates: dict[str, dict[str, Any]]) -> str:
         nat = next((i.node_id for i in tiers["public"] if i.icon == "nat"), None)
         edges.append((f"LoadBalancerNode{slot}", f"WebNode{slot}", "HTTP" if slot == 1 else ""))
         for item in tiers["data"]:
-            if item.icon in ("efs-target", "aurora") and (item.icon != "aurora" or "writer" in item.label):
+            if item.from_web:
                 edges.append((f"WebNode{slot}", item.node_id, ""))
             if item.icon == "efs-target":
                 edges.append((item.node_id, "FileSystem", ""))
         if nat:
             edges.append((nat, "InternetGateway", "egress"))
-    edges += [("FileSystem", "BackupVault", "daily"), ("LoadBalancerNode1", "AccessLogs", "logs")]
-    # Layout comes from the rows and columns above: data paths do not move nodes (constraint=false).
-    lines += [f'"{a}" -> "{b}" [label="{label}", constraint=false]' for a, b, label in edges[2:]]
-    lines += [f'"{a}" -> "{b}" [label="{label}"]' for a, b, label in edges[:2]]
-    lines.append("}")
+    return [*edges, ("FileSystem", "BackupVault", "daily"), ("LoadBalancerNode1", "AccessLogs", "logs")]
+
+
+def dot_source(templates: dict[str, dict[str, Any]]) -> str:
+    """The figure as DOT."""
+    slots = per_az(templates)
+    engines = " or ".join(cache_engines(templates))
+    vpc = cluster("vpc", "VPC", az_clusters(slots, az_conditions(templates)),
+                  'style=rounded; color="#8C4FFF"; fontcolor="#8C4FFF"')  # fmt: skip
+    lines = [
+        "digraph architecture {",
+        'graph [rankdir=TB, newrank=true, compound=true, nodesep=0.35, ranksep=0.55, fontname="Helvetica", '
+        f'fontsize=13, labelloc=t, label="moodle-cfn: Moodle on AWS (drawn from templates/; caches: {engines})"];',
+        'node [fontname="Helvetica"]; edge [fontname="Helvetica", fontsize=10, color="#545B64"];',
+        *cluster(
+            "edge", "AWS edge (global)", [i.dot() for i in EDGE_SERVICES], 'style=rounded; color="#8C4FFF"'
+        ),
+        VIEWERS.dot(),
+        *cluster(
+            "region",
+            "AWS Region",
+            [*(i.dot() for i in REGIONAL_SERVICES), *vpc],
+            'style=rounded; color="#232F3E"',
+        ),
+        *grid(slots),
+        *(f'"{a}" -> "{b}" [label="{label}", constraint=false]' for a, b, label in data_paths(slots)),
+        # The viewers' two paths are the only edges that place nodes (viewers above the edge services).
+        '"Viewers" -> "Route53" [label="DNS"]',
+        '"Viewers" -> "CloudFront" [label="HTTPS"]',
+        "}",
+    ]
     return "\n".join(lines) + "\n"
 
 
