@@ -14,7 +14,7 @@ CHECKOV := $(BIN)/checkov -d $(TEMPLATES) --framework cloudformation --skip-down
 # The node rehearsal's machine: Debian's web stack and caches, and the AWS CLI the node setup calls.
 RIG_PACKAGES := apache2 php8.2-fpm php8.2-cli php8.2-pgsql php8.2-intl php8.2-mbstring php8.2-gd php8.2-soap \
 	php8.2-xml php8.2-zip php8.2-curl php8.2-memcached php8.2-redis php8.2-apcu memcached redis-server \
-	postgresql-client jq git openssl ca-certificates util-linux procps
+	postgresql-client jq git unzip openssl ca-certificates util-linux procps
 RIG_AWSCLI := .rig/awscli
 AWSCLI_VERSION := 1.46.3
 

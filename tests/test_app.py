@@ -12,7 +12,7 @@ import pytest
 from moodle_cfn import bootstrap
 from moodle_cfn.checks import run_checks
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import app, edge, load_balancer, web_tier
+from moodle_cfn.layers import app, edge, load_balancer, moodle, web_tier
 from tests.cfn_eval import active_resources, evaluate_conditions, of_type, resolve_ifs
 from tests.conftest import tool
 from tests.variants import DOMAIN, REGIONAL_CERTIFICATE, US_EAST_1_CERTIFICATE, ZONE
@@ -368,6 +368,7 @@ def test_outputs(app_template):
         app.LOAD_BALANCER_FULL_NAME,
         app.TARGET_GROUP_FULL_NAME,
         app.ADMIN_SECRET_OUTPUT,
+        moodle.RELEASE_OUTPUT,
     } == set(app_template["Outputs"])
     conditions = evaluate_conditions(app_template, CREATED_CERTIFICATE)
     url = resolve_ifs(app_template["Outputs"][app.SITE_URL]["Value"], conditions)

@@ -159,7 +159,7 @@ def test_config_php_with_valkey_sessions(tmp_path, layout):
 
 
 def test_site_json_gives_the_script_every_setting_it_reads():
-    given = set(app.node_settings(app.site_host(object(), object()), object()))
+    given = set(app.node_settings(app.site_host(object(), object()), object(), object()))
     assert moodle.settings_names() == given
 
 
@@ -198,8 +198,8 @@ def test_boot_steps_run_in_order():
     assert [main.index(step) for step in steps] == sorted(main.index(step) for step in steps)
     script = bootstrap.read("moodle-node-setup.sh")
     main = script[script.index("main() {") :]
-    steps = ["install_packages", "mount_moodledata", "fetch_code", "write_settings", "configure_web_server",
-             "install_or_upgrade", "start_cron_and_logs"]  # fmt: skip
+    steps = ["install_base_packages", "mount_moodledata", "choose_release", "install_php", "fetch_code",
+             "write_settings", "configure_web_server", "install_or_upgrade", "start_cron_and_logs"]  # fmt: skip
     assert [main.index(step) for step in steps] == sorted(main.index(step) for step in steps)
 
 
@@ -218,12 +218,12 @@ def test_only_one_node_installs_and_it_checks_inside_the_lock():
 
 def test_code_is_verified_and_identical_on_every_node():
     script = bootstrap.read("moodle-node-setup.sh")
-    assert "sha256sum -c" in script and 'git clone --quiet --depth 1 --branch "v$MOODLE_VERSION"' in script
+    assert "sha256sum -c" in script and 'git clone --quiet --depth 1 --branch "v$moodle_release"' in script
     assert re.search(r'rev-parse HEAD\)" == "\$commit"', script)
-    # The release (and its archive on EFS) is named by everything that makes the code, the bundle's digest
-    # and the plugin's source and commit included.
+    # The release (and its archive on EFS) is named by everything that makes the code: the resolved
+    # release, the bundle's digest and the plugins with their pins.
     release = script[script.index("release_id() {") : script.index("fetch_pinned_git() {")]
-    for name in ("MOODLE_VERSION", "MOODLE_CODE_SHA256", "MEMCACHED_STORE_SOURCE", "MEMCACHED_STORE_COMMIT"):
+    for name in ("moodle_release", "MOODLE_CODE_SHA256", "MOODLE_PLUGINS"):
         assert f"${name}" in release or f"${{{name}" in release
 
 
@@ -247,7 +247,11 @@ def test_opcache_uses_shared_memory():
 
 
 def test_a_code_bundle_needs_its_checksum():
-    run_checks(moodle.CHECKS, {"MoodleCodeS3Uri": "", "MoodleCodeSha256": ""}, "p.yaml")
+    run_checks(
+        moodle.CHECKS,
+        {"MoodleCodeS3Uri": "", "MoodleCodeSha256": "", "MoodleVersion": "latest", "MoodlePlugins": "[]"},
+        "p.yaml",
+    )
     with pytest.raises(InputError, match=r"p\.yaml: MoodleCodeSha256: is required with MoodleCodeS3Uri"):
         run_checks(
             moodle.CHECKS, {"MoodleCodeS3Uri": "s3://b-1/moodle.tar.gz", "MoodleCodeSha256": ""}, "p.yaml"

@@ -182,7 +182,7 @@ def expand(document: Mapping[str, Any], expanders: Mapping[str, Expander], sourc
             expanded[key] = value
             continue
         for name, parameter_value in expanders[key](value, source).items():
-            if name in document:
+            if name in document and name != key:
                 raise InputError(source, f"is also set by {key}; give it in one place only", name)
             expanded[name] = parameter_value
     return expanded

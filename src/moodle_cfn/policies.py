@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from awacs import autoscaling, cloudformation, cloudwatch, ec2, elasticfilesystem, logs, secretsmanager
+from awacs import autoscaling, cloudformation, cloudwatch, ec2, elasticfilesystem, logs, secretsmanager, ssm
 from awacs.aws import (
     Allow,
     ArnLike,
@@ -75,6 +75,8 @@ class WebNodeResources:
     log_group_arns: list[AWSHelperFn]
     # The group's tag (key, value) that scopes which group's lifecycle actions a node may complete.
     group_tag: tuple[str, AWSHelperFn]
+    # The SSM parameter where the node that installs or upgrades Moodle publishes the release.
+    release_parameter_arn: AWSHelperFn
 
 
 def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
@@ -97,6 +99,12 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
                 Condition=AwsCondition(
                     StringEquals({"elasticfilesystem:AccessPointArn": resources.access_point_arn})
                 ),
+            ),
+            Statement(
+                Sid="PublishTheSitesMoodleRelease",
+                Effect=Allow,
+                Action=[ssm.PutParameter],
+                Resource=[resources.release_parameter_arn],
             ),
             Statement(
                 Sid="WriteNodeLogs",

@@ -25,15 +25,22 @@ readonly imds_url=${RIG_IMDS_URL:?set by the rehearsal rig}
 readonly local_http=http://${RIG_NODE_ADDRESS:?set by the rehearsal rig}
 readonly cfn_init=true
 
-platform_install_packages() {
-  local with_redis=$1 packages=(apache2 "php$php_version-fpm" "php$php_version-cli" "php$php_version-pgsql"
-    "php$php_version-intl" "php$php_version-mbstring" "php$php_version-gd" "php$php_version-soap"
-    "php$php_version-xml" "php$php_version-zip" "php$php_version-curl" "php$php_version-memcached"
-    "php$php_version-apcu" postgresql-client jq git tar)
-  [[ $with_redis == true ]] && packages+=("php$php_version-redis")
-  # Both rehearsal nodes share one dpkg database: wait for the other's lock instead of failing.
+# Debian 12 packages one PHP.
+readonly platform_php_versions=("$php_version")
+
+platform_install_base_packages() { apt_install apache2 postgresql-client jq git tar unzip; }
+
+platform_install_php() {
+  local php=$1 with_redis=$2
+  local packages=("php$php"-{fpm,cli,pgsql,intl,mbstring,gd,soap,xml,zip,curl,memcached,apcu})
+  [[ $with_redis == true ]] && packages+=("php$php-redis")
+  apt_install "${packages[@]}"
+}
+
+# Both rehearsal nodes share one dpkg database: wait for the other's lock instead of failing.
+apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 \
-    "${packages[@]}" > /dev/null
+    "$@" > /dev/null
 }
 
 platform_mount_shared() {

@@ -3,9 +3,9 @@
 # on a reboot or by hand), as root, after cfn-init wrote /etc/moodle-cfn/site.json and the files next to
 # this script.
 #
-# Order: packages -> moodledata on EFS -> verified Moodle code -> settings from the secrets -> PHP and
-# Apache -> (one node at a time, under a lock on EFS) install or upgrade, application cache -> cron and log
-# shipping. What depends on the operating system (package names, paths, services)
+# Order: base packages -> moodledata on EFS -> the release the site runs -> the PHP that release supports ->
+# verified Moodle code and plugins -> settings from the secrets -> PHP and Apache -> (one node at a time,
+# under a lock on EFS) install or upgrade, application cache -> cron and log shipping. What depends on the operating system (package names, paths, services)
 # is in the platform file; Amazon Linux 2023 unless MOODLE_CFN_PLATFORM names another.
 set -Eeuo pipefail
 
@@ -17,9 +17,15 @@ readonly code_parent=/var/www
 readonly moodle_dir=$code_parent/moodle
 readonly local_cache=/var/cache/moodle
 readonly settings_file=$etc_dir/moodle.json
+readonly lines_file=$share_dir/moodle-lines.json
+# The release this site runs, recorded by the node that installed or upgraded it (and by the first node
+# of a site whose MoodleVersion is `latest`).
+readonly release_record=$state_dir/moodle-release
 
 # shellcheck source-path=SCRIPTDIR source=platform-al2023.sh
 source "${MOODLE_CFN_PLATFORM:-$share_dir/platform-al2023.sh}"
+# shellcheck source-path=SCRIPTDIR source=moodle-release.sh
+source "$share_dir/moodle-release.sh"
 
 # To stderr, so that a line logged inside a command substitution or a redirected call still reaches the log.
 log() { printf '%s moodle-node-setup: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
@@ -63,13 +69,40 @@ secret() {
 }
 
 uses_valkey() { [[ "$SESSION_CACHE_ENGINE" == valkey || "$APPLICATION_CACHE_ENGINE" == valkey ]]; }
-needs_memcached_store() { [[ "$APPLICATION_CACHE_ENGINE" == memcached ]]; }
 
-install_packages() {
-  step "installing Apache, PHP and tools"
-  local with_redis=false
+install_base_packages() {
+  step "installing Apache and tools"
+  platform_install_base_packages
+}
+
+# Set by choose_release: the Moodle release (X.Y.Z) this node installs.
+moodle_release=""
+
+choose_release() {
+  step "choosing the Moodle release (MoodleVersion $MOODLE_VERSION)"
+  if [[ $MOODLE_VERSION == latest && -n ${MOODLE_CODE_S3_URI:-} ]]; then
+    die "MoodleVersion latest cannot describe a code bundle: set it to the release in $MOODLE_CODE_S3_URI"
+  fi
+  local installed="" exists setting postgresql
+  postgresql=$(psql_moodle <<< "SELECT current_setting('server_version_num')::int / 10000")
+  exists=$(psql_moodle <<< "SELECT to_regclass('public.mdl_config') IS NOT NULL")
+  if [[ $exists == t ]]; then
+    setting=$(psql_moodle <<< "SELECT value FROM mdl_config WHERE name = 'release'")
+    installed=$(release_of_setting "$setting")
+  fi
+  moodle_release=$(
+    flock 9
+    resolve_release "$MOODLE_VERSION" "$release_record" "$installed" "$lines_file" "$postgresql"
+  ) 9> "$state_dir/release.lock"
+  log "this node runs Moodle $moodle_release${installed:+ (the database runs $installed)}"
+}
+
+install_php() {
+  local php with_redis=false
+  php=$(php_for_release "$moodle_release" "$lines_file" "${platform_php_versions[@]}")
+  step "installing PHP $php for Moodle $moodle_release"
   uses_valkey && with_redis=true
-  platform_install_packages "$with_redis"
+  platform_install_php "$php" "$with_redis"
 }
 
 mount_moodledata() {
@@ -83,12 +116,10 @@ mount_moodledata() {
   install -d -o "$web_user" -g "$web_user" -m 0750 "$local_cache"
 }
 
-# What makes the code: the version, the operator's bundle, the memcached store plugin and its commit.
-# A change to any of them is a new release (a rebuilt bundle with the same MoodleVersion included).
+# What makes the code: the release, the operator's bundle, and the plugins with their pins. A change to
+# any of them is a new release (a rebuilt bundle with the same MoodleVersion included).
 release_id() {
-  local plugin=none
-  needs_memcached_store && plugin="$MEMCACHED_STORE_SOURCE@$MEMCACHED_STORE_COMMIT"
-  printf '%s\n' "$MOODLE_VERSION" "${MOODLE_CODE_S3_URI:-upstream}" "${MOODLE_CODE_SHA256:-}" "$plugin" |
+  printf '%s\n' "$moodle_release" "${MOODLE_CODE_S3_URI:-upstream}" "${MOODLE_CODE_SHA256:-}" "$MOODLE_PLUGINS" |
     sha256sum | cut -c 1-16
 }
 
@@ -109,7 +140,66 @@ fetch_pinned_git() {
   rm -rf "$destination/.git"
 }
 
-# The first node to need a release builds it once (Moodle plus the pinned plugin), keeps the archive and
+# An S3 archive pinned by its SHA-256: a .zip or .tar.gz with one top directory, as moodle.org ships
+# plugins. Its content becomes the directory $3.
+fetch_pinned_archive() {
+  local source=$1 digest=$2 destination=$3 work=$4 archive unpacked
+  archive=$work/plugin-archive
+  unpacked=$(mktemp -d "$work/unpacked-XXXXXX")
+  aws s3 cp --quiet --region "$AWS_REGION" "$source" "$archive" || die "cannot download $source"
+  echo "$digest  $archive" | sha256sum -c --quiet - || die "$source does not match its sha256 $digest"
+  case $source in
+    *.zip) unzip -q "$archive" -d "$unpacked" ;;
+    *) tar -xzf "$archive" -C "$unpacked" ;;
+  esac
+  local top=("$unpacked"/*)
+  [[ ${#top[@]} == 1 && -d ${top[0]} ]] || die "$source must hold exactly one top directory"
+  mv "${top[0]}" "$destination"
+  rm -rf "$archive" "$unpacked"
+}
+
+# The operator's plugins (MoodlePlugins, a JSON list): each a git source at a commit, or an S3 archive
+# with its SHA-256. A plugin goes where Moodle's lib/components.json puts its type (or to its `path`, for
+# subplugin types), never over code that is already there, and must declare the component it is listed as.
+add_plugins() {
+  local moodle=$1 work=$2 root=$1 entry index=0
+  [[ -d $moodle/public ]] && root=$moodle/public
+  while IFS= read -r entry; do
+    local component type path target
+    component=$(jq -r '.component // ""' <<< "$entry")
+    [[ $component =~ ^[a-z][a-z0-9]*_[a-z0-9_]+$ ]] ||
+      die "MoodlePlugins[$index]: component ${component:-(none)} is not a Moodle component name such as mod_attendance"
+    type=${component%%_*}
+    path=$(jq -r '.path // ""' <<< "$entry")
+    if [[ -z $path ]]; then
+      path=$(jq -r --arg type "$type" '.plugintypes[$type] // ""' "$root/lib/components.json")
+      [[ -n $path ]] || die "MoodlePlugins[$index]: Moodle has no plugin type $type; give the plugin's path"
+      path=$path/${component#*_}
+    fi
+    [[ $path =~ ^[a-z0-9_]+(/[a-z0-9_]+)*$ ]] || die "MoodlePlugins[$index]: $path is not a directory inside Moodle"
+    target=$root/$path
+    [[ -d $(dirname "$target") ]] || die "MoodlePlugins[$index]: Moodle has no directory $(dirname "$path")"
+    [[ ! -e $target ]] || die "MoodlePlugins[$index]: $path is already in Moodle's code"
+    local git commit s3 digest
+    git=$(jq -r '.git // ""' <<< "$entry") commit=$(jq -r '.commit // ""' <<< "$entry")
+    s3=$(jq -r '.s3 // ""' <<< "$entry") digest=$(jq -r '.sha256 // ""' <<< "$entry")
+    if [[ -n $git && $commit =~ ^[0-9a-f]{40}$ && -z $s3 ]]; then
+      log "adding $component $commit from $git into $path"
+      fetch_pinned_git "$git" "$commit" "$target" "$work"
+    elif [[ $s3 == s3://* && $digest =~ ^[0-9a-f]{64}$ && -z $git ]]; then
+      log "adding $component from $s3 (sha256 $digest) into $path"
+      fetch_pinned_archive "$s3" "$digest" "$target" "$work"
+    else
+      die "MoodlePlugins[$index] ($component): give git with a 40-character commit, or s3 with its sha256"
+    fi
+    # $plugin->component = 'the_component'; (either quote)
+    grep -Eq "[>]component[[:space:]]*=[[:space:]]*.$component.[[:space:]]*;" "$target/version.php" ||
+      die "MoodlePlugins[$index]: $path/version.php does not declare the component $component"
+    index=$((index + 1))
+  done < <(jq -c '.[]' <<< "$MOODLE_PLUGINS")
+}
+
+# The first node to need a release builds it once (Moodle plus the pinned plugins), keeps the archive and
 # its SHA-256 on EFS; every node unpacks that archive, so all nodes run byte-identical code and a
 # scale-out touches neither the code host nor the bundle bucket.
 build_release() {
@@ -124,18 +214,12 @@ build_release() {
       die "$MOODLE_CODE_S3_URI does not match MoodleCodeSha256 $MOODLE_CODE_SHA256"
     tar -xzf "$work/moodle.tar.gz" -C "$work/moodle" --strip-components=1
   else
-    log "cloning Moodle v$MOODLE_VERSION (git verifies every object it receives)"
-    git clone --quiet --depth 1 --branch "v$MOODLE_VERSION" https://github.com/moodle/moodle.git "$work/moodle" ||
-      die "cannot clone Moodle v$MOODLE_VERSION"
+    log "cloning Moodle v$moodle_release (git verifies every object it receives)"
+    git clone --quiet --depth 1 --branch "v$moodle_release" "$moodle_git_url" "$work/moodle" ||
+      die "cannot clone Moodle v$moodle_release"
     rm -rf "$work/moodle/.git"
   fi
-  if needs_memcached_store; then
-    # Moodle dropped its memcached application-cache store in 4.2: the moodlehq plugin, pinned.
-    local stores=$work/moodle/cache/stores
-    [[ -d $work/moodle/public ]] && stores=$work/moodle/public/cache/stores
-    log "adding the memcached cache store $MEMCACHED_STORE_COMMIT from $MEMCACHED_STORE_SOURCE"
-    fetch_pinned_git "$MEMCACHED_STORE_SOURCE" "$MEMCACHED_STORE_COMMIT" "$stores/memcached" "$work"
-  fi
+  add_plugins "$work/moodle" "$work"
   tar -czf "$archive.partial" -C "$work" moodle
   mv "$archive.partial" "$archive"
   (cd "$(dirname "$archive")" && sha256sum "$(basename "$archive")" > "$archive.sha256.partial")
@@ -146,15 +230,15 @@ build_release() {
 fetch_code() {
   local id
   id=$(release_id)
-  step "getting Moodle $MOODLE_VERSION (release $id)"
-  local archive=$state_dir/releases/moodle-$MOODLE_VERSION-$id.tar.gz
+  step "getting Moodle $moodle_release (release $id)"
+  local archive=$state_dir/releases/moodle-$moodle_release-$id.tar.gz
   (
     flock 9
     [[ -s $archive.sha256 ]] || build_release "$archive"
   ) 9> "$state_dir/code.lock"
   (cd "$state_dir/releases" && sha256sum -c --quiet "$archive.sha256") || die "$archive is corrupt"
 
-  local release=$code_parent/moodle-$MOODLE_VERSION-$id
+  local release=$code_parent/moodle-$moodle_release-$id
   if [[ ! -d $release ]]; then
     log "installing release $id in $release"
     local staging
@@ -203,7 +287,7 @@ write_settings() {
   application=$(cache_settings "$APPLICATION_CACHE_ENGINE" "$APPLICATION_CACHE_ID" \
     "$APPLICATION_CACHE_ENDPOINT" "$APPLICATION_CACHE_PORT" "$APPLICATION_CACHE_AUTH_SECRET_ARN")
   [[ -d $moodle_dir/public ]] && public=$moodle_dir/public
-  [[ ${MOODLE_VERSION%%.*} -ge 5 ]] && router=true
+  [[ ${moodle_release%%.*} -ge 5 ]] && router=true
   umask 027
   jq -n \
     --arg wwwroot "$WWWROOT" --arg host "$DATABASE_HOST" --arg port "$DATABASE_PORT" --arg name "$DATABASE_NAME" \
@@ -240,7 +324,7 @@ configure_web_server() {
   # shellcheck source=/dev/null
   source "$etc_dir/runtime.env"
   local router=""
-  [[ ${MOODLE_VERSION%%.*} -ge 5 ]] && router="FallbackResource /r.php"
+  [[ ${moodle_release%%.*} -ge 5 ]] && router="FallbackResource /r.php"
   install_rendered php-moodle.ini "$php_ini_path"
   install_rendered php-fpm-moodle.conf "$fpm_pool_path" "WEB_USER=$web_user" "FPM_SOCKET=$fpm_socket" \
     "PHP_ERROR_LOG=$php_error_log"
@@ -293,7 +377,23 @@ install_or_upgrade() {
       fi
     fi
     as_web_user php "$share_dir/muc-configure.php"
+    record_release
   ) 9> "$state_dir/install.lock"
+}
+
+# The release the database now runs: on EFS for the next nodes, and in the site's SSM parameter for the
+# operator (no shell needed to see what a site runs).
+record_release() {
+  local recorded=""
+  [[ -s $release_record ]] && recorded=$(< "$release_record")
+  if [[ -z $recorded ]] || release_older "$recorded" "$moodle_release"; then
+    printf '%s\n' "$moodle_release" > "$release_record.partial"
+    mv "$release_record.partial" "$release_record"
+  fi
+  local published
+  published=$(aws ssm put-parameter --region "$AWS_REGION" --name "$RELEASE_PARAMETER" --type String --overwrite \
+    --value "$moodle_release" 2>&1) ||
+    log "warning: cannot publish the release to the SSM parameter $RELEASE_PARAMETER: $(tail -n 1 <<< "$published")"
 }
 
 start_cron_and_logs() {
@@ -307,8 +407,10 @@ start_cron_and_logs() {
 }
 
 main() {
-  install_packages
+  install_base_packages
   mount_moodledata
+  choose_release
+  install_php
   fetch_code
   write_settings
   configure_web_server

@@ -19,15 +19,22 @@ readonly local_http=http://127.0.0.1
 # CloudFormation's helper (package aws-cfn-bootstrap, installed by user-data.sh).
 readonly cfn_init=/opt/aws/bin/cfn-init
 
-platform_install_packages() {
-  local with_redis=$1
+# The PHP versions Amazon Linux 2023 packages ("AL2023 currently provides ... PHP 8.1, 8.2, 8.3, 8.4, and 8.5",
+# https://docs.aws.amazon.com/linux/al2023/ug/php.html); the node runs the newest its Moodle line supports.
+readonly platform_php_versions=(8.1 8.2 8.3 8.4 8.5)
+
+platform_install_base_packages() {
   dnf install -y --setopt=install_weak_deps=False \
-    httpd php8.3-fpm php8.3-cli php8.3-common php8.3-opcache php8.3-pgsql php8.3-intl php8.3-mbstring \
-    php8.3-gd php8.3-soap php8.3-sodium php8.3-xml php8.3-zip php8.3-pecl-apcu php8.3-pecl-memcached \
-    amazon-efs-utils amazon-cloudwatch-agent postgresql16 jq git tar
+    httpd amazon-efs-utils amazon-cloudwatch-agent postgresql16 jq git tar unzip
+}
+
+platform_install_php() {
+  local php=$1 with_redis=$2
+  dnf install -y --setopt=install_weak_deps=False \
+    "php$php"-{fpm,cli,common,opcache,pgsql,intl,mbstring,gd,soap,sodium,xml,zip,pecl-apcu,pecl-memcached}
   if [[ $with_redis == true ]] && ! php -m | grep -qx redis; then
     # phpredis is not packaged for Amazon Linux 2023: the one option that compiles at boot (about a minute).
-    dnf install -y php8.3-devel php-pear gcc make
+    dnf install -y "php$php-devel" php-pear gcc make
     printf '\n' | pecl install redis
     echo 'extension=redis.so' > /etc/php.d/40-redis.ini
   fi

@@ -43,10 +43,10 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
     *web_tier.MASTER_ONLY_PARAMETERS,
 )
 CHECKS = (*web_tier.CHECKS, *moodle.CHECKS)
-EXPANDERS = web_tier.EXPANDERS
+EXPANDERS = {**web_tier.EXPANDERS, **moodle.EXPANDERS}
 ANY_MEMCACHED = "AnyCacheIsMemcached"
 HAS_CODE_BUNDLE = "HasMoodleCodeBundle"
-PLUGIN_FROM_S3 = "MemcachedStoreFromS3"
+PLUGINS_IN_S3 = "HasPluginsInS3"
 ADMIN_SECRET_OUTPUT = "MoodleAdminSecretArn"
 
 # Values taken from the data and cache layers (names are their outputs').
@@ -123,24 +123,19 @@ def add_conditional_policies(template: Template, role: Parameter) -> None:
         )
         for r in cache.ROLES
     ]
-    template.add_condition(
-        PLUGIN_FROM_S3,
-        And(
-            Equals(Select(0, Split("://", Ref(moodle.MEMCACHED_STORE_SOURCE.parameter))), "s3"),
-            Condition(ANY_MEMCACHED),
-        ),
-    )
+    template.add_condition(PLUGINS_IN_S3, Not(Equals(Ref(moodle.PLUGINS_S3_PREFIX.parameter), "")))
 
-    def object_arn(uri: OperatorParameter) -> Sub:
-        return Sub("arn:${AWS::Partition}:s3:::${Path}", Path=Select(1, Split("s3://", Ref(uri.parameter))))
+    def object_arn(uri: OperatorParameter, suffix: str = "") -> Sub:
+        path = Select(1, Split("s3://", Ref(uri.parameter)))
+        return Sub(f"arn:${{AWS::Partition}}:s3:::${{Path}}{suffix}", Path=path)
 
     for title, condition, name, sid, actions, resources in (
         ("WebKmsDecryptPolicy", HAS_DATA_KMS_KEY, "decrypt-with-the-site-key", "DecryptSecretsAndFiles",
          [kms.Decrypt], [Ref(DATA_KMS_KEY_ARN.parameter)]),
         ("WebCodeBundlePolicy", HAS_CODE_BUNDLE, "read-the-moodle-code-bundle", "ReadTheCodeBundle",
          [s3.GetObject], [object_arn(moodle.CODE_S3_URI)]),
-        ("WebPluginBundlePolicy", PLUGIN_FROM_S3, "read-the-memcached-store-bundle", "ReadThePluginBundle",
-         [s3.GetObject], [object_arn(moodle.MEMCACHED_STORE_SOURCE)]),
+        ("WebPluginsPolicy", PLUGINS_IN_S3, "read-the-plugin-archives", "ReadThePluginArchives",
+         [s3.GetObject], [object_arn(moodle.PLUGINS_S3_PREFIX, "*")]),
         ("WebCacheDiscoveryPolicy", ANY_MEMCACHED, "discover-memcached-nodes", "ListMemcachedNodes",
          [elasticache.DescribeCacheClusters], cluster_arns),
     ):  # fmt: skip
@@ -196,7 +191,7 @@ def site_host(load_balancer_resource: object, distribution: object) -> If:
     )
 
 
-def node_settings(host: If, admin_secret: object) -> dict[str, object]:
+def node_settings(host: If, admin_secret: object, release_parameter: object) -> dict[str, object]:
     """Every value moodle-node-setup.sh reads from site.json, by name."""
     values: dict[str, object] = {
         "AWS_REGION": Ref("AWS::Region"),
@@ -209,8 +204,8 @@ def node_settings(host: If, admin_secret: object) -> dict[str, object]:
         "MOODLE_VERSION": Ref(moodle.MOODLE_VERSION.parameter),
         "MOODLE_CODE_S3_URI": Ref(moodle.CODE_S3_URI.parameter),
         "MOODLE_CODE_SHA256": Ref(moodle.CODE_SHA256.parameter),
-        "MEMCACHED_STORE_COMMIT": Ref(moodle.MEMCACHED_STORE_COMMIT.parameter),
-        "MEMCACHED_STORE_SOURCE": Ref(moodle.MEMCACHED_STORE_SOURCE.parameter),
+        "MOODLE_PLUGINS": Ref(moodle.MOODLE_PLUGINS.parameter),
+        "RELEASE_PARAMETER": Ref(release_parameter),
         "ADMIN_EMAIL": Ref(moodle.ADMIN_EMAIL.parameter),
         "SITE_FULL_NAME": Ref(moodle.SITE_FULL_NAME.parameter),
         "SITE_SHORT_NAME": Ref(moodle.SITE_SHORT_NAME.parameter),
@@ -257,6 +252,7 @@ def build() -> Template:
     edge.add_dns_records(template, alb, distribution)
 
     admin_secret = moodle.add_admin_secret(template)
+    release_parameter = moodle.add_release_parameter(template)
     logs = web_tier.add_log_groups(template)
     resources = WebNodeResources(
         secret_arns=[
@@ -268,11 +264,12 @@ def build() -> Template:
         access_point_arn=Ref(output_as_parameter(file_system.ACCESS_POINT_ARN)),
         log_group_arns=[GetAtt(group, "Arn") for group in logs.values()],
         group_tag=(web_tier.GROUP_SITE_TAG, Ref(SITE_NAME.parameter)),
+        release_parameter_arn=moodle.release_parameter_arn(),
     )
     role, profile = web_tier.add_instance_role(template, resources)
     add_conditional_policies(template, role)
     host = site_host(alb, distribution)
-    settings = node_settings(host, admin_secret)
+    settings = node_settings(host, admin_secret, release_parameter)
     launch_template = web_tier.add_launch_template(
         template,
         profile,
@@ -297,6 +294,13 @@ def build() -> Template:
             ADMIN_SECRET_OUTPUT,
             Description="Secret holding the Moodle admin password",
             Value=Ref(admin_secret),
+        )
+    )
+    template.add_output(
+        Output(
+            moodle.RELEASE_OUTPUT,
+            Description="SSM parameter holding the Moodle release the site runs",
+            Value=Ref(release_parameter),
         )
     )
     return template

@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from troposphere import AWSHelperFn, Parameter, Sub, Template
 from troposphere.cloudformation import Init, InitConfig, InitFile
 from troposphere.secretsmanager import GenerateSecretString, Secret
+from troposphere.ssm import Parameter as SsmParameter
 
-from moodle_cfn import bootstrap
-from moodle_cfn.checks import CrossCheck
+from moodle_cfn import bootstrap, releases
+from moodle_cfn.checks import CrossCheck, FindingCheck
 from moodle_cfn.common import GROUP_MOODLE, SITE_NAME, OperatorParameter
 from moodle_cfn.encryption import generated_secret
 
@@ -28,6 +29,8 @@ ETC_DIR = "/etc/moodle-cfn"
 SHARED_FILES = (
     ("moodle-node-ready.sh", "000755"),
     ("moodle-node-setup.sh", "000755"),
+    ("moodle-release.sh", "000644"),
+    (releases.LINES_FILE, "000644"),
     ("platform-al2023.sh", "000644"),
     ("moodle-node-ready.service", "000644"),
     ("moodle-health.php", "000644"),
@@ -56,11 +59,11 @@ MOODLE_VERSION = OperatorParameter(
     Parameter(
         "MoodleVersion",
         Type="String",
-        Default="5.2.2",
-        AllowedPattern=r"^(4\.5|5\.[0-9])\.[0-9]{1,2}$",
-        ConstraintDescription="A Moodle release from 4.5 LTS upward, such as 5.2.2 (the tag v5.2.2).",
-        Description="Moodle release to run (its vX.Y.Z tag). Changing it upgrades the site: the first new node "
-        "runs the upgrade in maintenance mode while the others wait.",
+        Default=releases.LATEST,
+        AllowedPattern=r"^(latest|(4\.5|5\.[0-9])\.[0-9]{1,2})$",
+        ConstraintDescription="latest, or a Moodle release from 4.5 LTS upward such as 5.2.2 (the tag v5.2.2).",
+        Description="latest (the newest stable release at the first install, then kept) or a release such as "
+        "5.2.2. Setting a newer release upgrades the site; an older one is refused.",
     ),
     label="Moodle version",
     group=GROUP_MOODLE,
@@ -130,31 +133,49 @@ CODE_SHA256 = OperatorParameter(
     label="Code bundle SHA-256",
     group=GROUP_MOODLE,
 )
-MEMCACHED_STORE_COMMIT = OperatorParameter(
+MEMCACHED_STORE = {
+    "component": "cachestore_memcached",
+    "git": "https://github.com/moodlehq/moodle-cachestore_memcached.git",
+    # The commit (master) pinned by a public, Renovate-tracked Moodle image; Moodle core dropped its
+    # memcached store in 4.2 (MDL-77161), so the application cache on memcached needs this plugin.
+    "commit": "db68d31ab5856cb55210478fdd452dc0cd6c6d05",
+}
+PLUGINS_KEY = "MoodlePlugins"
+PLUGIN_FIELDS = frozenset({"component", "git", "commit", "s3", "sha256", "path"})
+COMPONENT = re.compile(r"[a-z][a-z0-9]*_[a-z0-9_]+")
+PLUGIN_PATH = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+)*")
+S3_OBJECT = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+")
+
+
+def plugins_json(entries: object) -> str:
+    """The MoodlePlugins parameter value: the list as compact JSON, keys sorted (one text per list)."""
+    return json.dumps(entries, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+MOODLE_PLUGINS = OperatorParameter(
     Parameter(
-        "MemcachedStoreCommit",
+        PLUGINS_KEY,
         Type="String",
-        # The commit of github.com/moodlehq/moodle-cachestore_memcached (master) pinned by a public,
-        # Renovate-tracked Moodle image; the nodes check out exactly this commit.
-        Default="db68d31ab5856cb55210478fdd452dc0cd6c6d05",
-        AllowedPattern=r"^[0-9a-f]{40}$",
-        ConstraintDescription="A 40-character git commit id.",
-        Description="Commit of the moodlehq memcached cache store plugin installed when the application cache "
-        "runs memcached (Moodle core dropped that store in 4.2).",
+        Default=plugins_json([MEMCACHED_STORE]),
+        AllowedPattern=r"^\[.*\]$",
+        MaxLength=4096,
+        ConstraintDescription="A JSON list of plugins (README: Plugins).",
+        Description="Plugins every node installs: a JSON list of {component, git + commit | s3 + sha256}. The "
+        "default is the memcached store the memcached application cache needs.",
     ),
-    label="memcached store plugin commit",
+    label="Plugins",
     group=GROUP_MOODLE,
 )
-MEMCACHED_STORE_SOURCE = OperatorParameter(
+PLUGINS_S3_PREFIX = OperatorParameter(
     Parameter(
-        "MemcachedStoreSource",
+        "MoodlePluginsS3Prefix",
         Type="String",
-        Default="https://github.com/moodlehq/moodle-cachestore_memcached.git",
-        AllowedPattern=r"^(https://|s3://)[^\s]+$",
-        ConstraintDescription="An https git URL, or s3://bucket/key of a git bundle.",
-        Description="Where the memcached store plugin comes from: a git URL (a mirror) or an S3 git bundle.",
+        Default="",
+        AllowedPattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/(\S*/)?)?$",
+        ConstraintDescription="Empty, or s3://bucket/ or s3://bucket/prefix/.",
+        Description="Where the plugins' S3 archives and git bundles are; the nodes may read only there.",
     ),
-    label="memcached store plugin source",
+    label="Plugins S3 location",
     group=GROUP_MOODLE,
 )
 PARAMETERS = (
@@ -164,16 +185,92 @@ PARAMETERS = (
     SITE_SHORT_NAME,
     CODE_S3_URI,
     CODE_SHA256,
-    MEMCACHED_STORE_COMMIT,
-    MEMCACHED_STORE_SOURCE,
+    MOODLE_PLUGINS,
+    PLUGINS_S3_PREFIX,
 )
+
+
+def plugin_entry_problem(entry: object, where: str, s3_prefix: str) -> tuple[str, str] | None:
+    """(key, reason) when one MoodlePlugins entry is not a pinned plugin the nodes can install, else None."""
+    if not isinstance(entry, dict):
+        return where, "must be a mapping: component, then git + commit or s3 + sha256"
+    unknown = sorted(set(entry) - PLUGIN_FIELDS)
+    if unknown:
+        return f"{where}.{unknown[0]}", f"unknown field (a plugin has {', '.join(sorted(PLUGIN_FIELDS))})"
+    if not all(isinstance(value, str) for value in entry.values()):
+        return where, "every field must be a string"
+    if not COMPONENT.fullmatch(entry.get("component", "")):
+        return f"{where}.component", "must be a Moodle component name such as mod_attendance"
+    if ("git" in entry) == ("s3" in entry):
+        return where, "give exactly one source: git (with commit) or s3 (with sha256)"
+    if "git" in entry:
+        if not re.fullmatch(r"[0-9a-f]{40}", entry.get("commit", "")):
+            return f"{where}.commit", "a git source must be pinned to a 40-character commit id"
+        if "sha256" in entry:
+            return f"{where}.sha256", "belongs to an s3 archive; a git source is pinned by its commit"
+        source, source_key = entry["git"], "git"
+        if not re.fullmatch(r"(https://|s3://)\S+", source):
+            return f"{where}.git", "must be an https git URL or s3:// of a git bundle"
+    else:
+        if not re.fullmatch(r"[0-9a-f]{64}", entry.get("sha256", "")):
+            return f"{where}.sha256", "an s3 archive must be pinned by its SHA-256 (64 lower-case hex digits)"
+        if "commit" in entry:
+            return f"{where}.commit", "belongs to a git source; an s3 archive is pinned by its sha256"
+        source, source_key = entry["s3"], "s3"
+        if not (S3_OBJECT.fullmatch(source) and source.endswith((".zip", ".tar.gz"))):
+            return f"{where}.s3", "must be s3://bucket/key of a .zip or .tar.gz"
+    if source.startswith("s3://") and not (s3_prefix and source.startswith(s3_prefix)):
+        return f"{where}.{source_key}", (
+            f"is not under MoodlePluginsS3Prefix ({s3_prefix or 'empty'}), the only place the nodes may read"
+        )
+    if "path" in entry and not PLUGIN_PATH.fullmatch(entry["path"]):
+        return f"{where}.path", "must be a directory inside Moodle's code, such as mod/assign/submission/x"
+    return None
+
+
+def plugins_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
+    """The MoodlePlugins value: a JSON list of pinned plugins, each once, with the memcached store when the
+    application cache runs memcached."""
+    try:
+        entries = json.loads(values[PLUGINS_KEY])
+    except json.JSONDecodeError as error:
+        return PLUGINS_KEY, f"is not valid JSON: {error.msg} (column {error.colno})"
+    if not isinstance(entries, list):
+        return PLUGINS_KEY, "must be a list of plugins"
+    for index, entry in enumerate(entries):
+        found = plugin_entry_problem(entry, f"{PLUGINS_KEY}[{index}]", values.get(PLUGINS_S3_PREFIX.name, ""))
+        if found:
+            return found
+    components = [entry["component"] for entry in entries]
+    repeated = sorted({c for c in components if components.count(c) > 1})
+    if repeated:
+        return PLUGINS_KEY, f"lists {repeated[0]} more than once"
+    if values.get("ApplicationCacheEngine") == "memcached" and MEMCACHED_STORE["component"] not in components:
+        return PLUGINS_KEY, (
+            "needs the cachestore_memcached plugin when ApplicationCacheEngine is memcached (Moodle core has "
+            "no memcached store since 4.2; README: Plugins)"
+        )
+    return None
+
+
+def expand_plugins(entries: object, source: str) -> dict[str, object]:
+    """A params file's MoodlePlugins: a YAML list becomes the parameter's JSON text (checked with the
+    others by plugins_problem); a string is taken as that JSON text already."""
+    if isinstance(entries, list):
+        return {PLUGINS_KEY: plugins_json(entries)}
+    return {PLUGINS_KEY: entries}
+
+
 CHECKS = (
     CrossCheck(
         CODE_SHA256.name,
         "is required with MoodleCodeS3Uri (the nodes verify the bundle against it)",
         lambda v: not v.get(CODE_S3_URI.name) or bool(v.get(CODE_SHA256.name)),
     ),
+    FindingCheck(releases.release_problem),
+    FindingCheck(plugins_problem),
 )
+EXPANDERS = {PLUGINS_KEY: expand_plugins}
 
 
 def add_admin_secret(template: Template) -> Secret:
@@ -193,6 +290,29 @@ def add_admin_secret(template: Template) -> Secret:
             "moodle-admin",
         )
     )
+
+
+RELEASE_PARAMETER_NAME = "/moodle-cfn/${SiteName}/moodle-release"
+RELEASE_OUTPUT = "MoodleReleaseParameter"
+
+
+def add_release_parameter(template: Template) -> SsmParameter:
+    """The SSM parameter showing the Moodle release the site runs, written by the node that installs or
+    upgrades it (so an operator sees it without a shell). Ref gives its name."""
+    return template.add_resource(
+        SsmParameter(
+            "MoodleReleaseParameter",
+            Name=Sub(RELEASE_PARAMETER_NAME),
+            Type="String",
+            Value="not installed yet",
+            Description="Moodle release this site runs (written by its web nodes)",
+        )
+    )
+
+
+def release_parameter_arn() -> Sub:
+    """ARN of the release parameter (a name that starts with '/' follows 'parameter' directly)."""
+    return Sub(f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter{RELEASE_PARAMETER_NAME}")
 
 
 def site_settings(values: Mapping[str, AWSHelperFn | str]) -> dict[str, AWSHelperFn | str]:
