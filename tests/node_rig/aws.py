@@ -211,6 +211,9 @@ class Imds:
         self.server.shutdown()
 
 
+NULL = "\x1eNULL\x1e"  # how psql prints NULL for the stand-in (the Data API answers {"isNull": true})
+
+
 class DataApi:
     """The RDS Data API's ExecuteStatement against the rig's PostgreSQL, for the database-role function:
     like the real API, it reads the credentials from `secretArn` itself and binds `:name` parameters as
@@ -228,11 +231,12 @@ class DataApi:
         bound = re.sub(r"(?<!:):([a-z_]+)\b", r":'\1'", sql)
         result = subprocess.run(
             ["psql", "-h", self.host, "-p", str(self.port), "-U", credentials["username"], "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-qtAX", "-F", "\x1f", *variables],
+             "-v", "ON_ERROR_STOP=1", "-qtAX", "-F", "\x1f", "-P", f"null={NULL}", *variables],
             input=bound, capture_output=True, text=True, check=False,
             env={**os.environ, "PGPASSWORD": credentials["password"], "PGSSLMODE": "require"},
         )  # fmt: skip
         if result.returncode != 0:
             raise RuntimeError(f"BadRequestException: {result.stderr.strip()}")
         rows = [line.split("\x1f") for line in result.stdout.splitlines() if line]
-        return {"records": [[{"stringValue": value} for value in row] for row in rows]}
+        return {"records": [[{"isNull": True} if value == NULL else {"stringValue": value} for value in row]
+                            for row in rows]}  # fmt: skip

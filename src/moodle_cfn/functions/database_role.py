@@ -18,6 +18,16 @@ PLAN = (
     " format('ALTER DATABASE %I OWNER TO %I', :database, :user),"
     " format('ALTER SCHEMA public OWNER TO %I', :user)"
 )
+# A database restored from another site's snapshot: its tables belong to that site's user. The master is
+# made a member of each such owner (it needs SET on both sides), then one block hands every table (and the
+# sequences they own) to Moodle's role. Nothing is returned for a new, empty database.
+TABLES = "FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')"
+ADOPT = (
+    f"SELECT format('GRANT %I TO CURRENT_USER', o) FROM (SELECT DISTINCT pg_get_userbyid(relowner) o {TABLES}) s"
+    " WHERE o NOT IN (:user, CURRENT_USER)",
+    "SELECT 'DO $d$BEGIN ' || string_agg(format('ALTER TABLE public.%I OWNER TO %I;', relname, :user), ' ')"
+    f" || ' END$d$' {TABLES} AND pg_get_userbyid(relowner) <> :user",
+)
 
 
 def ensure_role(data, secrets, props):
@@ -39,6 +49,10 @@ def ensure_role(data, secrets, props):
         ]
         for field in row:
             run(field["stringValue"])
+        for plan in ADOPT:
+            for (field,) in run(plan, user=app["username"])["records"]:
+                if "stringValue" in field:
+                    run(field["stringValue"])
     except Exception as error:
         # An error may quote the statement: never let the password reach CloudFormation's events.
         raise RuntimeError(str(error).replace(app["password"], "[password]")) from None

@@ -9,7 +9,7 @@ database. Web nodes never read the master secret, and its rotation never changes
 
 from __future__ import annotations
 
-from troposphere import Equals, GetAtt, If, NoValue, Parameter, Ref, Select, Split, Sub, Template
+from troposphere import Equals, GetAtt, If, Not, NoValue, Parameter, Ref, Select, Split, Sub, Template
 from troposphere.iam import Role
 from troposphere.logs import LogGroup
 from troposphere.rds import (
@@ -44,6 +44,7 @@ from moodle_cfn.layers.network import AVAILABILITY_ZONE_NAMES, DATA, DATABASE_SG
 from moodle_cfn.policies import service_trust_policy
 
 IS_SERVERLESS = "DatabaseIsServerless"
+FROM_SNAPSHOT = "DatabaseFromSnapshot"
 
 # Writer first: the first instance created in an Aurora cluster becomes the writer.
 DATABASE_INSTANCE_SLOTS = (1, 2)
@@ -82,8 +83,8 @@ DATABASE_ENGINE_VERSION = OperatorParameter(
         Default="17.7",
         AllowedPattern=r"^1[67]\.[0-9]{1,2}$",
         ConstraintDescription="An Aurora PostgreSQL 16.x or 17.x version, such as 17.7.",
-        Description="Aurora PostgreSQL version (16.x or 17.x; Moodle 5.2 needs 16 or newer). Aurora applies minor "
-        "upgrades in the maintenance window: before changing this, set it to the version the cluster runs.",
+        Description="Aurora PostgreSQL 16.x or 17.x (Moodle 5.2 needs 16+, 5.3 needs 17). Aurora applies minor "
+        "upgrades itself: set this to the version the cluster runs before changing it.",
     ),
     label="Engine version",
     group=GROUP_DATABASE,
@@ -94,9 +95,8 @@ DATABASE_CAPACITY_MODE = OperatorParameter(
         Type="String",
         Default="provisioned",
         AllowedValues=["provisioned", "serverless-v2"],
-        Description="provisioned: two instances of DatabaseInstanceClass. serverless-v2: two Aurora Serverless v2 "
-        "instances scaling between DatabaseMinCapacity and DatabaseMaxCapacity. Both put a writer and a reader in "
-        "different AZs.",
+        Description="provisioned: two DatabaseInstanceClass instances. serverless-v2: two Serverless v2 instances "
+        "between DatabaseMinCapacity and DatabaseMaxCapacity. Writer and reader in different AZs.",
     ),
     label="Capacity mode",
     group=GROUP_DATABASE,
@@ -149,11 +149,26 @@ DATABASE_MASTER_USERNAME = OperatorParameter(
         Type="String",
         Default="moodle_master",
         AllowedPattern=r"^(?!rds)[a-z][a-z0-9_]{0,15}$",
-        ConstraintDescription="1-16 lower-case letters, digits and underscores, starting with a letter, not rds*.",
-        Description="Master user name. Its password is generated and rotated by RDS in Secrets Manager; Moodle "
-        f"itself connects as the separate '{APP_USER_NAME}' user.",
+        ConstraintDescription="1-16 of a-z, 0-9 and _, starting with a letter, not rds*.",
+        Description="Master user name (RDS keeps its password in Secrets Manager); Moodle connects as "
+        f"'{APP_USER_NAME}'.",
     ),
     label="Master user name",
+    group=GROUP_DATABASE,
+)
+DATABASE_SNAPSHOT = OperatorParameter(
+    Parameter(
+        "DatabaseSnapshotIdentifier",
+        Type="String",
+        Default="",
+        # A DB cluster snapshot by name or ARN; an RDS for PostgreSQL DB snapshot by ARN only
+        # (AWS::RDS::DBCluster, SnapshotIdentifier).
+        AllowedPattern=r"^(arn:aws[a-z-]*:rds:[a-z0-9-]+:[0-9]{12}:(cluster-)?snapshot:[A-Za-z0-9:-]+|[a-z][a-z0-9-]*)?$",
+        ConstraintDescription="Empty, an Aurora cluster snapshot name or ARN, or an RDS DB snapshot ARN.",
+        Description="Start from an existing site's database snapshot (README: Migrate). Never change or clear "
+        "it afterwards: that replaces the cluster.",
+    ),
+    label="Start from snapshot",
     group=GROUP_DATABASE,
 )
 DATABASE_BACKUP_RETENTION_DAYS = number_parameter(
@@ -184,7 +199,7 @@ DATABASE_MAINTENANCE_WINDOW = OperatorParameter(
         Default="sun:02:30-sun:03:30",
         AllowedPattern=r"^(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]-"
         r"(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]$",
-        ConstraintDescription="ddd:hh24:mi-ddd:hh24:mi in UTC, such as sun:02:30-sun:03:30.",
+        ConstraintDescription="ddd:hh24:mi-ddd:hh24:mi (UTC), e.g. sun:02:30-sun:03:30.",
         Description="Weekly maintenance window, UTC (minor version upgrades, patches). Pick a quiet hour, not "
         "an exam period.",
     ),
@@ -219,6 +234,7 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
     DATABASE_MAX_CAPACITY,
     DATABASE_NAME,
     DATABASE_MASTER_USERNAME,
+    DATABASE_SNAPSHOT,
     DATABASE_BACKUP_RETENTION_DAYS,
     DATABASE_BACKUP_WINDOW,
     DATABASE_MAINTENANCE_WINDOW,
@@ -322,6 +338,7 @@ def add_database_plumbing(
 def add_database(template: Template) -> tuple[DBCluster, Secret]:
     """The Aurora cluster, its two instances in different AZs, and Moodle's own database user secret."""
     subnet_group, parameter_group, log_group, monitoring_role = add_database_plumbing(template)
+    template.add_condition(FROM_SNAPSHOT, Not(Equals(Ref(DATABASE_SNAPSHOT.parameter), "")))
     cluster = template.add_resource(
         DBCluster(
             "DatabaseCluster",
@@ -329,16 +346,26 @@ def add_database(template: Template) -> tuple[DBCluster, Secret]:
             DBClusterIdentifier=cluster_identifier(),
             Engine="aurora-postgresql",
             EngineVersion=Ref(DATABASE_ENGINE_VERSION.parameter),
-            DatabaseName=Ref(DATABASE_NAME.parameter),
-            MasterUsername=Ref(DATABASE_MASTER_USERNAME.parameter),
+            # From a snapshot, the database, its master user name and encryption come with it (KmsKeyId
+            # still encrypts an unencrypted snapshot's copy). RDS then puts the master password in its
+            # own secret: CloudFormation's handler applies ManageMasterUserPassword right after the
+            # restore (aws-cloudformation-resource-providers-rds, Translator.modifyDbClusterAfterCreateRequest).
+            SnapshotIdentifier=If(FROM_SNAPSHOT, Ref(DATABASE_SNAPSHOT.parameter), NoValue),
+            DatabaseName=If(FROM_SNAPSHOT, NoValue, Ref(DATABASE_NAME.parameter)),
+            MasterUsername=If(FROM_SNAPSHOT, NoValue, Ref(DATABASE_MASTER_USERNAME.parameter)),
             ManageMasterUserPassword=True,
             # The RDS Data API, for the custom resource that creates Moodle's role (Aurora PostgreSQL
             # provisioned and Serverless v2: RDS Data API reference, "Welcome").
             EnableHttpEndpoint=True,
             MasterUserSecret=If(HAS_DATA_KMS_KEY, {"KmsKeyId": Ref(DATA_KMS_KEY_ARN.parameter)}, NoValue),
             Port=POSTGRES_PORT,
-            StorageEncrypted=True,
-            KmsKeyId=customer_key(),
+            StorageEncrypted=If(FROM_SNAPSHOT, NoValue, True),
+            # An unencrypted snapshot is restored encrypted only when a key is named: RDS's own key then.
+            KmsKeyId=If(
+                HAS_DATA_KMS_KEY,
+                Ref(DATA_KMS_KEY_ARN.parameter),
+                If(FROM_SNAPSHOT, "alias/aws/rds", NoValue),
+            ),
             BackupRetentionPeriod=Ref(DATABASE_BACKUP_RETENTION_DAYS.parameter),
             PreferredBackupWindow=Ref(DATABASE_BACKUP_WINDOW.parameter),
             PreferredMaintenanceWindow=Ref(DATABASE_MAINTENANCE_WINDOW.parameter),

@@ -133,8 +133,8 @@ CLOUDFRONT_PREFIX_LIST_ID = OperatorParameter(
         Default="",
         AllowedPattern=r"^(pl-[0-9a-f]{8,17})?$",
         ConstraintDescription="Empty, or a managed prefix list id such as pl-3b927c52.",
-        Description="Id of the com.amazonaws.global.cloudfront.origin-facing prefix list. Empty: looked up, in "
-        "the regions the README lists; set it elsewhere.",
+        Description="Id of the com.amazonaws.global.cloudfront.origin-facing prefix list. Empty: looked up (in "
+        "the README's regions).",
     ),
     label="CloudFront origin-facing prefix list id (other regions)",
     group=GROUP_EDGE,

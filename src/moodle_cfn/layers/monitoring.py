@@ -48,8 +48,8 @@ ALARM_EMAIL = OperatorParameter(
         Default="",
         AllowedPattern=r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$",
         ConstraintDescription="Empty, or an e-mail address.",
-        Description="Address that receives alarm notifications (confirm the subscription e-mail AWS sends). "
-        "Empty: alarms still go to the AlarmTopicArn topic, for you to subscribe to.",
+        Description="Address for alarm notifications (confirm AWS's subscription e-mail). Empty: alarms still go "
+        "to the AlarmTopicArn topic.",
     ),
     label="Alarm e-mail",
     group=GROUP_MONITORING,

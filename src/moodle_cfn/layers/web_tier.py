@@ -124,8 +124,8 @@ WEB_INSTANCE_TYPE = OperatorParameter(
         Type="String",
         Default="m7g.large",
         AllowedValues=GRAVITON_TYPES + X86_TYPES,
-        Description="Instance type of the web nodes. Graviton (t4g, c7g, m7g, r7g) costs about 20% less than "
-        "the Intel equivalent; the AMI architecture follows the type.",
+        Description="Instance type of the web nodes. Graviton (t4g, c7g, m7g, r7g) costs ~20% less than Intel; "
+        "the AMI follows the type.",
     ),
     label="Web instance type",
     group=GROUP_WEB,
