@@ -50,7 +50,9 @@ def lines() -> dict[str, Line]:
 @functools.cache
 def node_php_versions() -> tuple[str, ...]:
     """The PHP versions the web nodes' platform packages (its `platform_php_versions` array)."""
-    match = re.search(r"^readonly platform_php_versions=\(([^)]*)\)", bootstrap.read(NODE_PLATFORM_FILE), re.M)
+    match = re.search(
+        r"^readonly platform_php_versions=\(([^)]*)\)", bootstrap.read(NODE_PLATFORM_FILE), re.M
+    )
     if match is None:
         raise ValueError(f"{NODE_PLATFORM_FILE} does not define platform_php_versions")
     return tuple(match.group(1).split())
@@ -59,9 +61,7 @@ def node_php_versions() -> tuple[str, ...]:
 def php_for(line: Line, available: tuple[str, ...]) -> str | None:
     """The newest available PHP inside the line's range, as the node chooses it; None when there is none."""
     inside = [
-        php
-        for php in available
-        if version_key(line.php_min) <= version_key(php) <= version_key(line.php_max)
+        php for php in available if version_key(line.php_min) <= version_key(php) <= version_key(line.php_max)
     ]
     return max(inside, key=version_key) if inside else None
 
@@ -71,7 +71,10 @@ def release_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
     version = values["MoodleVersion"]
     if version == LATEST:
         if values.get("MoodleCodeS3Uri"):
-            return "MoodleVersion", "latest cannot describe a code bundle: give the release MoodleCodeS3Uri holds"
+            return (
+                "MoodleVersion",
+                "latest cannot describe a code bundle: give the release MoodleCodeS3Uri holds",
+            )
         return None
     name = version.rsplit(".", 1)[0]
     line = lines().get(name)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from awacs import elasticache, kms, s3
 from troposphere import (
-    And,
-    Condition,
     Equals,
     GetAtt,
     If,

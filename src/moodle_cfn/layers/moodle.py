@@ -312,7 +312,9 @@ def add_release_parameter(template: Template) -> SsmParameter:
 
 def release_parameter_arn() -> Sub:
     """ARN of the release parameter (a name that starts with '/' follows 'parameter' directly)."""
-    return Sub(f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter{RELEASE_PARAMETER_NAME}")
+    return Sub(
+        f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter{RELEASE_PARAMETER_NAME}"
+    )
 
 
 def site_settings(values: Mapping[str, AWSHelperFn | str]) -> dict[str, AWSHelperFn | str]:
