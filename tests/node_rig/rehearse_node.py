@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html import unescape
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 import pytest
 
 from moodle_cfn.functions import database_role
+from moodle_cfn.layers import moodle
 from tests.node_rig import services
 from tests.node_rig.aws import Aws, DataApi, Imds, running_aws
 from tests.node_rig.cfn_init import app_template, init_files
@@ -76,6 +78,9 @@ HEALTH_PATH = "/lb-health"
 NODE_SETUP_FAILED = "moodle-node-setup: FAILED"
 INSTALL_LINE = "installing the Moodle database"
 UPGRADE_LINE = "upgrading Moodle to release"
+# A plugin of the operator's own, shipped as a moodle.org-style zip in S3 (one top directory).
+LOCAL_PLUGIN = {"component": "local_rigcheck", "version": 2026112500, "name": "Rig check plugin"}
+PLUGINS_PREFIX = "s3://rig-code/plugins/"
 # The plugin whose version the upgrade bundle bumps.
 BUMPED_PLUGIN = ("mod/label/version.php", "mod_label")
 T = TypeVar("T")
@@ -99,6 +104,23 @@ def tls() -> Iterator[services.Tls]:
 def aws() -> Iterator[Aws]:
     with running_aws() as endpoints:
         yield endpoints
+
+
+def local_plugin_zip() -> Path:
+    """local_rigcheck as moodle.org ships a plugin: a zip holding one directory named after it."""
+    target = WORK / "local_rigcheck.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    component, version = LOCAL_PLUGIN["component"], LOCAL_PLUGIN["version"]
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr("rigcheck/version.php", (
+            "<?php\ndefined('MOODLE_INTERNAL') || die();\n"
+            f"$plugin->component = '{component}';\n$plugin->version = {version};\n"
+            "$plugin->requires = 2024100700;\n$plugin->maturity = MATURITY_STABLE;\n"
+        ))  # fmt: skip
+        archive.writestr(f"rigcheck/lang/en/{component}.php", (
+            f"<?php\ndefined('MOODLE_INTERNAL') || die();\n$string['pluginname'] = '{LOCAL_PLUGIN['name']}';\n"
+        ))  # fmt: skip
+    return target
 
 
 @dataclass(frozen=True)
@@ -190,6 +212,14 @@ def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports
     bucket = "rig-code"
     code_uri = aws.upload(bucket, "moodle-4.5.0.tar.gz", str(MOODLE_BUNDLE))
     plugin_uri = aws.upload(bucket, "plugins/moodle-cachestore_memcached.bundle", str(PLUGIN_BUNDLE))
+    local_zip = local_plugin_zip()
+    local_uri = aws.upload(bucket, "plugins/local_rigcheck.zip", str(local_zip))
+    # The memcached store as a git bundle in S3 (VPCs without a code host), the operator's own plugin as
+    # a zip: both mechanisms of MoodlePlugins, in the JSON text the stack parameter carries.
+    plugins = [
+        {"component": "cachestore_memcached", "git": plugin_uri, "commit": PLUGIN_COMMIT},
+        {"component": LOCAL_PLUGIN["component"], "s3": local_uri, "sha256": sha256(local_zip)},
+    ]
     parameters = {
         "SiteName": "rig",
         "DomainName": SITE_HOST,
@@ -199,8 +229,8 @@ def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports
         "MoodleSiteShortName": "rig-site_1",
         "MoodleCodeS3Uri": code_uri,
         "MoodleCodeSha256": sha256(MOODLE_BUNDLE),
-        "MemcachedStoreCommit": PLUGIN_COMMIT,
-        "MemcachedStoreSource": plugin_uri,
+        "MoodlePlugins": moodle.plugins_json(plugins),
+        "MoodlePluginsS3Prefix": PLUGINS_PREFIX,
         "SessionCacheEngine": engine,
         "ApplicationCacheEngine": engine,
         "DatabaseName": "moodle",
@@ -217,6 +247,7 @@ def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports
         "MoodleAdminSecret": aws.secret(
             f"rig-{leg}-admin", {"username": "admin", "password": ADMIN_PASSWORD}
         ),
+        "MoodleReleaseParameter": f"/moodle-cfn/rig-{leg}/moodle-release",
         "FileSystemId": "fs-0rehearsal",
         "FileSystemAccessPointId": "fsap-0rehearsal",
     }
@@ -275,12 +306,7 @@ def site(request: pytest.FixtureRequest, tls: services.Tls, aws: Aws) -> Iterato
     site = Site(leg, engine, postgres, aws, tls, nodes, parameters, names, shared, cache_ports)
     try:
         # What the data stack's database-role custom resource does, with its own code, before any node boots.
-        database_role.ensure_role(DataApi(aws, postgres.host, postgres.port), aws.client("secretsmanager"), {
-            "ClusterArn": "arn:aws:rds:us-east-1:123456789012:cluster:rig",
-            "MasterSecretArn": names["DatabaseMasterSecretArn"],
-            "AppSecretArn": names["DatabaseAppUserSecretArn"],
-            "Database": "moodle",
-        })  # fmt: skip
+        run_database_role_function(site, "moodle")
         for node in nodes:
             node.boot_namespace()
             site.write_init_files(node)
@@ -301,6 +327,17 @@ def site(request: pytest.FixtureRequest, tls: services.Tls, aws: Aws) -> Iterato
             **site.steps,
         }
         TIMINGS.write_text(json.dumps(timings, indent=2) + "\n")
+
+
+def run_database_role_function(site: Site, database: str) -> None:
+    """The data stack's database-role custom resource, its own code, through the Data API stand-in."""
+    database_role.ensure_role(DataApi(site.aws, site.postgres.host, site.postgres.port),
+                              site.aws.client("secretsmanager"), {
+        "ClusterArn": "arn:aws:rds:us-east-1:123456789012:cluster:rig",
+        "MasterSecretArn": site.names["DatabaseMasterSecretArn"],
+        "AppSecretArn": site.names["DatabaseAppUserSecretArn"],
+        "Database": database,
+    })  # fmt: skip
 
 
 def start_cron_as_its_unit_runs_it(node: Node) -> subprocess.Popen:
@@ -360,6 +397,34 @@ def test_admin_logs_in_on_node_1_and_the_session_holds_on_node_2(site: Site) -> 
     status, final, page = browser.request(node2, "GET", "/user/profile.php")
     assert status == 200 and final == "/user/profile.php", f"node 2 sent the session to {final}"
     assert "sesskey" in page and "/login/logout.php" in page
+
+
+def test_the_plugins_are_on_both_nodes_and_in_moodles_plugin_list(site: Site) -> None:
+    """MoodlePlugins: the git bundle from S3 and the zip from S3, each verified and placed where its type
+    goes, byte-identical on both nodes, installed once in the database and listed by Moodle."""
+    digests = set()
+    for node in site.nodes:
+        listing = node.run(["sh", "-c", "cd /var/www/moodle && find local/rigcheck cache/stores/memcached "
+                            "-type f -print0 | sort -z | xargs -0 sha256sum"]).stdout  # fmt: skip
+        assert "local/rigcheck/version.php" in listing and "cache/stores/memcached/version.php" in listing
+        digests.add(listing)
+    assert len(digests) == 1
+    component = LOCAL_PLUGIN["component"]
+    installed = site.db(
+        f"SELECT value FROM mdl_config_plugins WHERE plugin = '{component}' AND name = 'version'"
+    )
+    assert installed == str(LOCAL_PLUGIN["version"])
+    admin = Browser(SITE_HOST)
+    admin.log_in(site.nodes[1], "admin", ADMIN_PASSWORD)
+    status, _, page = admin.request(site.nodes[1], "GET", "/admin/plugins.php?contribonly=1")
+    assert status == 200 and LOCAL_PLUGIN["name"] in page and "cachestore_memcached" in page
+
+
+def test_the_release_is_recorded_on_efs_and_published_to_ssm(site: Site) -> None:
+    assert (site.shared / ".moodle-cfn" / "moodle-release").read_text() == "4.5.0\n"
+    parameter = site.aws.client("ssm").get_parameter(Name=site.names["MoodleReleaseParameter"])["Parameter"]
+    assert parameter["Value"] == "4.5.0"
+    assert any("this node runs Moodle 4.5.0" in line for line in lines_with(site, "this node runs Moodle"))
 
 
 def test_sessions_and_application_cache_land_in_their_own_clusters(site: Site) -> None:
@@ -583,3 +648,64 @@ def test_a_failure_is_one_line_that_says_what_failed(site: Site) -> None:
         site.write_init_files(node)
         status, output = node.setup()
     assert status == 0, output[-4000:]
+
+
+def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(site: Site) -> None:
+    """Bring an existing site: its database restored (a copy of the installed one, as a snapshot restore
+    is, with its tables owned by the old site's own user) and its filedir copied to a new, empty EFS. The
+    database-role function hands the tables to Moodle's role; new nodes find the installed site, match
+    its release and never reinstall. One leg: nothing here depends on the cache engine."""
+    if site.leg != LEGS[0]:
+        pytest.skip(f"the restore path runs on the first leg ({LEGS[0]}) only")
+    for node in site.nodes:  # the old site's nodes go (a copy needs no other connections to the source)
+        node.stop()
+    site.postgres.sql_as(MASTER["username"], MASTER["password"], "CREATE ROLE oldsite LOGIN PASSWORD 'old-1'",
+                         "moodle")  # fmt: skip
+    site.postgres.sql("CREATE DATABASE restored TEMPLATE moodle OWNER oldsite")
+    site.postgres.sql(
+        "DO $d$DECLARE t text; BEGIN FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP "
+        "EXECUTE format('ALTER TABLE public.%I OWNER TO oldsite', t); END LOOP; END$d$; "
+        "ALTER SCHEMA public OWNER TO oldsite",
+        "restored",
+    )
+    assert site.postgres.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'",
+                             "restored") == "oldsite"  # fmt: skip
+    run_database_role_function(site, "restored")
+    owners = site.postgres.sql(
+        "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", "restored"
+    )
+    assert owners == "moodle"
+    # moodledata: only the files (filedir) come over, as DataSync or an rsync from an old node would copy
+    # them; caches, sessions, temp and the old MUC config stay behind.
+    shared = site.shared.parent / "efs-restored"
+    shutil.copytree(site.shared / "data" / "filedir", shared / "data" / "filedir")
+    nodes = []
+    for n, address in enumerate(NODE_ADDRESSES, start=1):
+        imds = Imds({**site.nodes[n - 1].imds.metadata, "instance-id": f"i-0restored{n}"})
+        environment = {
+            **site.nodes[n - 1].environment,
+            "RIG_SHARED_DIR": str(shared),
+            "RIG_IMDS_URL": imds.url,
+        }
+        nodes.append(Node(f"restored{n}", address, shared.parent / f"restored{n}", environment, imds=imds))
+    try:
+        for node in nodes:
+            node.boot_namespace()
+            node.install_init_files(init_files({**site.parameters, "DatabaseName": "restored"}, site.names))
+        processes = [node.start_setup() for node in nodes]
+        results = [(process.communicate(timeout=1800)[0], process.returncode) for process in processes]
+        for output, status in results:
+            assert status == 0, output[-4000:]
+            assert INSTALL_LINE not in output and UPGRADE_LINE not in output
+            assert "the database runs 4.5.0" in output
+        assert (shared / ".moodle-cfn" / "moodle-release").read_text() == "4.5.0\n"
+        for node in nodes:
+            # The old site's admin and password: the site came over, it was not installed anew.
+            browser = Browser(SITE_HOST)
+            assert not browser.log_in(node, "admin", ADMIN_PASSWORD).startswith("/login/index.php")
+            assert health(node) == 200
+        assert site.postgres.sql("SELECT count(*) FROM mdl_user WHERE username = 'admin'", "restored") == "1"
+    finally:
+        for node in nodes:
+            node.stop()
+            node.imds.stop()

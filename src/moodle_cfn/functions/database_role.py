@@ -14,19 +14,24 @@ import boto3
 PLAN = (
     "SELECT format(CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :user)"
     " THEN 'ALTER ROLE %I LOGIN PASSWORD %L' ELSE 'CREATE ROLE %I LOGIN PASSWORD %L' END, :user, :password),"
-    " format('GRANT %I TO CURRENT_USER', :user),"
-    " format('ALTER DATABASE %I OWNER TO %I', :database, :user),"
-    " format('ALTER SCHEMA public OWNER TO %I', :user)"
+    " format('GRANT %I TO CURRENT_USER', :user)"
 )
-# A database restored from another site's snapshot: its tables belong to that site's user. The master is
-# made a member of each such owner (it needs SET on both sides), then one block hands every table (and the
-# sequences they own) to Moodle's role. Nothing is returned for a new, empty database.
+# A database restored from another site's snapshot belongs to that site's users. The master is made a
+# member of each current owner (changing an owner needs SET on both sides); built-in pg_ roles are skipped.
 TABLES = "FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')"
-ADOPT = (
-    f"SELECT format('GRANT %I TO CURRENT_USER', o) FROM (SELECT DISTINCT pg_get_userbyid(relowner) o {TABLES}) s"
-    " WHERE o NOT IN (:user, CURRENT_USER)",
-    "SELECT 'DO $d$BEGIN ' || string_agg(format('ALTER TABLE public.%I OWNER TO %I;', relname, :user), ' ')"
-    f" || ' END$d$' {TABLES} AND pg_get_userbyid(relowner) <> :user",
+OWNERS = (
+    "SELECT format('GRANT %I TO CURRENT_USER', o) FROM (SELECT pg_get_userbyid(datdba) o FROM pg_database"
+    " WHERE datname = current_database() UNION SELECT pg_get_userbyid(nspowner) FROM pg_namespace"
+    f" WHERE nspname = 'public' UNION SELECT pg_get_userbyid(relowner) {TABLES}) s"
+    " WHERE o NOT IN (:user, CURRENT_USER) AND o NOT LIKE 'pg\\_%'"
+)
+# Then Moodle's role gets the database, its schema and every table (with the sequences they own), in one
+# block; nothing is left to do (NULL) for a new, empty database.
+GIVE = (
+    "SELECT format('ALTER DATABASE %I OWNER TO %I', current_database(), :user),"
+    " format('ALTER SCHEMA public OWNER TO %I', :user),"
+    " 'DO $d$BEGIN ' || string_agg(format('ALTER TABLE public.%I OWNER TO %I;', relname, :user), ' ')"
+    f" || ' END$d$' {TABLES} AND pg_get_userbyid(relowner) <> :user"
 )
 
 
@@ -44,15 +49,11 @@ def ensure_role(data, secrets, props):
         )
 
     try:
-        (row,) = run(PLAN, user=app["username"], password=app["password"], database=props["Database"])[
-            "records"
-        ]
-        for field in row:
-            run(field["stringValue"])
-        for plan in ADOPT:
-            for (field,) in run(plan, user=app["username"])["records"]:
-                if "stringValue" in field:
-                    run(field["stringValue"])
+        for plan, values in ((PLAN, {"password": app["password"]}), (OWNERS, {}), (GIVE, {})):
+            for row in run(plan, user=app["username"], **values)["records"]:
+                for field in row:
+                    if "stringValue" in field:
+                        run(field["stringValue"])
     except Exception as error:
         # An error may quote the statement: never let the password reach CloudFormation's events.
         raise RuntimeError(str(error).replace(app["password"], "[password]")) from None
