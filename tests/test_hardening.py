@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from moodle_cfn import master
-from moodle_cfn.layers import LAYERS, monitoring, waf
+from moodle_cfn.layers import LAYERS, monitoring, moodle, waf
 from tests.cfn_eval import active_resources, evaluate_conditions, of_type
 
 # Every IAM statement whose Resource is "*", with why nothing narrower exists. Anything else with "*" fails.
@@ -233,11 +233,14 @@ def test_serverless_capacity_alarm_only_in_serverless_mode(monitoring_template):
 def test_dashboard_shows_the_site(monitoring_template):
     body = monitoring_template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     widgets = json.loads(body)["widgets"]
-    assert {w["properties"]["title"] for w in widgets} >= {
+    assert {w["properties"].get("title") for w in widgets} >= {
         "Requests and 5xx",
         "Response time (p95)",
         "Database",
     }
+    # The release the site runs: a line pointing at the parameter the nodes publish it to.
+    (text,) = [w["properties"]["markdown"] for w in widgets if w["type"] == "text"]
+    assert "/moodle-cfn/${SiteName}/moodle-release" in text and moodle.RELEASE_PARAMETER_NAME in text
 
 
 # WAF ------------------------------------------------------------------------------------------------------

@@ -310,6 +310,14 @@ def dashboard_body() -> Sub:
                                   [".", "MeteredIOBytes", ".", "."]], 0, 12),
         widget("Database replica lag (ms)", [["AWS/RDS", "AuroraReplicaLagMaximum", "DBClusterIdentifier", "${DatabaseClusterId}"]], 12, 12, "Maximum"),
     ]  # fmt: skip
+    # The release the site runs, as its web nodes publish it (a text widget cannot read the value itself).
+    parameter = "moodle-cfn/${SiteName}/moodle-release"
+    console = "https://${AWS::Region}.console.aws.amazon.com/systems-manager/parameters"
+    widgets.append({
+        "type": "text", "x": 0, "y": 18, "width": 24, "height": 2,
+        "properties": {"markdown": f"**Moodle release**: the SSM parameter [/{parameter}]({console}/{parameter}/"
+                       "description?region=${AWS::Region}), written by the node that installs or upgrades Moodle."},
+    })  # fmt: skip
     return Sub(json.dumps({"widgets": widgets}, sort_keys=True))
 
 
