@@ -219,10 +219,10 @@ def test_only_one_node_installs_and_it_checks_inside_the_lock():
 def test_code_is_verified_and_identical_on_every_node():
     script = bootstrap.read("moodle-node-setup.sh")
     assert "sha256sum -c" in script and 'git clone --quiet --depth 1 --branch "v$moodle_release"' in script
-    assert re.search(r'rev-parse HEAD\)" == "\$commit"', script)
+    assert re.search(r'rev-parse HEAD\)" == "\$commit"', bootstrap.read("moodle-plugins.sh"))
     # The release (and its archive on EFS) is named by everything that makes the code: the resolved
     # release, the bundle's digest and the plugins with their pins.
-    release = script[script.index("release_id() {") : script.index("fetch_pinned_git() {")]
+    release = script[script.index("release_id() {") : script.index("build_release() {")]
     for name in ("moodle_release", "MOODLE_CODE_SHA256", "MOODLE_PLUGINS"):
         assert f"${name}" in release or f"${{{name}" in release
 

@@ -30,6 +30,7 @@ SHARED_FILES = (
     ("moodle-node-ready.sh", "000755"),
     ("moodle-node-setup.sh", "000755"),
     ("moodle-release.sh", "000644"),
+    ("moodle-plugins.sh", "000644"),
     (releases.LINES_FILE, "000644"),
     ("platform-al2023.sh", "000644"),
     ("moodle-node-ready.service", "000644"),
