@@ -211,7 +211,7 @@ class Imds:
         self.server.shutdown()
 
 
-NULL = "\x1eNULL\x1e"  # how psql prints NULL for the stand-in (the Data API answers {"isNull": true})
+NULL = "(rig:null)"  # how psql prints NULL for the stand-in (the Data API answers {"isNull": true})
 
 
 class DataApi:
