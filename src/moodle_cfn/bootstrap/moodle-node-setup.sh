@@ -194,11 +194,11 @@ cache_settings() {
   local engine=$1 id=$2 endpoint=$3 port=$4 auth_arn=$5
   if [[ $engine == memcached ]]; then
     local servers
-    servers=$(memcached_nodes "$id")
+    servers=$(memcached_nodes "$id") || exit 1  # inside $(...): errexit does not reach
     jq -n --arg servers "$servers" '{engine: "memcached", servers: ($servers | split(","))}'
   else
     local auth
-    auth=$(secret "$auth_arn")
+    auth=$(secret "$auth_arn") || exit 1
     jq -n --arg host "$endpoint" --arg port "$port" --arg cafile "$ca_bundle" \
       --arg auth "$(jq -r .token <<< "$auth")" \
       '{engine: "valkey", host: $host, port: ($port | tonumber), auth: $auth, cafile: $cafile}'
@@ -266,7 +266,8 @@ as_web_user() { runuser -u "$web_user" -- env MOODLE_DIR="$moodle_dir" MOODLE_CF
 # stack (its database-role custom resource): web nodes never hold the master secret.
 psql_moodle() {
   local credentials output
-  credentials=$(secret "$DATABASE_APP_SECRET_ARN")
+  # Called inside $(...), where errexit does not reach: stop here, once reported.
+  credentials=$(secret "$DATABASE_APP_SECRET_ARN") || exit 1
   output=$(PGPASSWORD=$(jq -r .password <<< "$credentials") PGSSLMODE=require PGCONNECT_TIMEOUT=10 \
     psql -h "$DATABASE_HOST" -p "$DATABASE_PORT" -U "$(jq -r .username <<< "$credentials")" -d "$DATABASE_NAME" \
     -v ON_ERROR_STOP=1 -qtAX 2>&1) ||
