@@ -692,8 +692,12 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
         for node in nodes:
             node.boot_namespace()
             node.install_init_files(init_files({**site.parameters, "DatabaseName": "restored"}, site.names))
-        processes = [node.start_setup() for node in nodes]
-        results = [(process.communicate(timeout=1800)[0], process.returncode) for process in processes]
+
+        def boot() -> list[tuple[str, int]]:
+            processes = [node.start_setup() for node in nodes]
+            return [(process.communicate(timeout=1800)[0], process.returncode) for process in processes]
+
+        results = site.timed("first boot of both nodes of a restored site", boot)
         for output, status in results:
             assert status == 0, output[-4000:]
             assert INSTALL_LINE not in output and UPGRADE_LINE not in output
