@@ -16,8 +16,14 @@ $CFG->dbname    = $settings['database']['name'];
 $CFG->dbuser    = $settings['database']['user'];
 $CFG->dbpass    = $settings['database']['password'];
 $CFG->prefix    = 'mdl_';
+// Persistent connections: each PHP-FPM worker keeps its database connection between requests instead of
+// a new TLS handshake and SCRAM login per page: MEASURED_DBPERSIST. Each worker holds one
+// connection, so a node opens at most pm.max_children of them: `moodle-cfn validate` refuses params whose
+// largest fleet could exceed the database's max_connections (src/moodle_cfn/layers/connections.py). At the end
+// of each request PHP rolls back an open transaction on a persistent connection, and Moodle releases its
+// advisory locks itself; a worker killed mid-request closes its connection with it.
 $CFG->dboptions = [
-    'dbpersist' => false,
+    'dbpersist' => true,
     'dbport' => (int) $settings['database']['port'],
     'connecttimeout' => 10,
 ];
