@@ -15,7 +15,8 @@ own files (bench/refarch/); `shipped` is what the node setup installed from src/
 BENCH_COMPARE_REF=<git ref>, `shipped@<ref>` is that commit's node files. The figure is each geometric mean
 over the reference's, in the same run: absolute numbers depend on the machine.
 
-Environment: BENCH_USERS (16), BENCH_SECONDS per page (15), BENCH_WARMUP per page (5),
+Environment: BENCH_USERS (16), BENCH_SECONDS per page (15), BENCH_WARMUP per page (10), BENCH_ROUNDS (1;
+each round measures every configuration again, in the opposite order),
 BENCH_VARIANTS (all, or a comma-separated list of names), BENCH_COMPARE_REF. Writes .rig/bench.json.
 """
 
@@ -46,6 +47,7 @@ LEG = "memcached-17"
 USERS = int(os.environ.get("BENCH_USERS", "16"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "10"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 PASSWORD = "Bench-User-Pass-1!"
 BOOTSTRAP = "src/moodle_cfn/bootstrap"
 # Where the node setup installs each file on the rig's platform (tests/node_rig/platform-debian12.sh).
@@ -84,7 +86,7 @@ TWEAK = str(HERE / "muc-tweak.php")
 # measured effect), then the candidates measured and not kept (README, "Sizing and performance", says why).
 CHANGES = (
     Change("shipped - dbpersist", (("config", "'dbpersist' => true", "'dbpersist' => false"),)),
-    Change("shipped - local-safe caches in APCu", muc=((TWEAK, "unmap-local"),)),
+    Change("shipped + local-safe caches in APCu", muc=(("-d", "apc.enable_cli=1", TWEAK, "map-local"),)),
     Change("shipped + opcache.validate_timestamps=0",
            (("ini", "opcache.validate_timestamps = 1", "opcache.validate_timestamps = 0"),)),
     Change("shipped + opcache.jit=tracing", (("ini", "", "opcache.jit = tracing\nopcache.jit_buffer_size = 64M\n"),)),
@@ -111,7 +113,7 @@ def variants(ref: str | None) -> list[Variant]:
     shipped = shipped_variant("shipped", lambda f: (own / f).read_text(), own / "muc-configure.php")
     reference = Variant("reference", (HERE / "refarch/php.ini").read_text(),
                         (HERE / "refarch/php-fpm.conf").read_text(), (HERE / "refarch/config.php").read_text(),
-                        ((str(HERE / "muc-files.php"),),))  # fmt: skip
+                        ())  # fmt: skip
     found = [reference, shipped]
     if ref:
         show = lambda f: subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{BOOTSTRAP}/{f}"],  # noqa: E731
@@ -192,7 +194,8 @@ def install(site: Site, variant: Variant) -> None:
             (node.root / path.lstrip("/")).write_text(text)
         node.run(["install", "-d", "-o", "www-data", "-g", "www-data", "/var/www/.opcache"])
         node.run(["bash", "-c", f"source {PLATFORM_FILE} && platform_start_web"])
-    for script in variant.muc:
+    # Each variant's MUC choices from Moodle's defaults, not from the previous variant's.
+    for script in ((str(HERE / "muc-files.php"),), *variant.muc):
         as_web_user(site.nodes[0], *script)
     as_web_user(site.nodes[0], "/var/www/moodle/admin/cli/purge_caches.php")
 
@@ -204,6 +207,16 @@ class PageResult:
     non_200: int = 0
     efs: dict[str, int] = field(default_factory=dict)
     places: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: PageResult) -> None:
+        """Another measurement of the same page, summed into this one."""
+        self.requests += other.requests
+        self.seconds += other.seconds
+        self.non_200 += other.non_200
+        for mine, theirs in ((self.efs, other.efs), (self.places, other.places)):
+            for key, count in theirs.items():
+                mine[key] = mine.get(key, 0) + count
+        self.places = dict(sorted(self.places.items(), key=lambda item: -item[1]))
 
     @property
     def rate(self) -> float:
@@ -277,6 +290,11 @@ def measure(site: Site, model: EfsModel, variant: Variant, pages: dict[str, str]
         print(
             f"  {variant.name:<45} {page:<10} {result.rate:7.1f} req/s  non-200 {result.non_200}", flush=True
         )
+    rss = [int(kib) for kib in subprocess.run(["ps", "-o", "rss=", "-C", "php-fpm8.2"], capture_output=True,
+                                                text=True).stdout.split()]  # fmt: skip
+    if rss:
+        print(f"  {variant.name:<45} PHP-FPM processes {len(rss)}, resident {sum(rss) / len(rss) / 1024:.0f} MiB "
+              f"on average (shared OPcache/APCu pages counted in each)")  # fmt: skip
     return results
 
 
@@ -333,12 +351,19 @@ def main() -> int:
                 "course": f"/course/view.php?id={course}",
                 "login": "/login/index.php",
             }
-            results = {v.name: measure(site, model, v, pages, cookies) for v in chosen}
+            # Rounds in alternating order, summed: a drift of the machine's speed during the run (other work
+            # on it, the database warming) weighs on every configuration alike.
+            results: dict[str, dict[str, PageResult]] = {}
+            for round_number in range(ROUNDS):
+                for variant in chosen if round_number % 2 == 0 else reversed(chosen):
+                    for page, result in measure(site, model, variant, pages, cookies).items():
+                        results.setdefault(variant.name, {}).setdefault(page, PageResult()).add(result)
+            results = {v.name: results[v.name] for v in chosen}
             # Leave the shipped configuration in place, as the node setup made it.
     finally:
         services.untrust_ca()
     table = report(results, list(pages))
-    print(f"\n{USERS} users, {SECONDS} s per page after {WARMUP} s of warm-up; EFS model 0.5 ms/read-type op, "
+    print(f"\n{USERS} users, {ROUNDS} x {SECONDS} s per page after {WARMUP} s of warm-up; EFS model 0.5 ms/read-type op, "
           f"2 ms/write-type op; site boot {booted:.0f} s, whole run {time.monotonic() - started:.0f} s\n")  # fmt: skip
     print(table)
     for name in ("reference", "shipped"):
@@ -348,7 +373,7 @@ def main() -> int:
             )
             print(f"  {name} {page}: EFS ops per request by place: {top or 'none'}")
     RESULTS.write_text(json.dumps({
-        "users": USERS, "seconds": SECONDS, "warmup": WARMUP, "leg": LEG,
+        "users": USERS, "seconds": SECONDS, "warmup": WARMUP, "rounds": ROUNDS, "leg": LEG,
         "results": {name: {page: {"requests": r.requests, "seconds": r.seconds, "rate": r.rate,
                                   "non_200": r.non_200, "efs_ops": r.efs,
                                   "efs_ops_by_place": dict(list(r.places.items())[:12])} for page, r in res.items()}

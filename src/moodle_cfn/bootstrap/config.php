@@ -19,9 +19,12 @@ $CFG->prefix    = 'mdl_';
 // Persistent connections: each PHP-FPM worker keeps its database connection between requests instead of
 // a new TLS handshake and SCRAM login per page: MEASURED_DBPERSIST. Each worker holds one
 // connection, so a node opens at most pm.max_children of them: `moodle-cfn validate` refuses params whose
-// largest fleet could exceed the database's max_connections (src/moodle_cfn/layers/connections.py). At the end
-// of each request PHP rolls back an open transaction on a persistent connection, and Moodle releases its
-// advisory locks itself; a worker killed mid-request closes its connection with it.
+// largest fleet could exceed the database's max_connections (src/moodle_cfn/layers/connections.py). Safe
+// in a cluster: nothing of the connection outlives the request: at the end of every request Moodle rolls
+// back an unfinished transaction and drops its temporary tables (moodle_database::dispose), releases its
+// advisory locks (postgres_lock_factory::auto_release, a shutdown handler), and closes leftover cursors
+// when it takes the connection again (pgsql_native_moodle_database::connect); a worker killed mid-request
+// closes its connection with it.
 $CFG->dboptions = [
     'dbpersist' => true,
     'dbport' => (int) $settings['database']['port'],

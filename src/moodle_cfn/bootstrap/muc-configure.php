@@ -1,9 +1,8 @@
 <?php
 // Points Moodle's application cache (MUC) at the application cache cluster: one store instance, and the
 // application mode mapped to it alone. A second store in the mapping would be a chain: every write would
-// also go to the shared file cache on EFS. The definitions Moodle declares safe to keep on each node
-// (canuselocalstore) go to a node-local APCu store instead. Run as the web server user after install
-// and upgrade; safe to run again (it edits the instances when they exist).
+// also go to the shared file cache on EFS. Run as the web server user after install and upgrade; safe
+// to run again (it edits the instance when it exists).
 
 define('CLI_SCRIPT', true);
 
@@ -49,16 +48,10 @@ if ($application['engine'] === 'memcached') {
 
 $writer = cache_config_writer::instance();
 $existing = $writer->get_all_stores();
-$stores = [$name => [$plugin, $configuration]];
-// Node-local: APCu in the PHP-FPM master's shared memory (apc.shm_size in php-moodle.ini), emptied by
-// every PHP-FPM restart (a new release, a reboot).
-$stores[$localname = 'moodle-cfn-local'] = ['apcu', ['prefix' => 'mdl']];
-foreach ($stores as $storename => [$storeplugin, $storeconfiguration]) {
-    if (array_key_exists($storename, $existing)) {
-        $writer->edit_store_instance($storename, $storeplugin, $storeconfiguration);
-    } else {
-        $writer->add_store_instance($storename, $storeplugin, $storeconfiguration);
-    }
+if (array_key_exists($name, $existing)) {
+    $writer->edit_store_instance($name, $plugin, $configuration);
+} else {
+    $writer->add_store_instance($name, $plugin, $configuration);
 }
 $writer->set_mode_mappings([
     cache_store::MODE_APPLICATION => [$name],
@@ -66,18 +59,3 @@ $writer->set_mode_mappings([
     cache_store::MODE_REQUEST => ['default_request'],
 ]);
 mtrace("application cache: {$plugin} store {$name}, mapped alone to the application mode");
-
-// Moodle's own definition of canuselocalstore (cache/classes/definition.php): the cache "is able to safely
-// run with multiple copies on different webservers without any need for administrator intervention to
-// ensure that data stays in sync across nodes", usually through a revision in the key (language strings,
-// course module info). A purge on any node bumps those revisions in the database, so every node stops
-// reading its old copies. Where APCu is not ready (the CLI: apc.enable_cli is off) Moodle falls back to
-// the application store. make bench-node measures what this saves (the comment in php-moodle.ini).
-$local = [];
-foreach ($writer->get_definitions() as $id => $definition) {
-    if (!empty($definition['canuselocalstore']) && $definition['mode'] == cache_store::MODE_APPLICATION) {
-        $writer->set_definition_mappings($id, [$localname]);
-        $local[] = $id;
-    }
-}
-mtrace('node-local APCu store ' . $localname . ' for ' . implode(', ', $local));

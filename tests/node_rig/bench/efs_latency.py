@@ -11,8 +11,9 @@ frequently read data is served faster than that (the same page: sub-millisecond 
 read-type and 2 ms per write-type operation is therefore a kind model of EFS, never a harsh one: a node
 configuration that wins here wins by at least as much on EFS.
 
-Which operations pay: the kernel's FUSE client keeps directory entries and attributes for 1 s (libfuse's
-default entry/attribute timeouts), about what the NFS client keeps between revalidations, and drops a
+Which operations pay: the kernel's FUSE client keeps directory entries, attributes and "no such file"
+answers for 1 s (entry/attribute/negative timeouts), less than the NFS client keeps them between
+revalidations (acregmin 3 s, acdirmin 30 s, negative lookups cached: the nfs(5) defaults), and drops a
 file's cached pages when it is opened again (no kernel_cache option), which is NFS's close-to-open
 consistency: every open and every read of a file's data reaches this process, as it would reach EFS.
 Read-type: lookups and attribute reads (getattr), access, open/opendir, read, readdir, readlink, statfs.
@@ -215,8 +216,8 @@ def main() -> None:
     args = parser.parse_args()
     ops = Passthrough(args.backing, args.read_ms / 1000, args.write_ms / 1000)
     threading.Thread(target=write_stats, args=(ops, args.stats), daemon=True).start()
-    fuse.FUSE(ops, args.mountpoint, foreground=True, nothreads=False, allow_other=True,
-              default_permissions=True, fsname="rig-efs")  # fmt: skip
+    fuse.FUSE(ops, args.mountpoint, foreground=True, nothreads=False, allow_other=True, default_permissions=True,
+              fsname="rig-efs", entry_timeout=1.0, attr_timeout=1.0, negative_timeout=1.0)  # fmt: skip
 
 
 if __name__ == "__main__":
