@@ -6,10 +6,10 @@ Run by `make bench-node` with the rig's own Python (.rig/fuse, mfusepy 3.1.1 on 
 
 Latency model (why 0.5 ms and 2 ms): the Amazon EFS performance specifications
 (https://docs.aws.amazon.com/efs/latest/ug/performance.html, "Performance summary", General Purpose mode,
-Regional file system, Elastic throughput) give ~1 ms per read operation and ~2.7 ms per write operation;
-frequently read data is served faster than that (the same page: sub-millisecond for reads). 0.5 ms per
-read-type and 2 ms per write-type operation is therefore a kind model of EFS, never a harsh one: a node
-configuration that wins here wins by at least as much on EFS.
+Regional file system, Elastic throughput) give ~1 ms per read operation and ~2.7 ms per write operation.
+0.5 ms per read-type and 2 ms per write-type operation is below both, a kind model of EFS, never a harsh
+one: a node configuration that beats another here by avoiding the disk beats it by at least as much on
+EFS.
 
 Which operations pay: the kernel's FUSE client keeps directory entries, attributes and "no such file"
 answers for 1 s (entry/attribute/negative timeouts), less than the NFS client keeps them between
