@@ -10,10 +10,11 @@ the users on each node): the dashboard (/my/), a course page with a dozen activi
 purged and warmed, then each page measured for BENCH_SECONDS.
 
 Configurations: `reference` is the node configuration of aws-samples/aws-refarch-moodle, written from its
-own files (bench/refarch/); `shipped` is what the node setup installed from src/moodle_cfn/bootstrap; each
-`shipped - X` is shipped with one kept setting X reverted, to measure X's own effect; with
-BENCH_COMPARE_REF=<git ref>, `shipped@<ref>` is that commit's node files. The figure is each geometric mean
-over the reference's, in the same run: absolute numbers depend on the machine.
+own files (bench/refarch/); `shipped` is the node files of src/moodle_cfn/bootstrap, as the node setup
+installs them; each `shipped - X` is shipped with one kept setting X reverted (X's own effect), each
+`shipped + X` shipped with a candidate X added (CHANGES); with BENCH_COMPARE_REF=<git ref>,
+`shipped@<ref>` is that commit's node files. The figure is each geometric mean over the reference's, in
+the same run: absolute numbers depend on the machine.
 
 Environment: BENCH_USERS (16), BENCH_SECONDS per page (15), BENCH_WARMUP per page (10), BENCH_ROUNDS (1;
 each round measures every configuration again, in the opposite order),
@@ -83,7 +84,7 @@ class Change:
 
 TWEAK = str(HERE / "muc-tweak.php")
 # Each kept setting of the shipped configuration reverted (its comment in the shipped file gives the
-# measured effect), then the candidates measured and not kept (README, "Sizing and performance", says why).
+# measured effect), then the candidates measured and not kept (README, "Node performance and sizing", says why).
 CHANGES = (
     Change("shipped - dbpersist", (("config", "'dbpersist' => true", "'dbpersist' => false"),)),
     Change("shipped + local-safe caches in APCu", muc=(("-d", "apc.enable_cli=1", TWEAK, "map-local"),)),
@@ -108,7 +109,7 @@ def shipped_variant(name: str, read: Callable[[str], str], muc_script: Path) -> 
 
 
 def variants(ref: str | None) -> list[Variant]:
-    """reference, shipped, shipped@ref, shipped - each kept setting; BENCH_VARIANTS picks some."""
+    """reference, shipped, shipped@ref, then each of CHANGES; BENCH_VARIANTS picks some."""
     own = ROOT / BOOTSTRAP
     shipped = shipped_variant("shipped", lambda f: (own / f).read_text(), own / "muc-configure.php")
     reference = Variant("reference", (HERE / "refarch/php.ini").read_text(),
