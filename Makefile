@@ -15,10 +15,14 @@ CHECKOV := $(BIN)/checkov -d $(TEMPLATES) --framework cloudformation --skip-down
 RIG_PACKAGES := apache2 php8.2-fpm php8.2-cli php8.2-pgsql php8.2-intl php8.2-mbstring php8.2-gd php8.2-soap \
 	php8.2-xml php8.2-zip php8.2-curl php8.2-memcached php8.2-redis php8.2-apcu memcached redis-server \
 	postgresql-client jq git unzip openssl ca-certificates util-linux procps
+# make bench-node also needs a load generator and FUSE (the EFS latency model runs on libfuse3 through mfusepy).
+BENCH_PACKAGES := wrk fuse3 libfuse3-3
+BENCH_FUSE := .rig/fuse
+MFUSEPY_VERSION := 3.1.1
 RIG_AWSCLI := .rig/awscli
 AWSCLI_VERSION := 1.46.3
 
-.PHONY: help venv templates test lint lock clean rig-machine rehearse-node package-check
+.PHONY: help venv templates test lint lock clean rig-machine rehearse-node bench-node package-check
 
 help: ## Show this help
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,7 +45,7 @@ test: $(STAMP) ## Run the whole test suite (golden, cfn-lint, checkov, params, m
 	$(BIN)/pytest
 
 rig-machine: ## Install what the node rehearsal runs on (Debian packages, the AWS CLI; needs root)
-	@missing=$$(for p in $(RIG_PACKAGES); do dpkg -s $$p > /dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(RIG_PACKAGES) $(BENCH_PACKAGES); do dpkg -s $$p > /dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
@@ -49,11 +53,16 @@ rig-machine: ## Install what the node rehearsal runs on (Debian packages, the AW
 	-apache2ctl stop > /dev/null 2>&1; pkill -x memcached; pkill -x redis-server; true
 	@[ -x $(RIG_AWSCLI)/bin/aws ] || { $(PYTHON) -m venv $(RIG_AWSCLI) && \
 	  $(RIG_AWSCLI)/bin/pip install --quiet awscli==$(AWSCLI_VERSION); }
+	@[ -x $(BENCH_FUSE)/bin/python ] && $(BENCH_FUSE)/bin/python -c 'import mfusepy' 2> /dev/null || { \
+	  $(PYTHON) -m venv $(BENCH_FUSE) && $(BENCH_FUSE)/bin/pip install --quiet mfusepy==$(MFUSEPY_VERSION); }
 
 rehearse-node: $(STAMP) rig-machine ## Boot two real Moodle nodes from the templates' node files, on each cache engine and PostgreSQL 17/16
 	rm -f .rig/timings.json
 	$(BIN)/pytest -p no:cacheprovider -v tests/node_rig/rehearse_node.py $(RIG_PYTEST_ARGS)
 	@cat .rig/timings.json
+
+bench-node: $(STAMP) rig-machine ## Pages per second of the rig's two nodes behind an EFS latency model: reference architecture vs shipped node files
+	$(BIN)/python -m tests.node_rig.bench_node
 
 package-check: $(STAMP) ## Build the wheel, install it in a fresh virtualenv (not editable) and rebuild templates/ from it
 	@# setuptools reuses build/lib: a file left there by an earlier build would hide one missing from the wheel.

@@ -34,6 +34,8 @@ PRIVATE_DIRS = (
     ("/var/cache/moodle", False),
     ("/etc/systemd/system", False),
     ("/etc/apache2", True),
+    # a2enmod's markers: two nodes enabling modules at the same moment must not share them.
+    ("/var/lib/apache2", True),
     ("/etc/php", True),
     ("/run", False),
     ("/var/log", False),

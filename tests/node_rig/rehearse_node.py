@@ -23,6 +23,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
@@ -271,19 +272,33 @@ def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports
 
 @pytest.fixture(scope="module", params=LEGS)
 def site(request: pytest.FixtureRequest, tls: services.Tls, aws: Aws) -> Iterator[Site]:
-    leg: str = request.param
+    with running_site(request.param, LEGS.index(request.param), tls, aws) as booted:
+        yield booted
+
+
+# What stands between the nodes and the shared directory: given (leg's work directory, shared directory),
+# a context in which the shared directory is ready (make bench-node puts a latency model of EFS there).
+SharedLayer = Callable[[Path, Path], AbstractContextManager[object]]
+
+
+@contextmanager
+def running_site(leg: str, index: int, tls: services.Tls, aws: Aws,
+                 shared_layer: SharedLayer | None = None) -> Iterator[Site]:  # fmt: skip
+    """One leg's site booted (both nodes set up, cron started on node 1), stopped on exit; `index` picks
+    the leg's ports."""
     engine, major = leg.split("-")
     started_at = time.monotonic()
     workdir = WORK / leg
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    index = LEGS.index(leg)
     binaries = services.postgres_binaries(int(major), CACHE / "postgres")
     postgres = services.start_postgres(binaries, workdir / "postgres", 55400 + index, tls, MASTER["username"],
                                        MASTER["password"], "moodle")  # fmt: skip
     caches, cache_ports = start_caches(engine, workdir, tls, 56400 + 10 * index)
     shared = workdir / "efs"
     shared.mkdir()
+    layer = shared_layer(workdir, shared) if shared_layer else nullcontext()
+    layer.__enter__()
     parameters, names = stack_values(engine, aws, postgres, cache_ports, leg)
     environment = {
         **aws.environment,
@@ -321,6 +336,7 @@ def site(request: pytest.FixtureRequest, tls: services.Tls, aws: Aws) -> Iterato
         for service in caches:
             service.stop()
         postgres.stop()
+        layer.__exit__(None, None, None)
         timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
         timings[f"{leg} ({postgres.version.split(' on ')[0]})"] = {
             "whole leg": round(time.monotonic() - started_at, 1),

@@ -28,7 +28,18 @@ from troposphere.iam import PolicyType
 
 from moodle_cfn.common import SITE_NAME, OperatorParameter, declare_parameters, output_as_parameter
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
-from moodle_cfn.layers import cache, database, edge, file_system, load_balancer, moodle, site, waf, web_tier
+from moodle_cfn.layers import (
+    cache,
+    connections,
+    database,
+    edge,
+    file_system,
+    load_balancer,
+    moodle,
+    site,
+    waf,
+    web_tier,
+)
 from moodle_cfn.policies import WebNodeResources, single_statement_policy
 
 PARAMETERS: tuple[OperatorParameter, ...] = (
@@ -40,7 +51,7 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
     *moodle.PARAMETERS,
     *web_tier.MASTER_ONLY_PARAMETERS,
 )
-CHECKS = (*web_tier.CHECKS, *moodle.CHECKS)
+CHECKS = (*web_tier.CHECKS, *moodle.CHECKS, *connections.CHECKS)
 EXPANDERS = {**web_tier.EXPANDERS, **moodle.EXPANDERS}
 ANY_MEMCACHED = "AnyCacheIsMemcached"
 HAS_CODE_BUNDLE = "HasMoodleCodeBundle"
