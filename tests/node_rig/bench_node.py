@@ -302,25 +302,41 @@ def measure(site: Site, model: EfsModel, variant: Variant, pages: dict[str, str]
 READ_OPS = ("getattr", "access", "open", "opendir", "read", "readdir", "readlink", "statfs")
 
 
-def efs_per_request(result: PageResult) -> tuple[float, float]:
+def efs_per_request(result: PageResult) -> str:
+    """Shared-disk reads + writes per request; n/a when no request completed."""
+    if not result.requests:
+        return "n/a"
     reads = sum(n for op, n in result.efs.items() if op in READ_OPS)
     writes = sum(n for op, n in result.efs.items() if op not in READ_OPS)
-    return reads / max(result.requests, 1), writes / max(result.requests, 1)
+    return f"{reads / result.requests:.1f}+{writes / result.requests:.1f}"
+
+
+def geometric_mean(rates: list[float]) -> float | None:
+    """The geometric mean of the pages' rates; None when a page completed no request in its window (the
+    window was too short to measure that page: give it more BENCH_SECONDS or BENCH_WARMUP)."""
+    if not rates or min(rates) <= 0:
+        return None
+    return math.exp(sum(math.log(rate) for rate in rates) / len(rates))
 
 
 def report(all_results: dict[str, dict[str, PageResult]], pages: list[str]) -> str:
-    geomean = {name: math.exp(sum(math.log(max(r.rate, 1e-9)) for r in res.values()) / len(res))
-               for name, res in all_results.items()}  # fmt: skip
+    geomean = {name: geometric_mean([r.rate for r in res.values()]) for name, res in all_results.items()}
     base = geomean.get("reference")
     head = f"{'configuration':<45}" + "".join(f"{p + ' req/s':>16}" for p in pages)
     head += f"{'geomean':>10}{'x ref':>8}" + "".join(f"{p + ' EFS r+w/req':>22}" for p in pages)
     lines = [head, "-" * len(head)]
     for name, res in all_results.items():
+        mean = geomean[name]
         row = f"{name:<45}" + "".join(f"{res[p].rate:>16.1f}" for p in pages)
-        row += f"{geomean[name]:>10.1f}{(geomean[name] / base if base else float('nan')):>8.2f}"
-        row += "".join(f"{'{:.1f}+{:.1f}'.format(*efs_per_request(res[p])):>22}" for p in pages)
+        row += f"{mean:>10.1f}" if mean is not None else f"{'n/a':>10}"
+        row += f"{mean / base:>8.2f}" if mean is not None and base else f"{'n/a':>8}"
+        row += "".join(f"{efs_per_request(res[p]):>22}" for p in pages)
         errors = sum(r.non_200 for r in res.values())
         lines.append(row + (f"   ({errors} non-200 answers)" if errors else ""))
+    if None in geomean.values():
+        lines.append(
+            "n/a: a page completed no request in its window; measure longer (BENCH_SECONDS, BENCH_WARMUP)"
+        )
     return "\n".join(lines)
 
 
