@@ -22,7 +22,7 @@ MFUSEPY_VERSION := 3.1.1
 RIG_AWSCLI := .rig/awscli
 AWSCLI_VERSION := 1.46.3
 
-.PHONY: help venv templates test lint lock clean rig-machine rehearse-node bench-node package-check
+.PHONY: help venv templates test lint lock clean rig-machine rehearse-node rehearse-faults bench-node package-check
 
 help: ## Show this help
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,11 @@ rehearse-node: $(STAMP) rig-machine ## Boot two real Moodle nodes from the templ
 	rm -f .rig/timings.json
 	$(BIN)/pytest -p no:cacheprovider -v tests/node_rig/rehearse_node.py $(RIG_PYTEST_ARGS)
 	@cat .rig/timings.json
+
+rehearse-faults: $(STAMP) rig-machine ## Inject faults into the rig's two-node site (database outage, failed and interrupted upgrades and installs, rollback, stale warmed node)
+	rm -f .rig/faults.json
+	$(BIN)/pytest -p no:cacheprovider -v tests/node_rig/rehearse_faults.py $(RIG_PYTEST_ARGS)
+	@cat .rig/faults.json
 
 bench-node: $(STAMP) rig-machine ## Pages per second of the rig's two nodes behind an EFS latency model: reference architecture vs shipped node files
 	$(BIN)/python -m tests.node_rig.bench_node

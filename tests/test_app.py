@@ -221,7 +221,7 @@ def test_auto_scaling_group_waits_for_signals_and_rolls_safely(app_template):
     properties = group["Properties"]
     assert properties["VPCZoneIdentifier"] == {"Ref": "AppSubnetIds"}
     assert properties["HealthCheckType"] == "ELB" and properties["HealthCheckGracePeriod"] >= 600
-    assert group["CreationPolicy"]["ResourceSignal"] == {"Count": {"Ref": "WebMinSize"}, "Timeout": "PT30M"}
+    assert group["CreationPolicy"]["ResourceSignal"] == {"Count": {"Ref": "WebMinSize"}, "Timeout": "PT1H"}
     rolling = group["UpdatePolicy"]["AutoScalingRollingUpdate"]
     assert rolling["MinInstancesInService"] == {"Ref": "WebMinSize"} and rolling["MaxBatchSize"] == 1
     assert rolling["WaitOnResourceSignals"] is True

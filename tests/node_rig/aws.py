@@ -2,7 +2,7 @@
 the calls moto cannot answer the way a node needs, with the response shapes of the API references:
 ElastiCache DescribeCacheClusters (moto keeps no cache node endpoints), Auto Scaling
 CompleteLifecycleAction and DescribeAutoScalingGroups (moto has no lifecycle actions), CloudFormation
-SignalResource. The stand-in records every call, so the rehearsal can assert what a node reported."""
+SignalResource, RecordLifecycleActionHeartbeat. The stand-in records every call, so the rehearsal can assert what a node reported."""
 
 from __future__ import annotations
 
@@ -117,7 +117,9 @@ def running_aws() -> Iterator[Aws]:
             return 200, describe_cache_clusters_xml(
                 form["CacheClusterId"], aws.clusters[form["CacheClusterId"]]
             )
-        if action == "CompleteLifecycleAction" and form.get("AutoScalingGroupName") in aws.groups:
+        if action in ("CompleteLifecycleAction", "RecordLifecycleActionHeartbeat") and (
+            form.get("AutoScalingGroupName") in aws.groups
+        ):
             return 200, query_response(action, AUTOSCALING_NS)
         if action == "DescribeAutoScalingGroups":
             name = form.get("AutoScalingGroupNames.member.1", "")

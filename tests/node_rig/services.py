@@ -274,6 +274,15 @@ class Postgres:
         _pg_ctl_stop(self.binaries, self.data)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
+    def pause(self) -> None:
+        """Stop the server (fast: sessions are terminated, as a failover drops them), keeping its data."""
+        _pg_ctl_stop(self.binaries, self.data)
+
+    def resume(self) -> None:
+        """Start the paused server again on the same port and data."""
+        binaries, data = q(self.binaries / "bin"), q(self.data)
+        _as_pgrig(f"{binaries}/pg_ctl -D {data} -l {q(self.log)} -w -t {START_TIMEOUT:.0f} start", env=self.env)
+
 
 def _as_pgrig(cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return _run(f"runuser -u {PG_OS_USER} -- {cmd}", **kw)

@@ -80,15 +80,31 @@ if (!empty($settings['router'])) {
     $CFG->routerconfigured = true;
 }
 
-// A node whose code is older than the database (the health check found it after an upgrade elsewhere)
-// answers 503 until the load balancer has taken it out, instead of Moodle's errors.
-if (!defined('CLI_SCRIPT') && file_exists($CFG->localcachedir . '/node-stale')) {
+// A node whose code is not the code the database runs (another node upgraded it) answers 503 until the
+// load balancer and Auto Scaling have replaced it, instead of Moodle's errors against a newer database.
+// The flag is set below by the first page that finds out; the health check (moodle-health.php) reads it.
+$nodestale = $CFG->localcachedir . '/node-stale';
+$webrequest = !defined('CLI_SCRIPT') || !CLI_SCRIPT;
+$stalepage = function (): void {
     http_response_code(503);
     header('Retry-After: 30');
     exit("This server is being replaced after an upgrade. Please reload the page.\n");
+};
+if ($webrequest && file_exists($nodestale)) {
+    $stalepage();
 }
 
 // Moodle 5.1 moved the web-facing code into public/; config.php stays at the top.
 require_once(is_dir(__DIR__ . '/public') ? __DIR__ . '/public/lib/setup.php' : __DIR__ . '/lib/setup.php');
+
+// Moodle has just read the database's allversionshash with the rest of its settings: compare it with the
+// hash of this node's code (ready.json, from moodle-node-ready.sh), at no extra cost per page.
+if ($webrequest && !empty($CFG->allversionshash)) {
+    $ready = json_decode((string) @file_get_contents('/etc/moodle-cfn/ready.json'), true);
+    if (!empty($ready['versionshash']) && $ready['versionshash'] !== $CFG->allversionshash) {
+        @touch($nodestale);
+        $stalepage();
+    }
+}
 
 // There is no php closing tag in this file, on purpose.

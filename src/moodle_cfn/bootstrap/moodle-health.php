@@ -1,11 +1,12 @@
 <?php
-// The load balancer's health check (the vhost aliases the health path here). 200 only when this node
-// serves this site's Moodle: its setup finished (ready.json, written by moodle-node-ready.sh) and its code
-// is the code the database was installed or upgraded with, by Moodle's own measure (allversionshash,
-// what moodle_needs_upgrading() compares). A node left on older code after an upgrade answers 503 and
-// leaves the load balancer; until it has left, config.php answers its pages with a 503 "being replaced"
-// (the stale flag below), not with Moodle's errors against a newer database. One query per check; with the database down every node answers 503, and a
-// target group whose targets are all unhealthy sends traffic to all of them (fail open).
+// The load balancer's health check (the vhost aliases the health path here, for the load balancer's own
+// requests only). What Auto Scaling replaces a node on must depend on that node alone, never on a
+// dependency the whole fleet shares (Builders' Library, "Implementing health checks": a deep check of a
+// shared dependency turns its blip into the loss of every node). So this reads two files on the node's own
+// disk, with no database, cache or EFS access: it answers 200 when Apache, PHP-FPM and this script run and
+// the node's setup finished (ready.json, written by moodle-node-ready.sh), and 503 when the node's code is
+// older than the database's, which config.php finds on the first page it serves after an upgrade made
+// elsewhere (the node-stale flag: the node must be replaced by one with the new code).
 
 header('Content-Type: text/plain');
 header('Cache-Control: no-store');
@@ -17,34 +18,10 @@ function answer(int $status, string $text): void {
 }
 
 $ready = json_decode((string) @file_get_contents('/etc/moodle-cfn/ready.json'), true);
-if (!is_array($ready) || empty($ready['versionshash'])) {
+if (!is_array($ready) || empty($ready['versionshash']) || empty($ready['stale_flag'])) {
     answer(503, 'not ready');
 }
-$settings = json_decode((string) @file_get_contents(getenv('MOODLE_CFN_SETTINGS') ?: '/etc/moodle-cfn/moodle.json'), true);
-$database = $settings['database'] ?? null;
-if (!is_array($database)) {
-    answer(503, 'no settings');
-}
-// libpq keyword/value string: values quoted, with quotes and backslashes escaped.
-$quote = fn($value) => "'" . addcslashes((string) $value, "'\\") . "'";
-$connection = @pg_connect(implode(' ', [
-    'host=' . $quote($database['host']),
-    'port=' . $quote($database['port']),
-    'dbname=' . $quote($database['name']),
-    'user=' . $quote($database['user']),
-    'password=' . $quote($database['password']),
-    'connect_timeout=3',
-]), PGSQL_CONNECT_FORCE_NEW);
-if ($connection === false) {
-    answer(503, 'database unreachable');
-}
-$result = @pg_query($connection, "SELECT value FROM mdl_config WHERE name = 'allversionshash'");
-$installed = $result ? pg_fetch_result($result, 0, 0) : false;
-pg_close($connection);
-$stale = ($settings['paths']['localcachedir'] ?? '/var/cache/moodle') . '/node-stale';
-if ($installed !== false && $installed !== $ready['versionshash']) {
-    @touch($stale);
+if (file_exists($ready['stale_flag'])) {
     answer(503, 'code and database differ');
 }
-@unlink($stale);
-answer($installed === false ? 503 : 200, $installed === false ? 'not installed' : 'ok');
+answer(200, 'ok');

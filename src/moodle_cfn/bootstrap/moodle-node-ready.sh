@@ -12,6 +12,15 @@ set -Eeuo pipefail
 readonly etc_dir=/etc/moodle-cfn
 readonly share_dir=/usr/share/moodle-cfn
 readonly ready_file=$etc_dir/ready.json
+# Set by config.php when this node's code is not the code the database runs (moodle-health.php reads it).
+readonly stale_flag=/var/cache/moodle/node-stale
+readonly moodledata=/var/moodledata
+# The launch hook's lease: a heartbeat every heartbeat_seconds while the setup runs, for at most
+# heartbeat_budget seconds (CloudFormation waits PT1H for a node's signal; a setup still running then has
+# failed the update anyway). With the hook's HeartbeatTimeout (web_tier.LIFECYCLE_HEARTBEAT_SECONDS, 900 s)
+# a node whose setup hangs or dies without a word is abandoned 15 minutes after its last heartbeat.
+readonly heartbeat_seconds=${MOODLE_CFN_HEARTBEAT_SECONDS:-120}
+readonly heartbeat_budget=3600
 
 # shellcheck source-path=SCRIPTDIR source=platform-al2023.sh
 source "${MOODLE_CFN_PLATFORM:-$share_dir/platform-al2023.sh}"
@@ -57,7 +66,38 @@ signal() {
     log "signalling $status to CloudFormation failed"
 }
 
+heartbeat_pid=""
+
+# Keeps the launch hook's lease while a long step runs (the first install, a database upgrade): without
+# it the hook's timeout abandons a node in the middle of an upgrade. A node in service (a reboot) has no
+# pending lifecycle action: the first answer says so, and the heartbeats stop.
+keep_lease() {
+  trap - ERR
+  local started=$SECONDS output
+  while sleep "$heartbeat_seconds" > /dev/null 2>&1; do
+    if (( SECONDS - started > heartbeat_budget )); then
+      log "the setup has run for more than ${heartbeat_budget}s: no more lifecycle heartbeats"
+      return 0
+    fi
+    output=$(aws autoscaling record-lifecycle-action-heartbeat --region "$(site AWS_REGION)" \
+      --lifecycle-hook-name "$(site LIFECYCLE_HOOK)" --auto-scaling-group-name "$group" \
+      --instance-id "$instance_id" 2>&1) && continue
+    grep -q 'No active Lifecycle Action found' <<< "$output" && return 0
+    log "warning: recording a lifecycle heartbeat failed: $output"
+  done
+}
+
+stop_lease() {
+  if [[ -n $heartbeat_pid ]]; then
+    pkill -P "$heartbeat_pid" 2> /dev/null # its sleep or aws call, which hold the log open
+    kill "$heartbeat_pid" 2> /dev/null
+  fi
+  heartbeat_pid=""
+  return 0
+}
+
 fail() {
+  stop_lease
   log "FAILED: $1; abandoning this node"
   signal FAILURE
   complete_hook ABANDON || true
@@ -66,32 +106,49 @@ fail() {
 trap 'fail "\`$BASH_COMMAND\` exited $?"' ERR
 
 # A warm-pool node built from an older launch template version is not brought into service: CloudFormation
-# replaces only nodes in service, so a stale warmed node is abandoned and the group launches a current one.
-check_launch_template_version() {
+# replaces only nodes in service, so a stale warmed node is discarded and the group launches a current one.
+# Discarded, not failed: no FAILURE signal, which would fail the rolling update that took it from the pool
+# (every update after a new AMI takes warmed nodes of the old version first).
+discard_if_stale() {
   local mine current
   mine=$(imds tags/instance/aws:ec2launchtemplate:version)
   current=$(aws autoscaling describe-auto-scaling-groups --region "$(site AWS_REGION)" \
     --auto-scaling-group-names "$group" --query 'AutoScalingGroups[0].LaunchTemplate.Version' --output text)
-  [[ $current == "$mine" ]] || fail "launch template version $mine, the group runs $current"
+  [[ $current == "$mine" ]] && return 0
+  log "launch template version $mine, the group runs $current: discarding this stale warmed node" \
+    "(the hook abandoned, no failure signalled; the group launches a current node)"
+  complete_hook ABANDON || true
+  exit 0
 }
 
 moodle_answers() {
-  local host
+  local host status
   host=$(site WWWROOT)
-  curl -fsS -o /dev/null --max-time 30 -H "Host: ${host#https://}" -H 'X-Forwarded-Proto: https' \
-    "$local_http/login/index.php"
+  status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 30 -H "Host: ${host#https://}" \
+    -H 'X-Forwarded-Proto: https' "$local_http/login/index.php") || return 1
+  [[ $status == 200 ]] && return 0
+  # The operator's own maintenance mode (no node's record of it): the node serves the maintenance page,
+  # as every other node does, and comes into service.
+  if [[ $status == 503 && -e $moodledata/data/climaintenance.html && ! -e $moodledata/.moodle-cfn/maintenance-owner.json ]]; then
+    log "Moodle is in the operator's maintenance mode: this node serves its maintenance page"
+    return 0
+  fi
+  return 1
 }
 
 main() {
   log "bringing $instance_id into $target_state"
-  rm -f "$ready_file" # the health path answers 503 until the end of this run
+  rm -f "$ready_file" "$stale_flag" # the health path answers 503 until the end of this run
   if [[ $target_state == InService && ${1:-} != --first-boot ]]; then
-    check_launch_template_version
+    discard_if_stale
     # Settings and node files as they are now: the stack may have changed while this node was stopped.
     "$cfn_init" -v --stack "$(site STACK_NAME)" --resource "$(site INIT_RESOURCE)" \
       --region "$(site AWS_REGION)" || fail "cfn-init could not refresh the node files"
   fi
-  "$share_dir/moodle-node-setup.sh" || fail "moodle-node-setup.sh failed (its last line says why)"
+  keep_lease &
+  heartbeat_pid=$!
+  MOODLE_CFN_NODE_ID=$instance_id "$share_dir/moodle-node-setup.sh" ||
+    fail "moodle-node-setup.sh failed (its last line says why)"
   local attempt
   for attempt in $(seq 1 30); do
     moodle_answers && break
@@ -104,10 +161,12 @@ main() {
   versionshash=$(runuser -u "$web_user" -- env MOODLE_DIR=/var/www/moodle php -r \
     'define("CLI_SCRIPT", true); require getenv("MOODLE_DIR") . "/config.php"; echo core_component::get_all_versions_hash();')
   jq -n --arg release "$(readlink -f /var/www/moodle)" --arg versionshash "$versionshash" \
-    --arg at "$(date -u +%FT%TZ)" '{release: $release, versionshash: $versionshash, ready_at: $at}' \
+    --arg stale_flag "$stale_flag" --arg at "$(date -u +%FT%TZ)" \
+    '{release: $release, versionshash: $versionshash, stale_flag: $stale_flag, ready_at: $at}' \
     > "$ready_file.partial"
   chmod 0644 "$ready_file.partial"
   mv "$ready_file.partial" "$ready_file"
+  stop_lease
   complete_hook CONTINUE
   signal SUCCESS
   log "in service: $instance_id"

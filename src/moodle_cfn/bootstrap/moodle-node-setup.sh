@@ -22,6 +22,18 @@ readonly lines_file=$share_dir/moodle-lines.json
 # The release this site runs, recorded by the node that installed or upgraded it (and by the first node
 # of a site whose MoodleVersion is `latest`).
 readonly release_record=$state_dir/moodle-release
+# The code the database runs: {release, archive} of the archive on EFS whose code last installed, upgraded
+# or matched the database. A node asked for older code (a stack rollback after an upgrade) serves this one.
+readonly database_code_record=$state_dir/database-code.json
+# Who turned maintenance mode on, to upgrade what: written before `maintenance.php --enable`, removed
+# after `--disable`. Maintenance mode without this file is the operator's, and is left alone.
+readonly maintenance_owner=$state_dir/maintenance-owner.json
+readonly maintenance_page=$moodledata/data/climaintenance.html
+# Present from the start of the first install until it completed: a node that finds it (and Moodle's
+# tables) knows the install was interrupted, and starts it again.
+readonly install_marker=$state_dir/install-started
+# This node, in the records above (moodle-node-ready.sh passes the instance id).
+readonly node_id=${MOODLE_CFN_NODE_ID:-$(hostname)}
 
 # shellcheck source-path=SCRIPTDIR source=platform-al2023.sh
 source "${MOODLE_CFN_PLATFORM:-$share_dir/platform-al2023.sh}"
@@ -78,8 +90,10 @@ install_base_packages() {
   platform_install_base_packages
 }
 
-# Set by choose_release: the Moodle release (X.Y.Z) this node installs.
+# Set by choose_release: the Moodle release (X.Y.Z) this node installs, and the archive on EFS it serves
+# instead of building its own when it was asked for older code than the database runs.
 moodle_release=""
+database_archive=""
 
 choose_release() {
   step "choosing the Moodle release (MoodleVersion $MOODLE_VERSION)"
@@ -92,6 +106,17 @@ choose_release() {
   if [[ $exists == t ]]; then
     setting=$(psql_moodle <<< "SELECT value FROM mdl_config WHERE name = 'release'")
     installed=$(release_of_setting "$setting")
+  fi
+  local database_code=""
+  [[ -s $database_code_record ]] && database_code=$(jq -r .release "$database_code_record")
+  if [[ $MOODLE_VERSION != latest && -n $database_code ]] && release_older "$MOODLE_VERSION" "$database_code"; then
+    # A stack rollback after an upgrade (or an older MoodleVersion): Moodle cannot go back, the node can
+    # still serve. It runs the code the database runs, from its archive on EFS.
+    moodle_release=$database_code
+    database_archive=$(jq -r .archive "$database_code_record")
+    log "MoodleVersion $MOODLE_VERSION is older than the $database_code the database runs: serving" \
+      "$database_archive, the code the database runs (a rollback does not downgrade Moodle; README: What happens when)"
+    return
   fi
   moodle_release=$(
     flock 9
@@ -154,20 +179,38 @@ build_release() {
   rm -rf "$work"
 }
 
-fetch_code() {
-  local id
-  id=$(release_id)
-  step "getting Moodle $moodle_release (release $id)"
-  local archive=$state_dir/releases/moodle-$moodle_release-$id.tar.gz
-  (
-    flock 9
-    [[ -s $archive.sha256 ]] || build_release "$archive"
-  ) 9> "$state_dir/code.lock"
-  (cd "$state_dir/releases" && sha256sum -c --quiet "$archive.sha256") || die "$archive is corrupt"
+# The archive (name without .tar.gz) of this node's code: the one the inputs make, or the database's.
+code_archive() {
+  if [[ -n $database_archive ]]; then
+    printf '%s\n' "$database_archive"
+  else
+    printf 'moodle-%s-%s\n' "$moodle_release" "$(release_id)"
+  fi
+}
 
-  local release=$code_parent/moodle-$moodle_release-$id
+fetch_code() {
+  local name
+  name=$(code_archive)
+  step "getting Moodle $moodle_release ($name)"
+  local archive=$state_dir/releases/$name.tar.gz
+  if [[ -z $database_archive ]]; then
+    (
+      flock 9
+      [[ -s $archive.sha256 ]] || build_release "$archive"
+    ) 9> "$state_dir/code.lock"
+  fi
+  install_archive "$name"
+}
+
+# Unpack a verified archive from EFS into its own directory (once) and point /var/www/moodle at it.
+install_archive() {
+  local name=$1
+  local archive=$state_dir/releases/$name.tar.gz
+  [[ -s $archive.sha256 ]] || die "$archive is not on EFS"
+  (cd "$state_dir/releases" && sha256sum -c --quiet "$archive.sha256") || die "$archive is corrupt"
+  local release=$code_parent/$name
   if [[ ! -d $release ]]; then
-    log "installing release $id in $release"
+    log "installing $name in $release"
     local staging
     staging=$(mktemp -d "$code_parent/.moodle-XXXXXX")
     tar -xzf "$archive" -C "$staging" --strip-components=1
@@ -275,42 +318,178 @@ psql_moodle() {
   printf '%s' "$output"
 }
 
-# Exactly one node at a time gets here (flock on EFS); the check is made inside the lock.
+# Exactly one node at a time gets here (flock on EFS); every check is made inside the lock. Each fault a
+# node can leave behind (an interrupted first install, maintenance mode left on, a database upgraded by
+# newer code) is repaired by the next node that gets here, or stops it with one line that says what to do.
 install_or_upgrade() {
   step "installing or upgrading the database (one node at a time)"
   # shellcheck source=/dev/null
   source "$etc_dir/runtime.env"
-  local cli=$MOODLE_PUBLIC/admin/cli
   (
     flock 9
-    if [[ "$(psql_moodle <<< "SELECT to_regclass('public.mdl_config') IS NOT NULL")" != t ]]; then
-      log "installing the Moodle database (first node of the site)"
-      local admin
-      admin=$(secret "$ADMIN_SECRET_ARN")
-      as_web_user php "$cli/install_database.php" --agree-license --adminuser=admin \
-        --adminpass="$(jq -r .password <<< "$admin")" --adminemail="$ADMIN_EMAIL" \
-        --fullname="$SITE_FULL_NAME" --shortname="$SITE_SHORT_NAME"
+    local installed
+    installed=$(psql_moodle <<< "SELECT to_regclass('public.mdl_config') IS NOT NULL")
+    if [[ $installed == t && -e $install_marker ]]; then
+      reset_interrupted_install
+      installed=f
+    fi
+    if [[ $installed != t ]]; then
+      install_site
     else
-      local pending=0
-      as_web_user php "$cli/upgrade.php" --is-pending > /dev/null || pending=$?
-      if [[ $pending == 2 ]]; then
-        log "upgrading Moodle to release $(release_id) (maintenance mode on for every node)"
-        as_web_user php "$cli/maintenance.php" --enable
-        as_web_user php "$cli/upgrade.php" --non-interactive
-        as_web_user php "$cli/maintenance.php" --disable
-        as_web_user php "$cli/purge_caches.php"
-      elif [[ $pending != 0 ]]; then
-        # Moodle says why above; older code than the database (a downgrade) ends here, before any change.
-        die "Moodle refuses this code for this database (upgrade.php --is-pending exited $pending; a downgrade?)"
-      fi
+      [[ "$(psql_moodle <<< "SELECT count(*) FROM mdl_config WHERE name = 'rolesactive'")" == 1 ]] ||
+        die "the database holds a Moodle install that never finished and that this site did not start" \
+          "(no rolesactive setting, no $install_marker): empty the database or restore a complete one"
+      bring_code_and_database_together
     fi
     as_web_user php "$share_dir/muc-configure.php"
     record_release
   ) 9> "$state_dir/install.lock"
 }
 
-# The release the database now runs: on EFS for the next nodes, and in the site's SSM parameter for the
-# operator (no shell needed to see what a site runs).
+install_site() {
+  log "installing the Moodle database (first node of the site)"
+  jq -n --arg node "$node_id" --arg at "$(date -u +%FT%TZ)" '{node: $node, at: $at}' > "$install_marker"
+  local admin
+  admin=$(secret "$ADMIN_SECRET_ARN")
+  as_web_user php "$MOODLE_PUBLIC/admin/cli/install_database.php" --agree-license --adminuser=admin \
+    --adminpass="$(jq -r .password <<< "$admin")" --adminemail="$ADMIN_EMAIL" \
+    --fullname="$SITE_FULL_NAME" --shortname="$SITE_SHORT_NAME"
+  rm -f "$install_marker"
+}
+
+# A first install that died part-way (the node killed, the database lost): nothing but the install has
+# used these tables (the site never went into service), so they are dropped and the install starts again.
+reset_interrupted_install() {
+  log "the first install of this site did not finish (started $(jq -r '"by \(.node) at \(.at)"' "$install_marker")):" \
+    "dropping its tables and installing again"
+  psql_moodle > /dev/null <<'SQL'
+DO $reset$
+DECLARE t text;
+BEGIN
+  FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'mdl\_%' LOOP
+    EXECUTE format('DROP TABLE public.%I CASCADE', t);
+  END LOOP;
+END
+$reset$;
+SQL
+  # What the interrupted install cached (the MUC configuration among it) goes with its tables.
+  rm -rf "${moodledata:?}/data/muc" "${moodledata:?}/cache/"* "${local_cache:?}/"*
+}
+
+# Whether Moodle accepts this node's code for the database: 0 same versions, 2 an upgrade to run,
+# 1 older code than the database (or another refusal, said above by Moodle).
+upgrade_pending() {
+  local pending=0
+  as_web_user php "$MOODLE_PUBLIC/admin/cli/upgrade.php" --is-pending > /dev/null || pending=$?
+  printf '%s\n' "$pending"
+}
+
+bring_code_and_database_together() {
+  local pending
+  pending=$(upgrade_pending)
+  if [[ $pending == 1 ]]; then
+    serve_database_code
+    pending=$(upgrade_pending)
+  fi
+  case $pending in
+    0) ;;
+    2) upgrade_site ;;
+    *) die "Moodle refuses this code for this database (upgrade.php --is-pending exited $pending; said above)" ;;
+  esac
+  if [[ -e $maintenance_page && -e $maintenance_owner ]]; then
+    log "maintenance mode was left on by $(jq -r '"\(.node) (upgrading to \(.archive) since \(.at))"' "$maintenance_owner");" \
+      "the database needs nothing more from this code: turning it off"
+    maintenance_off
+  elif [[ -e $maintenance_page ]]; then
+    log "maintenance mode is on and no node of this site turned it on (the operator's): leaving it on"
+  fi
+}
+
+# Older code than the database: a stack rollback after an upgrade (same MoodleVersion, an older bundle or
+# plugin pin). The node serves the code the database runs, from its archive on EFS, instead of failing:
+# the code of an upgrade that stopped part-way if one did (its maintenance record), else the recorded one.
+serve_database_code() {
+  local mine record=$database_code_record database
+  mine=$(code_archive)
+  [[ -e $maintenance_page && -s $maintenance_owner ]] && record=$maintenance_owner
+  [[ -s $record ]] || die "Moodle refuses this code: it is older than the database" \
+    "(upgrade.php --is-pending exited 1) and no archive of the database's code is recorded in $record"
+  database=$(jq -r .archive "$record")
+  [[ $database != "$mine" ]] || die "Moodle refuses $mine, the code the database was recorded with (said above)"
+  log "$mine is older than what the database runs: serving $database, the code the database runs" \
+    "(a rollback does not downgrade Moodle; README: What happens when)"
+  moodle_release=$(jq -r .release "$record")
+  database_archive=$database
+  install_archive "$database"
+  write_settings
+  configure_web_server
+  # shellcheck source=/dev/null
+  source "$etc_dir/runtime.env"
+}
+
+# What an upgrade changes first: the versions Moodle records for itself and each plugin, its tables.
+database_fingerprint() {
+  psql_moodle <<'SQL'
+SELECT md5(concat_ws('|',
+  (SELECT string_agg(name || '=' || value, ',' ORDER BY name) FROM mdl_config
+    WHERE name IN ('version', 'release', 'allversionshash')),
+  (SELECT string_agg(plugin || '=' || value, ',' ORDER BY plugin) FROM mdl_config_plugins WHERE name = 'version'),
+  (SELECT count(*) FROM pg_tables WHERE schemaname = 'public')))
+SQL
+}
+
+maintenance_on() {
+  jq -n --arg node "$node_id" --arg release "$moodle_release" --arg archive "$(code_archive)" \
+    --arg at "$(date -u +%FT%TZ)" '{node: $node, release: $release, archive: $archive, at: $at}' \
+    > "$maintenance_owner.partial"
+  mv "$maintenance_owner.partial" "$maintenance_owner"
+  as_web_user php "$MOODLE_PUBLIC/admin/cli/maintenance.php" --enable
+}
+
+maintenance_off() {
+  as_web_user php "$MOODLE_PUBLIC/admin/cli/maintenance.php" --disable
+  rm -f "$maintenance_owner"
+}
+
+# The upgrade, under maintenance mode. When it fails, the database says whether anything was committed:
+# nothing (a plugin's dependency or an environment check refused it) ends maintenance mode, so the nodes
+# on the old code keep serving; something leaves maintenance mode on, with one line saying so.
+upgrade_site() {
+  local name before output status=0
+  name=$(code_archive)
+  log "upgrading Moodle to release $name (maintenance mode on for every node)"
+  before=$(database_fingerprint)
+  maintenance_on
+  output=$(mktemp)
+  as_web_user php "$MOODLE_PUBLIC/admin/cli/upgrade.php" --non-interactive > "$output" 2>&1 || status=$?
+  cat "$output" >&2
+  if [[ $status != 0 ]]; then
+    local reason
+    reason=$(grep -v '^[[:space:]!-]*$' "$output" | tail -n 2 | tr -s '\n' ' ' | sed 's/ *$//')
+    rm -f "$output"
+    if [[ "$(database_fingerprint)" == "$before" ]]; then
+      maintenance_off
+      die "the upgrade to $name failed before changing the database (upgrade.php exited $status: $reason);" \
+        "maintenance mode is off and the site keeps serving the code it ran"
+    fi
+    die "the upgrade to $name failed after changing the database (upgrade.php exited $status: $reason):" \
+      "maintenance mode stays on; fix the cause and update the stack again, or restore the snapshot taken" \
+      "before the upgrade (README: What happens when an upgrade fails)"
+  fi
+  rm -f "$output"
+  record_database_code
+  maintenance_off
+  as_web_user php "$MOODLE_PUBLIC/admin/cli/purge_caches.php"
+}
+
+record_database_code() {
+  jq -n --arg release "$moodle_release" --arg archive "$(code_archive)" '{release: $release, archive: $archive}' \
+    > "$database_code_record.partial"
+  mv "$database_code_record.partial" "$database_code_record"
+}
+
+# The release the database now runs: on EFS for the next nodes (the release, and the archive of the code
+# that matches the database), and in the site's SSM parameter for the operator.
 record_release() {
   local recorded=""
   [[ -s $release_record ]] && recorded=$(< "$release_record")
@@ -318,6 +497,7 @@ record_release() {
     printf '%s\n' "$moodle_release" > "$release_record.partial"
     mv "$release_record.partial" "$release_record"
   fi
+  record_database_code
   local published
   published=$(aws ssm put-parameter --region "$AWS_REGION" --name "$RELEASE_PARAMETER" --type String --overwrite \
     --value "$moodle_release" 2>&1) ||

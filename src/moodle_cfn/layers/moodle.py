@@ -384,6 +384,7 @@ NOT_SITE_SETTINGS = frozenset(
         "PGSSLMODE",
         "PGCONNECT_TIMEOUT",
         "MOODLE_CFN_PLATFORM",
+        "MOODLE_CFN_NODE_ID",
         "MOODLE_DIR",
         "MOODLE_PUBLIC",
         "BASH_COMMAND",

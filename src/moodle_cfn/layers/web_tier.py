@@ -97,7 +97,11 @@ AL2023_AMI = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{ar
 # A cold boot installs packages and, on the first node, the Moodle database: give it time before the load
 # balancer's verdict counts.
 HEALTH_CHECK_GRACE_SECONDS = 900
-SIGNAL_TIMEOUT = "PT30M"
+# How long CloudFormation waits for a node's signal, at creation and per batch of a rolling update: PT1H,
+# the longest PauseTime CloudFormation accepts. The rig measured a first boot of both nodes (one installs
+# the site) at 80-110 s and an upgrade roll at 46-58 s on a small site; a major upgrade of a large database
+# takes tens of minutes (README: upgrades longer than an hour are run before the stack update).
+SIGNAL_TIMEOUT = "PT1H"
 SCHEDULE_SLOTS = (1, 2, 3)
 # Five cron fields (minute hour day-of-month month day-of-week) of an Auto Scaling recurrence.
 CRON_FIELD = r"[0-9A-Za-z*/,?#-]+"
@@ -105,10 +109,11 @@ CRON_EXPRESSION = rf"{CRON_FIELD}( {CRON_FIELD}){{4}}"
 LOG_NAMES = ("bootstrap", "apache-access", "apache-error", "php-fpm", "moodle-cron")
 ASG_TITLE = "WebAutoScalingGroup"
 # The launch lifecycle hook a node completes itself (moodle-node-ready.sh): CONTINUE once Moodle answers on
-# it, ABANDON when its setup fails; no answer within the heartbeat (a first node installs the database, 10-15
-# minutes) abandons it too.
+# it, ABANDON when its setup fails. While the setup runs the node records a heartbeat every 2 minutes (for
+# up to the hour CloudFormation waits), so a long install or upgrade keeps the hook; a node silent for 15
+# minutes (its setup hung or died) is abandoned.
 LIFECYCLE_HOOK = "moodle-node-ready"
-LIFECYCLE_HEARTBEAT_SECONDS = 1800
+LIFECYCLE_HEARTBEAT_SECONDS = 900
 # The tag that lets a node complete its own group's lifecycle actions (policies.web_node_policy).
 GROUP_SITE_TAG = "moodle-cfn-site"
 LAUNCH_TEMPLATE_TITLE = "WebLaunchTemplate"
