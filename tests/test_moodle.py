@@ -212,8 +212,9 @@ def test_only_one_node_installs_and_it_checks_inside_the_lock():
         < body.index("install_database.php")
     )
     assert '9> "$state_dir/install.lock"' in body
-    assert body.index("maintenance.php\" --enable") < body.index("upgrade.php\" --non-interactive") < body.index(
-        "maintenance.php\" --disable")  # fmt: skip
+    upgrade = body[body.index("upgrade_site() {") :]
+    assert upgrade.index("maintenance_on") < upgrade.index("upgrade.php\" --non-interactive") < upgrade.index(
+        "maintenance_off")  # fmt: skip
 
 
 def test_code_is_verified_and_identical_on_every_node():

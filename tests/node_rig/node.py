@@ -8,6 +8,7 @@ node setup itself), the database and the caches.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -132,10 +133,8 @@ class Node:
             if not victims:
                 return
             for pid in victims:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.2)
 
     def file(self, path: str) -> str:

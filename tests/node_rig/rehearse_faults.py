@@ -135,8 +135,12 @@ def test_the_health_path_answers_only_the_load_balancer(site: Site) -> None:
     refused = {
         "the site's name": {"Host": SITE_HOST},
         "relayed by the load balancer's listener": {"Host": node.address, "X-Forwarded-For": "203.0.113.7"},
-        "through CloudFront": {"Host": SITE_HOST, "Via": "1.1 abc.cloudfront.net (CloudFront)",
-                               "X-Amz-Cf-Id": "x", "X-Forwarded-For": "203.0.113.7"},  # fmt: skip
+        "through CloudFront": {
+            "Host": SITE_HOST,
+            "Via": "1.1 abc.cloudfront.net (CloudFront)",
+            "X-Amz-Cf-Id": "x",
+            "X-Forwarded-For": "203.0.113.7",
+        },
         "CloudFront's id alone": {"Host": node.address, "X-Amz-Cf-Id": "x"},
     }
     seen = {case: status(headers) for case, headers in refused.items()}
@@ -257,7 +261,8 @@ def test_an_upgrade_refused_by_a_plugin_dependency_leaves_the_site_serving(site:
 
 
 def test_a_node_killed_between_the_upgrade_and_maintenance_off_is_cleaned_up_by_the_next(
-    site: Site, upgrade_bundle: UpgradeBundle
+    site: Site,
+    upgrade_bundle: UpgradeBundle,  # noqa: F811  (the fixture imported above)
 ) -> None:
     node1, node2 = site.nodes
     maintenance = site.shared / "data" / "climaintenance.html"
@@ -266,7 +271,9 @@ def test_a_node_killed_between_the_upgrade_and_maintenance_off_is_cleaned_up_by_
     killed_at = None
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and process.poll() is None:
-        listing = subprocess.run(["pgrep", "-af", "maintenance.php --disable"], capture_output=True, text=True)
+        listing = subprocess.run(
+            ["pgrep", "-af", "maintenance.php --disable"], capture_output=True, text=True
+        )
         if listing.stdout.strip():
             node2.kill_all()
             killed_at = time.monotonic()
@@ -276,9 +283,9 @@ def test_a_node_killed_between_the_upgrade_and_maintenance_off_is_cleaned_up_by_
     assert killed_at is not None, output[-3000:]
     assert UPGRADE_LINE in output
     # The upgrade committed, maintenance mode stayed on, with the record of whose it is.
-    assert site.db("SELECT value FROM mdl_config_plugins WHERE plugin = 'mod_label' AND name = 'version'") == str(
-        upgrade_bundle.version
-    )
+    assert site.db(
+        "SELECT value FROM mdl_config_plugins WHERE plugin = 'mod_label' AND name = 'version'"
+    ) == str(upgrade_bundle.version)
     assert maintenance.exists() and (site.shared / MAINTENANCE_OWNER).exists()
     assert page_status(node1, Browser(SITE_HOST)) == 503  # every node serves the maintenance page
     # The next node of the rolling update (node 1 with the new inputs) finds it on, nothing pending: off.

@@ -281,7 +281,9 @@ class Postgres:
     def resume(self) -> None:
         """Start the paused server again on the same port and data."""
         binaries, data = q(self.binaries / "bin"), q(self.data)
-        _as_pgrig(f"{binaries}/pg_ctl -D {data} -l {q(self.log)} -w -t {START_TIMEOUT:.0f} start", env=self.env)
+        _as_pgrig(
+            f"{binaries}/pg_ctl -D {data} -l {q(self.log)} -w -t {START_TIMEOUT:.0f} start", env=self.env
+        )
 
 
 def _as_pgrig(cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -89,8 +89,8 @@ keep_lease() {
 
 stop_lease() {
   if [[ -n $heartbeat_pid ]]; then
-    pkill -P "$heartbeat_pid" 2> /dev/null # its sleep or aws call, which hold the log open
-    kill "$heartbeat_pid" 2> /dev/null
+    pkill -P "$heartbeat_pid" 2> /dev/null || true # its sleep or aws call, which hold the log open
+    kill "$heartbeat_pid" 2> /dev/null || true
   fi
   heartbeat_pid=""
   return 0

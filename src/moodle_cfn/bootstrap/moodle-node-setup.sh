@@ -18,7 +18,7 @@ readonly code_parent=/var/www
 readonly moodle_dir=$code_parent/moodle
 readonly local_cache=/var/cache/moodle
 readonly settings_file=$etc_dir/moodle.json
-readonly lines_file=$share_dir/moodle-lines.json
+readonly moodle_lines=$share_dir/moodle-lines.json
 # The release this site runs, recorded by the node that installed or upgraded it (and by the first node
 # of a site whose MoodleVersion is `latest`).
 readonly release_record=$state_dir/moodle-release
@@ -118,16 +118,18 @@ choose_release() {
       "$database_archive, the code the database runs (a rollback does not downgrade Moodle; README: What happens when)"
     return
   fi
+  # The lock's file is opened inside the substitution: a redirection after it would not reach its subshell.
   moodle_release=$(
+    exec 9> "$state_dir/release.lock"
     flock 9
-    resolve_release "$MOODLE_VERSION" "$release_record" "$installed" "$lines_file" "$postgresql"
-  ) 9> "$state_dir/release.lock"
+    resolve_release "$MOODLE_VERSION" "$release_record" "$installed" "$moodle_lines" "$postgresql"
+  )
   log "this node runs Moodle $moodle_release${installed:+ (the database runs $installed)}"
 }
 
 install_php() {
   local php with_redis=false
-  php=$(php_for_release "$moodle_release" "$lines_file" "${platform_php_versions[@]}")
+  php=$(php_for_release "$moodle_release" "$moodle_lines" "${platform_php_versions[@]}")
   step "installing PHP $php for Moodle $moodle_release"
   uses_valkey && with_redis=true
   platform_install_php "$php" "$with_redis"
@@ -384,10 +386,21 @@ upgrade_pending() {
   printf '%s\n' "$pending"
 }
 
+# Components whose code here is older than the database's record of them (moodle-downgrades.php); none
+# when this code is the database's or newer.
+older_components() {
+  local older status=0
+  older=$(as_web_user php "$share_dir/moodle-downgrades.php") || status=$?
+  [[ $status == 0 || $status == 3 ]] || die "cannot compare this code's versions with the database's (exit $status)"
+  printf '%s' "$older"
+}
+
 bring_code_and_database_together() {
-  local pending
+  local pending older=""
   pending=$(upgrade_pending)
-  if [[ $pending == 1 ]]; then
+  [[ $pending == 2 ]] && older=$(older_components)
+  if [[ $pending == 1 || -n $older ]]; then
+    [[ -n $older ]] && log "older than the database here: $(paste -sd ',' <<< "$older")"
     serve_database_code
     pending=$(upgrade_pending)
   fi
@@ -465,7 +478,9 @@ upgrade_site() {
   cat "$output" >&2
   if [[ $status != 0 ]]; then
     local reason
-    reason=$(grep -v '^[[:space:]!-]*$' "$output" | tail -n 2 | tr -s '\n' ' ' | sed 's/ *$//')
+    # Moodle's own error lines ("!!! ... !!!", from cli_error) say why; else the last lines it printed.
+    reason=$({ grep '^!!! ' "$output" || grep -v '^[[:space:]!-]*$' "$output" | tail -n 2; } | head -n 2 |
+      sed 's/^!* *//; s/ *!*$//' | paste -sd ' ')
     rm -f "$output"
     if [[ "$(database_fingerprint)" == "$before" ]]; then
       maintenance_off

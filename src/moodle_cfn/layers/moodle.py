@@ -35,6 +35,7 @@ SHARED_FILES = (
     ("platform-al2023.sh", "000644"),
     ("moodle-node-ready.service", "000644"),
     ("moodle-health.php", "000644"),
+    ("moodle-downgrades.php", "000644"),
     ("config.php", "000644"),
     ("muc-configure.php", "000644"),
     ("moodle-vhost.conf", "000644"),

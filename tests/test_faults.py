@@ -1,0 +1,78 @@
+"""What keeps a fault small, read off the templates and node files (make rehearse-faults injects the faults
+into a running site): a health check that depends on the node alone, a launch hook whose lease outlasts
+long steps, Apache keeping connections longer than the load balancer."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from moodle_cfn import bootstrap
+from moodle_cfn.layers import app, web_tier
+
+
+@pytest.fixture(scope="module")
+def app_template() -> dict[str, Any]:
+    return json.loads(app.build().to_json())
+
+
+def load_balancer_attribute(app_template: dict, key: str) -> str:
+    attributes = app_template["Resources"]["LoadBalancer"]["Properties"]["LoadBalancerAttributes"]
+    (value,) = [item["Value"] for item in attributes if item["Key"] == key]
+    return value
+
+
+def test_apache_keeps_idle_connections_longer_than_the_load_balancer(app_template):
+    idle = int(load_balancer_attribute(app_template, "idle_timeout.timeout_seconds"))
+    vhost = bootstrap.read("moodle-vhost.conf")
+    assert re.search(r"^\s*KeepAlive On$", vhost, re.M)
+    (keep_alive,) = re.findall(r"^\s*KeepAliveTimeout (\d+)$", vhost, re.M)
+    assert int(keep_alive) > idle
+
+
+def test_the_health_check_reads_only_the_nodes_own_disk():
+    health = bootstrap.read("moodle-health.php")
+    code = "\n".join(line for line in health.splitlines() if not line.lstrip().startswith("//"))
+    for shared in ("pg_connect", "pg_pconnect", "pg_query", "moodledata", "curl", "Memcached", "Redis"):
+        assert shared not in code, shared
+    assert "/etc/moodle-cfn/ready.json" in code and "stale_flag" in code
+
+
+def test_the_health_path_is_refused_to_anything_but_the_load_balancers_checks():
+    vhost = bootstrap.read("moodle-vhost.conf")
+    section = vhost[vhost.index('<Files "moodle-health.php">') : vhost.index("</Files>")]
+    (rule,) = re.findall(r'Require expr "(.+)"', section)
+    assert "%{HTTP_HOST} =~ /^[0-9]{1,3}([.][0-9]{1,3}){3}(:[0-9]+)?$/" in rule
+    for header in ("X-Forwarded-For", "Via", "X-Amz-Cf-Id"):
+        assert f"-z %{{HTTP:{header}}}" in rule
+    assert "Require all granted" not in section
+
+
+def test_the_launch_hooks_lease_outlasts_a_long_install_or_upgrade(app_template):
+    group = app_template["Resources"]["WebAutoScalingGroup"]
+    (hook,) = group["Properties"]["LifecycleHookSpecificationList"]
+    ready = bootstrap.read("moodle-node-ready.sh")
+    interval = int(re.search(r"heartbeat_seconds=\$\{MOODLE_CFN_HEARTBEAT_SECONDS:-(\d+)\}", ready).group(1))
+    budget = int(re.search(r"heartbeat_budget=(\d+)", ready).group(1))
+    # Several heartbeats fit in the hook's timeout, and they go on for as long as CloudFormation waits.
+    assert hook["HeartbeatTimeout"] == web_tier.LIFECYCLE_HEARTBEAT_SECONDS >= 5 * interval
+    assert group["CreationPolicy"]["ResourceSignal"]["Timeout"] == "PT1H"
+    assert group["UpdatePolicy"]["AutoScalingRollingUpdate"]["PauseTime"] == "PT1H"
+    assert budget >= 3600
+    # The heartbeats run while the setup runs and stop before the hook is completed either way.
+    assert ready.index("keep_lease &") < ready.index("moodle-node-setup.sh\" ||") < ready.index(
+        "stop_lease\n  complete_hook CONTINUE")  # fmt: skip
+    assert "stop_lease" in ready[ready.index("fail() {") : ready.index("trap 'fail")]
+    # systemd lets a later boot (a warm-pool node entering service) run as long.
+    unit = bootstrap.read("moodle-node-ready.service")
+    assert int(re.search(r"^TimeoutStartSec=(\d+)$", unit, re.M).group(1)) > budget
+
+
+def test_a_stale_warmed_node_signals_no_failure():
+    ready = bootstrap.read("moodle-node-ready.sh")
+    discard = ready[ready.index("discard_if_stale() {") : ready.index("moodle_answers() {")]
+    assert "complete_hook ABANDON" in discard and "signal" not in discard.replace("signalled", "")
+    assert "fail " not in discard and "exit 0" in discard
