@@ -19,25 +19,58 @@ readonly local_http=http://127.0.0.1
 # CloudFormation's helper (package aws-cfn-bootstrap, installed by user-data.sh).
 readonly cfn_init=/opt/aws/bin/cfn-init
 
-# The PHP versions Amazon Linux 2023 packages ("AL2023 currently provides ... PHP 8.1, 8.2, 8.3, 8.4, and 8.5",
-# https://docs.aws.amazon.com/linux/al2023/ug/php.html); the node runs the newest its Moodle line supports.
-readonly platform_php_versions=(8.1 8.2 8.3 8.4 8.5)
+# Package names and the release of Amazon Linux 2023 that first has each, with its source, are in
+# al2023-packages.json (a test keeps this file and that table in step). An AMI's repositories are locked
+# to its release ("every AL2023 AMI by default is locked to a specific repository version",
+# https://docs.aws.amazon.com/linux/al2023/ug/compare-deterministic-upgrades.html), so a package newer
+# than the AMI cannot be installed on it.
+#
+# AL2023 packages PHP 8.1-8.5 (https://docs.aws.amazon.com/linux/al2023/ug/php.html); the node runs the
+# newest its Moodle line supports, among the versions that have every package it installs:
+#   - php8.x-pecl-memcached exists for 8.3, 8.4 and 8.5 only, from 2023.10.20260202 ("Core New Packages",
+#     https://docs.aws.amazon.com/linux/al2023/release-notes/relnotes-2023.10.20260202.html): not 8.1, 8.2;
+#   - PHP 8.5 builds OPcache in, and no AL2023 source lists a php8.5-opcache (no Moodle line runs 8.5 yet).
+readonly platform_php_versions=(8.3 8.4)
 
+# The AMI's release, X.Y.Z of system-release-X.Y.Z (as `rpm -q system-release` shows,
+# https://github.com/amazonlinux/amazon-linux-2023/issues/208).
+al2023_release() { rpm -q --qf '%{VERSION}' system-release; }
+
+# The PostgreSQL client of the cluster's major version (site.json's DATABASE_MAJOR_VERSION, from
+# DatabaseEngineVersion): postgresql16 from 2023.6.20241010, postgresql17 from 2023.7.20250331
+# (https://docs.aws.amazon.com/linux/al2023/release-notes/relnotes-2023.7.20250331.html). The node runs
+# psql before it chooses the Moodle release, so it comes with the base packages.
 platform_install_base_packages() {
+  # The oldest release that has every package below and in platform_install_php: the pecl-memcached
+  # packages' (al2023-packages.json). An older AMI fails here, with the reason, not inside dnf.
+  local min_release=2023.10.20260202 release
+  release=$(al2023_release) || die "cannot read this AMI's Amazon Linux 2023 release (rpm -q system-release)"
+  if [[ $(printf '%s\n' "$min_release" "$release" | sort -V | head -n 1) != "$min_release" ]]; then
+    die "this AMI is Amazon Linux 2023 release $release; the node's packages need $min_release or newer" \
+      "(its repositories are locked to its release): use a newer AMI"
+  fi
+  [[ ${DATABASE_MAJOR_VERSION:-} =~ ^[0-9]+$ ]] ||
+    die "site.json gives no PostgreSQL major version (DATABASE_MAJOR_VERSION='${DATABASE_MAJOR_VERSION:-}')"
   dnf install -y --setopt=install_weak_deps=False \
-    httpd amazon-efs-utils amazon-cloudwatch-agent postgresql16 jq git tar unzip
+    httpd amazon-efs-utils amazon-cloudwatch-agent "postgresql$DATABASE_MAJOR_VERSION" jq git tar unzip
 }
 
+# phpredis is packaged (php8.3-pecl-redis6, php8.4-pecl-redis6 from 2023.8.20250818, "Core New Packages",
+# https://docs.aws.amazon.com/linux/al2023/release-notes/relnotes-2023.8.20250818.html), as is APCu: no
+# compiler and no pecl on a node. The extension packages are checked to load, in one line if one does not.
 platform_install_php() {
-  local php=$1 with_redis=$2
-  dnf install -y --setopt=install_weak_deps=False \
-    "php$php"-{fpm,cli,common,opcache,pgsql,intl,mbstring,gd,soap,sodium,xml,zip,pecl-apcu,pecl-memcached}
-  if [[ $with_redis == true ]] && ! php -m | grep -qx redis; then
-    # phpredis is not packaged for Amazon Linux 2023: the one option that compiles at boot (about a minute).
-    dnf install -y "php$php-devel" php-pear gcc make
-    printf '\n' | pecl install redis
-    echo 'extension=redis.so' > /etc/php.d/40-redis.ini
+  local php=$1 with_redis=$2 extension modules
+  local packages=("php$php"-{fpm,cli,common,opcache,pgsql,intl,mbstring,gd,soap,sodium,xml,zip,pecl-apcu,pecl-memcached})
+  local extensions=(apcu memcached)
+  if [[ $with_redis == true ]]; then
+    packages+=("php$php-pecl-redis6")
+    extensions+=(redis)
   fi
+  dnf install -y --setopt=install_weak_deps=False "${packages[@]}"
+  modules=$(php -m)
+  for extension in "${extensions[@]}"; do
+    grep -qix "$extension" <<< "$modules" || die "PHP $php does not load $extension after installing its package"
+  done
 }
 
 # EFS through the site's access point, over TLS, and in /etc/fstab so that it survives a reboot.

@@ -26,6 +26,7 @@ from troposphere import (
 )
 from troposphere.iam import PolicyType
 
+from moodle_cfn import al2023
 from moodle_cfn.common import SITE_NAME, OperatorParameter, declare_parameters, output_as_parameter
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
 from moodle_cfn.layers import (
@@ -52,7 +53,15 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
     *web_tier.MASTER_ONLY_PARAMETERS,
 )
 CHECKS = (*web_tier.CHECKS, *moodle.CHECKS, *connections.CHECKS)
-EXPANDERS = {**web_tier.EXPANDERS, **moodle.EXPANDERS}
+EXPANDERS = {
+    **web_tier.EXPANDERS,
+    **moodle.EXPANDERS,
+    # An AMI parameter: a public latest-AL2023 parameter, or a pinned AMI with its release (al2023.py).
+    **{
+        ami.name: al2023.expand_ami(ami.name, arch)
+        for ami, arch in ((web_tier.AMI_ARM64, "arm64"), (web_tier.AMI_X86_64, "x86_64"))
+    },
+}
 ANY_MEMCACHED = "AnyCacheIsMemcached"
 HAS_CODE_BUNDLE = "HasMoodleCodeBundle"
 PLUGINS_IN_S3 = "HasPluginsInS3"
@@ -96,6 +105,7 @@ def declare(template: Template) -> None:
             *operator,
             DATA_KMS_KEY_ARN,
             database.DATABASE_NAME,
+            database.DATABASE_ENGINE_VERSION,
             *(role.engine for role in cache.ROLES),
         ),
     )
@@ -222,6 +232,8 @@ def node_settings(host: If, admin_secret: object, release_parameter: object) -> 
         "DATABASE_HOST": Ref(output_as_parameter(database.DATABASE_ENDPOINT)),
         "DATABASE_PORT": Ref(output_as_parameter(database.DATABASE_PORT)),
         "DATABASE_NAME": Ref(database.DATABASE_NAME.parameter),
+        # The major alone (the node installs that PostgreSQL client): a minor change rolls no node.
+        "DATABASE_MAJOR_VERSION": Select(0, Split(".", Ref(database.DATABASE_ENGINE_VERSION.parameter))),
         "DATABASE_APP_SECRET_ARN": Ref(output_as_parameter(database.DATABASE_APP_SECRET_ARN)),
         "FILE_SYSTEM_ID": Ref(output_as_parameter(file_system.FILE_SYSTEM_ID)),
         "ACCESS_POINT_ID": Ref(output_as_parameter(file_system.ACCESS_POINT_ID)),

@@ -395,8 +395,14 @@ NOT_SITE_SETTINGS = frozenset(
 
 def settings_names() -> set[str]:
     """The site.json keys the node scripts read (so the template and the scripts cannot drift): shell
-    variables in moodle-node-setup.sh, `site KEY` lookups in moodle-node-ready.sh."""
-    setup = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", bootstrap.read("moodle-node-setup.sh")))
+    variables in moodle-node-setup.sh and the platform file it sources, `site KEY` lookups in
+    moodle-node-ready.sh."""
+    setup = set(
+        re.findall(
+            r"\$\{?([A-Z][A-Z0-9_]+)",
+            bootstrap.read("moodle-node-setup.sh") + bootstrap.read(releases.NODE_PLATFORM_FILE),
+        )
+    )
     ready = set(re.findall(r"\bsite ([A-Z][A-Z0-9_]+)", bootstrap.read("moodle-node-ready.sh")))
     return (setup - NOT_SITE_SETTINGS) | ready
 
