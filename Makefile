@@ -12,8 +12,9 @@ CFN_LINT := $(BIN)/cfn-lint --include-checks I --
 CHECKOV := $(BIN)/checkov -d $(TEMPLATES) --framework cloudformation --skip-download --compact --quiet
 
 # The node rehearsal's machine: Debian's web stack and caches, and the AWS CLI the node setup calls.
-RIG_PACKAGES := apache2 php8.2-fpm php8.2-cli php8.2-pgsql php8.2-intl php8.2-mbstring php8.2-gd php8.2-soap \
-	php8.2-xml php8.2-zip php8.2-curl php8.2-memcached php8.2-redis php8.2-apcu memcached redis-server \
+# Debian's default PHP (8.2 on Debian 12, 8.4 on Debian 13) through its version-less packages.
+RIG_PACKAGES := apache2 php-fpm php-cli php-pgsql php-intl php-mbstring php-gd php-soap \
+	php-xml php-zip php-curl php-memcached php-redis php-apcu memcached redis-server \
 	postgresql-client jq git unzip openssl ca-certificates util-linux procps
 # make bench-node also needs a load generator and FUSE (the EFS latency model runs on libfuse3 through mfusepy).
 BENCH_PACKAGES := wrk fuse3 libfuse3-3

@@ -44,7 +44,7 @@ def test_php_files_lint_clean(path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-RIG_PLATFORM = Path(__file__).parent / "node_rig" / "platform-debian12.sh"
+RIG_PLATFORM = Path(__file__).parent / "node_rig" / "platform-debian.sh"
 
 
 @pytest.mark.parametrize(

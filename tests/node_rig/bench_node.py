@@ -51,8 +51,12 @@ WARMUP = int(os.environ.get("BENCH_WARMUP", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 PASSWORD = "Bench-User-Pass-1!"
 BOOTSTRAP = "src/moodle_cfn/bootstrap"
-# Where the node setup installs each file on the rig's platform (tests/node_rig/platform-debian12.sh).
-INI, POOL = "/etc/php/8.2/fpm/conf.d/90-moodle.ini", "/etc/php/8.2/fpm/pool.d/www.conf"
+# Where the node setup installs each file on the rig's platform (tests/node_rig/platform-debian.sh).
+# Debian's one PHP (8.2 on Debian 12, 8.4 on Debian 13), as the platform file finds it.
+PHP_VERSION = subprocess.run(["php", "-r", 'echo PHP_MAJOR_VERSION, ".", PHP_MINOR_VERSION;'], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+INI = f"/etc/php/{PHP_VERSION}/fpm/conf.d/90-moodle.ini"
+POOL = f"/etc/php/{PHP_VERSION}/fpm/pool.d/www.conf"
 MARKERS = {"WEB_USER": "www-data", "FPM_SOCKET": "/run/php-fpm/www.sock",
            "PHP_ERROR_LOG": "/var/log/php-fpm/www-error.log"}  # fmt: skip
 WEB_RUN = ["runuser", "-u", "www-data", "--", "env", "MOODLE_DIR=/var/www/moodle",
@@ -291,7 +295,7 @@ def measure(site: Site, model: EfsModel, variant: Variant, pages: dict[str, str]
         print(
             f"  {variant.name:<45} {page:<10} {result.rate:7.1f} req/s  non-200 {result.non_200}", flush=True
         )
-    rss = [int(kib) for kib in subprocess.run(["ps", "-o", "rss=", "-C", "php-fpm8.2"], capture_output=True,
+    rss = [int(kib) for kib in subprocess.run(["ps", "-o", "rss=", "-C", f"php-fpm{PHP_VERSION}"], capture_output=True,
                                                 text=True).stdout.split()]  # fmt: skip
     if rss:
         print(f"  {variant.name:<45} PHP-FPM processes {len(rss)}, resident {sum(rss) / len(rss) / 1024:.0f} MiB "
@@ -351,7 +355,10 @@ def main() -> int:
     tls = services.make_ca(Path("/tmp/moodle-cfn-rig/tls"), ["localhost"])
     services.trust_ca(tls)
     try:
-        with running_aws() as aws, running_site(LEG, 0, tls, aws, efs_model(model)) as site:
+        with (
+            running_aws() as aws,
+            running_site(LEG, 0, tls, aws, efs_model(model), record_timings=False) as site,
+        ):
             for node, (status, output) in zip(site.nodes, site.boot, strict=True):
                 if status != 0:
                     raise RuntimeError(f"{node.name} setup failed:\n{output[-3000:]}")

@@ -38,7 +38,7 @@ def app_template() -> dict[str, Any]:
 
 
 def resolve(value: Any, names: dict[str, str]) -> Any:
-    """`value` with Ref, Fn::GetAtt and Fn::Sub replaced from `names` (parameters, pseudo parameters,
+    """`value` with Ref, Fn::GetAtt, Fn::Sub, Fn::Select and Fn::Split replaced from `names` (parameters, pseudo parameters,
     resource ids and 'Resource.Attribute' values). A name missing from `names` is an error: the rig
     must say what every value is."""
     if isinstance(value, list):
@@ -49,6 +49,12 @@ def resolve(value: Any, names: dict[str, str]) -> Any:
         return names[value["Ref"]]
     if set(value) == {"Fn::GetAtt"}:
         return names[".".join(value["Fn::GetAtt"])]
+    if set(value) == {"Fn::Split"}:
+        delimiter, text = value["Fn::Split"]
+        return str(resolve(text, names)).split(delimiter)
+    if set(value) == {"Fn::Select"}:
+        index, items = value["Fn::Select"]
+        return resolve(items, names)[int(index)]
     if set(value) == {"Fn::Sub"}:
         text, local = (value["Fn::Sub"], {}) if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"]
         scope = {**names, **{key: resolve(item, names) for key, item in local.items()}}

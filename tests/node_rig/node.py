@@ -24,7 +24,7 @@ from tests.node_rig.aws import Imds
 from tests.node_rig.cfn_init import InitFile, write
 
 HERE = Path(__file__).resolve().parent
-PLATFORM_FILE = HERE / "platform-debian12.sh"
+PLATFORM_FILE = HERE / "platform-debian.sh"
 # What user-data.sh hands over to at first boot, and the systemd unit runs at every later boot.
 READY = "/usr/share/moodle-cfn/moodle-node-ready.sh"
 # Private to each node: (directory as the node sees it, seeded from the machine's copy?).
@@ -145,7 +145,8 @@ class Node:
         """Stop the node's Apache and PHP-FPM, then its namespace."""
         if self.holder is None:
             return
-        self.run(["sh", "-c", "apache2ctl stop; pkill -QUIT -F /run/php/php8.2-fpm.pid"], check=False)
+        self.run(["sh", "-c", "apache2ctl stop; for pid in /run/php/php*-fpm.pid; do pkill -QUIT -F $pid; done"],
+                 check=False)  # fmt: skip
         self.holder.kill()
         self.holder.wait()
         self.holder = None

@@ -1,8 +1,9 @@
 """Fault rehearsal: the faults a highly available site must keep small, injected into the rig's running
 two-node site, with what a node, Auto Scaling and a viewer would see measured.
 
-Run by `make rehearse-faults` (one leg, memcached x PostgreSQL 17 unless RIG_FAULT_LEG names another: the
-faults are in the node files, the database and the shared disk, not in the cache engine). Same rig as
+Run by `make rehearse-faults` (one leg, valkey x PostgreSQL 17 on Moodle 5.1, the default path, unless
+RIG_FAULT_LEG names another: the faults are in the node files, the database and the shared disk, not in the
+cache engine; 5.1 runs on both Debian 12's PHP 8.2 and Debian 13's PHP 8.4). Same rig as
 `make rehearse-node` (tests/node_rig/rehearse_node.py): real Moodle from the operator's bundle, real
 PostgreSQL, Apache and PHP-FPM per node, moto and a stand-in for AWS. Measurements go to .rig/faults.json.
 """
@@ -30,23 +31,25 @@ from tests.node_rig.rehearse_node import (  # noqa: F401  (aws and tls are fixtu
     ADMIN_PASSWORD,
     CACHE,
     INSTALL_LINE,
-    MOODLE_BUNDLE,
     NODE_SETUP_FAILED,
     SITE_HOST,
     UPGRADE_LINE,
     WORK,
     Site,
-    UpgradeBundle,
     aws,
+    bumped_bundle,
+    bundle_of,
     health,
+    leg_parts,
+    php_refuses,
     run_database_role_function,
     running_site,
     sha256,
     tls,
-    upgrade_bundle,
+    web_root,
 )
 
-LEG = os.environ.get("RIG_FAULT_LEG", "memcached-17")
+LEG = os.environ.get("RIG_FAULT_LEG", "valkey-17-5.1")
 FAULTS = CACHE / "faults.json"
 OUTAGE_SECONDS = 60
 # What the node files write on the shared disk (moodle-node-setup.sh).
@@ -66,6 +69,8 @@ def record(scenario: str, **measured: object) -> None:
 
 @pytest.fixture(scope="module")
 def site(tls, aws: Aws) -> Iterator[Site]:  # noqa: F811
+    refused = php_refuses(leg_parts(LEG)[2])
+    assert refused is None, f"{LEG}: {refused} (RIG_FAULT_LEG picks a leg this machine runs)"
     with running_site(LEG, 0, tls, aws) as booted:
         for status, output in booted.boot:
             assert status == 0, output[-4000:]
@@ -195,14 +200,51 @@ def test_a_database_outage_terminates_no_node_and_pages_come_back_at_once(site: 
     assert all(count == 0 for count in errors_after_recovery.values()), errors_after_recovery
 
 
-def bundle_with_broken_plugin() -> Path:
-    """The fixture bundle plus local_rigbroken, which depends on a plugin that does not exist."""
-    target = WORK / "moodle-4.5.0-broken-plugin.tar.gz"
+@pytest.mark.parametrize("role", ["application", "session"])
+def test_a_lost_cache_node_terminates_no_node_and_pages_come_back(site: Site, role: str) -> None:
+    """One cache cluster's node gone for 20 s (a node failure or replacement) and back empty: the health
+    checks stay 200; what viewers see meanwhile is measured; pages answer again once it is back."""
+    browser = Browser(SITE_HOST)
+    assert not browser.log_in(site.nodes[0], "admin", ADMIN_PASSWORD).startswith("/login/")
+    pages = Poller(site.nodes, lambda node: page_status(node, browser, "/my/"), 1, 0.1)
+    checks = Poller(site.nodes, health, 1, 1.0)
+    with pages, checks:
+        time.sleep(3)
+        stopped = time.monotonic()
+        site.stop_cache(role)
+        time.sleep(20)
+        site.start_cache(role)
+        back = time.monotonic()
+        time.sleep(10)
+    during = [s for s in pages.samples if stopped + 1 < s.at < back]
+    after = [s for s in pages.samples if s.at > back + 1]
+    unhealthy = [s for s in checks.samples if s.status != 200]
+    assert not unhealthy, unhealthy[:5]
+    assert during and after
+    first_ok = next((s.at for s in pages.samples if s.at > back and s.status == 200), None)
+    record(
+        f"{site.engine} {role} cache node lost for 20 s",
+        unhealthy_health_checks=len(unhealthy),
+        pages_while_lost=len(during),
+        statuses_while_lost=sorted({s.status for s in during}),
+        share_of_pages_200_while_lost=round(sum(s.status == 200 for s in during) / len(during), 2),
+        seconds_to_first_page_after_return=None if first_ok is None else round(first_ok - back, 2),
+        statuses_after_return=sorted({s.status for s in after}),
+    )
+    # A lost session cache logs its users out (their sessions were there); the site itself answers.
+    fresh = Browser(SITE_HOST)
+    assert all(page_status(node, fresh) == 200 for node in site.nodes)
+    assert not fresh.log_in(site.nodes[1], "admin", ADMIN_PASSWORD).startswith("/login/")
+
+
+def bundle_with_broken_plugin(release: str) -> Path:
+    """The release's bundle plus local_rigbroken, which depends on a plugin that does not exist."""
+    target = WORK / f"moodle-{release}-broken-plugin.tar.gz"
     tree = WORK / "broken"
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
-    subprocess.run(["tar", "-xzf", str(MOODLE_BUNDLE), "-C", str(tree)], check=True)
-    plugin = tree / "moodle" / "local" / "rigbroken"
+    subprocess.run(["tar", "-xzf", str(bundle_of(release)), "-C", str(tree)], check=True)
+    plugin = tree / "moodle" / f"{web_root(release)}local" / "rigbroken"
     (plugin / "lang" / "en").mkdir(parents=True)
     (plugin / "version.php").write_text(
         "<?php\ndefined('MOODLE_INTERNAL') || die();\n$plugin->component = 'local_rigbroken';\n"
@@ -229,7 +271,8 @@ def use_bundle(site: Site, node: Node, bundle: Path, name: str) -> dict[str, str
 def test_an_upgrade_refused_by_a_plugin_dependency_leaves_the_site_serving(site: Site) -> None:
     node1, node2 = site.nodes
     maintenance = site.shared / "data" / "climaintenance.html"
-    use_bundle(site, node2, bundle_with_broken_plugin(), "moodle-4.5.0-broken-plugin.tar.gz")
+    broken = bundle_with_broken_plugin(site.release)
+    use_bundle(site, node2, broken, broken.name)
     browser = Browser(SITE_HOST)
     with Poller([node1], lambda node: page_status(node, browser), 1, 0.1) as old_node:
         started = time.monotonic()
@@ -260,13 +303,13 @@ def test_an_upgrade_refused_by_a_plugin_dependency_leaves_the_site_serving(site:
     assert status == 0 and health(node2) == 200, output[-3000:]
 
 
-def test_a_node_killed_between_the_upgrade_and_maintenance_off_is_cleaned_up_by_the_next(
-    site: Site,
-    upgrade_bundle: UpgradeBundle,  # noqa: F811  (the fixture imported above)
-) -> None:
+def test_a_node_killed_between_the_upgrade_and_maintenance_off_is_cleaned_up_by_the_next(site: Site) -> None:
     node1, node2 = site.nodes
     maintenance = site.shared / "data" / "climaintenance.html"
-    inputs = use_bundle(site, node2, upgrade_bundle.path, f"moodle-4.5.0-bumped-{site.leg}-faults.tar.gz")
+    upgrade_bundle = bumped_bundle(site.release)
+    inputs = use_bundle(
+        site, node2, upgrade_bundle.path, f"moodle-{site.release}-bumped-{site.leg}-faults.tar.gz"
+    )
     process = node2.start_setup()
     killed_at = None
     deadline = time.monotonic() + 900
@@ -311,8 +354,10 @@ def test_after_an_upgrade_a_node_with_the_previous_inputs_serves_the_database_co
     bumped = site.parameters["MoodleCodeS3Uri"]
     assert "bumped" in bumped  # the previous test upgraded the site
     original = {
-        "MoodleCodeS3Uri": site.aws.upload("rig-code", "moodle-4.5.0.tar.gz", str(MOODLE_BUNDLE)),
-        "MoodleCodeSha256": sha256(MOODLE_BUNDLE),
+        "MoodleCodeS3Uri": site.aws.upload(
+            "rig-code", f"moodle-{site.release}.tar.gz", str(bundle_of(site.release))
+        ),
+        "MoodleCodeSha256": sha256(bundle_of(site.release)),
     }
     cases = {
         "the previous bundle": original,
@@ -333,7 +378,7 @@ def test_after_an_upgrade_a_node_with_the_previous_inputs_serves_the_database_co
         record(f"rollback: a node given {case}", boot_seconds=round(time.monotonic() - started, 1),
                line=line.split(": ", 1)[1])  # fmt: skip
     version = site.db("SELECT value FROM mdl_config_plugins WHERE plugin = 'mod_label' AND name = 'version'")
-    assert version in node2.file("/var/www/moodle/mod/label/version.php")
+    assert version in node2.file(f"/var/www/moodle/{web_root(site.release)}mod/label/version.php")
     site.write_init_files(node2)
 
 

@@ -5,9 +5,11 @@ operator's code bundle (../shared/fixtures), PostgreSQL 17 or 16 with an RDS-lik
 memcached servers or two TLS + AUTH redis servers standing in for valkey, Apache (event MPM) + PHP-FPM per
 node. AWS answers from a moto server (Secrets Manager, S3) and an ElastiCache stand-in. The node files
 come from templates/app.yaml (tests/node_rig/cfn_init.py); what differs from Amazon Linux 2023 is only
-tests/node_rig/platform-debian12.sh.
+tests/node_rig/platform-debian.sh.
 
-Legs: {memcached, valkey} x PostgreSQL {17, 16}; RIG_LEGS=memcached-17,valkey-16 picks some.
+Legs: ENGINE-POSTGRESQL[-LINE], a cache engine, a PostgreSQL major and a Moodle line (4.5 unless named):
+see ALL_LEGS for the ones CI runs and why; RIG_LEGS=memcached-17,valkey-17-5.1 picks some. A leg whose
+Moodle line does not run on the machine's PHP (4.5 on Debian 13's PHP 8.4) is skipped, saying so.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from moodle_cfn import bootstrap
 from moodle_cfn.functions import database_role
 from moodle_cfn.layers import moodle
+from moodle_cfn.releases import LINES_FILE
 from tests.node_rig import services
 from tests.node_rig.aws import Aws, DataApi, Imds, running_aws
 from tests.node_rig.cfn_init import app_template, init_files
@@ -57,7 +61,43 @@ def fixtures_dir() -> Path:
 
 
 FIXTURES = fixtures_dir()
+# The release the rig runs of each Moodle line, from the operator's bundle of it in ../shared/fixtures.
+RELEASES = {"4.5": "4.5.0", "5.1": "5.1.3"}
 MOODLE_BUNDLE = FIXTURES / "moodle-4.5.0.tar.gz"
+
+
+def bundle_of(release: str) -> Path:
+    return FIXTURES / f"moodle-{release}.tar.gz"
+
+
+def web_root(release: str) -> str:
+    """Where the web-facing code and the plugins are, inside the code tree: public/ from Moodle 5.1."""
+    return "public/" if tuple(map(int, release.split(".")[:2])) >= (5, 1) else ""
+
+
+def machine_php() -> str:
+    """The PHP (X.Y) of this machine's Debian (what the rig's platform file installs)."""
+    return subprocess.run(["php", "-r", 'echo PHP_MAJOR_VERSION, ".", PHP_MINOR_VERSION;'], capture_output=True,
+                          text=True, check=True).stdout  # fmt: skip
+
+
+def php_refuses(release: str) -> str | None:
+    """Why this machine's PHP cannot run `release` (moodle-lines.json, the node's own table), or None."""
+    line = ".".join(release.split(".")[:2])
+    low, high = json.loads(bootstrap.read(LINES_FILE))["lines"][line]["php"]
+    php = machine_php()
+    version = tuple(map(int, php.split(".")))
+    if tuple(map(int, low.split("."))) <= version <= tuple(map(int, high.split("."))):
+        return None
+    return f"Moodle {line} runs on PHP {low}-{high}; this machine's Debian packages PHP {php}"
+
+
+def leg_parts(leg: str) -> tuple[str, int, str]:
+    """(cache engine, PostgreSQL major, Moodle release) of a leg such as valkey-17-5.1."""
+    engine, major, *line = leg.split("-")
+    return engine, int(major), RELEASES[line[0] if line else "4.5"]
+
+
 PLUGIN_BUNDLE = FIXTURES / "moodle-cachestore_memcached.bundle"
 PLUGIN_COMMIT = "db68d31ab5856cb55210478fdd452dc0cd6c6d05"
 WORK = Path(os.environ.get("RIG_WORK", "/tmp/moodle-cfn-rig"))
@@ -84,9 +124,16 @@ UPGRADE_LINE = "upgrading Moodle to release"
 LOCAL_PLUGIN = {"component": "local_rigcheck", "version": 2026112500, "name": "Rig check plugin"}
 PLUGINS_PREFIX = "s3://rig-code/plugins/"
 # The plugin whose version the upgrade bundle bumps.
-BUMPED_PLUGIN = ("mod/label/version.php", "mod_label")
+BUMPED_PLUGIN = ("mod/label/version.php", "mod_label")  # under the web root
 T = TypeVar("T")
-ALL_LEGS = ("memcached-17", "valkey-17", "memcached-16", "valkey-16")
+# CI's legs, chosen to cover each engine, each PostgreSQL major and each Moodle line within CI's time:
+# memcached x 17 on 4.5 also carries the major upgrade to 5.1.3 (the memcached store plugin on 5.1 with
+# it) and the restored site; valkey x 16 on 4.5; valkey x 17 on 5.1, a fresh 5.1.3 install (the
+# default path: MoodleVersion latest on Aurora 17 is a 5.x release). valkey-17 and memcached-16 on 4.5
+# ran in CI until the 5.1 legs came; they differ from these only in a pairing.
+ALL_LEGS = ("memcached-17", "valkey-16", "valkey-17-5.1")
+# The leg that upgrades 4.5.0 to 5.1.3 across the major line, on both nodes.
+MAJOR_UPGRADE_LEG = "memcached-17"
 LEGS = [leg for leg in os.environ.get("RIG_LEGS", ",".join(ALL_LEGS)).split(",") if leg]
 
 
@@ -131,15 +178,14 @@ class UpgradeBundle:
     version: int
 
 
-@pytest.fixture(scope="session")
-def upgrade_bundle() -> UpgradeBundle:
-    """The fixture bundle with one plugin's version bumped: what an operator uploads to upgrade."""
-    target = WORK / "moodle-4.5.0-bumped.tar.gz"
-    tree = WORK / "bumped"
+def bumped_bundle(release: str) -> UpgradeBundle:
+    """The release's bundle with one plugin's version bumped: what an operator uploads to upgrade."""
+    target = WORK / f"moodle-{release}-bumped.tar.gz"
+    tree = WORK / f"bumped-{release}"
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
-    subprocess.run(["tar", "-xzf", str(MOODLE_BUNDLE), "-C", str(tree)], check=True)
-    version_file = tree / "moodle" / BUMPED_PLUGIN[0]
+    subprocess.run(["tar", "-xzf", str(bundle_of(release)), "-C", str(tree)], check=True)
+    version_file = tree / "moodle" / f"{web_root(release)}{BUMPED_PLUGIN[0]}"
     text = version_file.read_text()
     version = int(re.search(r"\$plugin->version\s*=\s*(\d+);", text).group(1))
     version_file.write_text(text.replace(str(version), str(version + 1), 1))
@@ -154,6 +200,7 @@ class Site:
 
     leg: str
     engine: str
+    release: str
     postgres: services.Postgres
     aws: Aws
     tls: services.Tls
@@ -162,6 +209,8 @@ class Site:
     names: dict[str, str]
     shared: Path
     cache_ports: dict[str, int]
+    # The running cache servers by role (session, application), for the faults that stop one.
+    caches: dict[str, Any] = field(default_factory=dict)
     boot: list[tuple[int, str]] = field(default_factory=list)
     cron: subprocess.Popen | None = None
     # Seconds each step took (first boot of the site, a reboot, an upgrade roll), for the timings report.
@@ -190,6 +239,17 @@ class Site:
     def db(self, query: str) -> str:
         return self.postgres.sql(query, "moodle")
 
+    def stop_cache(self, role: str) -> None:
+        self.caches[role].stop()
+
+    def start_cache(self, role: str) -> None:
+        """Start a stopped cache server again, empty, on its port (as a replaced cache node comes back)."""
+        port, workdir = self.cache_ports[role], self.caches[role].log.parent
+        if self.engine == "memcached":
+            self.caches[role] = services.start_memcached(port, workdir)
+        else:
+            self.caches[role] = services.start_redis_tls(port, workdir, self.tls, CACHE_TOKEN)
+
     def cache_keys(self, role: str) -> list[str]:
         port = self.cache_ports[role]
         if self.engine == "memcached":
@@ -199,20 +259,22 @@ class Site:
 
 def start_caches(
     engine: str, workdir: Path, tls: services.Tls, base: int
-) -> tuple[list[Any], dict[str, int]]:
+) -> tuple[dict[str, Any], dict[str, int]]:
     ports = {"session": base, "application": base + 1}
     if engine == "memcached":
-        started = [services.start_memcached(port, workdir) for port in ports.values()]
+        started = {role: services.start_memcached(port, workdir) for role, port in ports.items()}
     else:
-        started = [services.start_redis_tls(port, workdir, tls, CACHE_TOKEN) for port in ports.values()]
+        started = {
+            role: services.start_redis_tls(port, workdir, tls, CACHE_TOKEN) for role, port in ports.items()
+        }
     return started, ports
 
 
 def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports: dict[str, int],
-                 leg: str) -> tuple[dict[str, str], dict[str, str]]:  # fmt: skip
+                 leg: str, release: str) -> tuple[dict[str, str], dict[str, str]]:  # fmt: skip
     """(parameters, names): what the app stack's parameters and the other layers' outputs would be."""
     bucket = "rig-code"
-    code_uri = aws.upload(bucket, "moodle-4.5.0.tar.gz", str(MOODLE_BUNDLE))
+    code_uri = aws.upload(bucket, f"moodle-{release}.tar.gz", str(bundle_of(release)))
     plugin_uri = aws.upload(bucket, "plugins/moodle-cachestore_memcached.bundle", str(PLUGIN_BUNDLE))
     local_zip = local_plugin_zip()
     local_uri = aws.upload(bucket, "plugins/local_rigcheck.zip", str(local_zip))
@@ -225,17 +287,19 @@ def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports
     parameters = {
         "SiteName": "rig",
         "DomainName": SITE_HOST,
-        "MoodleVersion": "4.5.0",
+        "MoodleVersion": release,
         "MoodleAdminEmail": ADMIN_EMAIL,
         "MoodleSiteFullName": SITE_FULL_NAME,
         "MoodleSiteShortName": "rig-site_1",
         "MoodleCodeS3Uri": code_uri,
-        "MoodleCodeSha256": sha256(MOODLE_BUNDLE),
+        "MoodleCodeSha256": sha256(bundle_of(release)),
         "MoodlePlugins": moodle.plugins_json(plugins),
         "MoodlePluginsS3Prefix": PLUGINS_PREFIX,
         "SessionCacheEngine": engine,
         "ApplicationCacheEngine": engine,
         "DatabaseName": "moodle",
+        # The cluster's version, as the data stack's parameter gives it (the node installs its client).
+        "DatabaseEngineVersion": postgres.version.split()[1],
     }
     names = {
         "AWS::Region": "us-east-1",
@@ -273,6 +337,9 @@ def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports
 
 @pytest.fixture(scope="module", params=LEGS)
 def site(request: pytest.FixtureRequest, tls: services.Tls, aws: Aws) -> Iterator[Site]:
+    refused = php_refuses(leg_parts(request.param)[2])
+    if refused:
+        pytest.skip(f"{request.param}: {refused}")
     with running_site(request.param, LEGS.index(request.param), tls, aws) as booted:
         yield booted
 
@@ -283,16 +350,16 @@ SharedLayer = Callable[[Path, Path], AbstractContextManager[object]]
 
 
 @contextmanager
-def running_site(leg: str, index: int, tls: services.Tls, aws: Aws,
-                 shared_layer: SharedLayer | None = None) -> Iterator[Site]:  # fmt: skip
+def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer: SharedLayer | None = None,
+                 record_timings: bool = True) -> Iterator[Site]:  # fmt: skip
     """One leg's site booted (both nodes set up, cron started on node 1), stopped on exit; `index` picks
-    the leg's ports."""
-    engine, major = leg.split("-")
+    the leg's ports; its step timings go to .rig/timings.json unless `record_timings` is false (the bench)."""
+    engine, major, release = leg_parts(leg)
     started_at = time.monotonic()
     workdir = WORK / leg
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    binaries = services.postgres_binaries(int(major), CACHE / "postgres")
+    binaries = services.postgres_binaries(major, CACHE / "postgres")
     postgres = services.start_postgres(binaries, workdir / "postgres", 55400 + index, tls, MASTER["username"],
                                        MASTER["password"], "moodle")  # fmt: skip
     caches, cache_ports = start_caches(engine, workdir, tls, 56400 + 10 * index)
@@ -300,7 +367,7 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws,
     shared.mkdir()
     layer = shared_layer(workdir, shared) if shared_layer else nullcontext()
     layer.__enter__()
-    parameters, names = stack_values(engine, aws, postgres, cache_ports, leg)
+    parameters, names = stack_values(engine, aws, postgres, cache_ports, leg, release)
     environment = {
         **aws.environment,
         "MOODLE_CFN_PLATFORM": str(PLATFORM_FILE),
@@ -321,7 +388,9 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws,
         })  # fmt: skip
         node_environment = {**environment, "RIG_IMDS_URL": imds.url, "RIG_NODE_ADDRESS": address}
         nodes.append(Node(f"node{n}", address, workdir / f"node{n}", node_environment, imds=imds))
-    site = Site(leg, engine, postgres, aws, tls, nodes, parameters, names, shared, cache_ports)
+    site = Site(
+        leg, engine, release, postgres, aws, tls, nodes, parameters, names, shared, cache_ports, caches
+    )
     try:
         # What the data stack's database-role custom resource does, with its own code, before any node boots.
         run_database_role_function(site, "moodle")
@@ -336,16 +405,17 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws,
         for node in nodes:
             node.stop()
             node.imds.stop()
-        for service in caches:
+        for service in site.caches.values():
             service.stop()
         postgres.stop()
         layer.__exit__(None, None, None)
-        timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
-        timings[f"{leg} ({postgres.version.split(' on ')[0]})"] = {
-            "whole leg": round(time.monotonic() - started_at, 1),
-            **site.steps,
-        }
-        TIMINGS.write_text(json.dumps(timings, indent=2) + "\n")
+        if record_timings:
+            timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+            timings[f"{leg} ({postgres.version.split(' on ')[0]})"] = {
+                "whole leg": round(time.monotonic() - started_at, 1),
+                **site.steps,
+            }
+            TIMINGS.write_text(json.dumps(timings, indent=2) + "\n")
 
 
 def run_database_role_function(site: Site, database: str) -> None:
@@ -427,8 +497,8 @@ def test_the_plugins_are_on_both_nodes_and_in_moodles_plugin_list(site: Site) ->
     goes, byte-identical on both nodes, installed once in the database and listed by Moodle."""
     digests = set()
     for node in site.nodes:
-        listing = node.run(["sh", "-c", "cd /var/www/moodle && find local/rigcheck cache/stores/memcached "
-                            "-type f -print0 | sort -z | xargs -0 sha256sum"]).stdout  # fmt: skip
+        listing = node.run(["sh", "-c", f"cd /var/www/moodle/{web_root(site.release)} && find local/rigcheck "
+                            "cache/stores/memcached -type f -print0 | sort -z | xargs -0 sha256sum"]).stdout  # fmt: skip
         assert "local/rigcheck/version.php" in listing and "cache/stores/memcached/version.php" in listing
         digests.add(listing)
     assert len(digests) == 1
@@ -444,10 +514,12 @@ def test_the_plugins_are_on_both_nodes_and_in_moodles_plugin_list(site: Site) ->
 
 
 def test_the_release_is_recorded_on_efs_and_published_to_ssm(site: Site) -> None:
-    assert (site.shared / ".moodle-cfn" / "moodle-release").read_text() == "4.5.0\n"
+    assert (site.shared / ".moodle-cfn" / "moodle-release").read_text() == f"{site.release}\n"
     parameter = site.aws.client("ssm").get_parameter(Name=site.names["MoodleReleaseParameter"])["Parameter"]
-    assert parameter["Value"] == "4.5.0"
-    assert any("this node runs Moodle 4.5.0" in line for line in lines_with(site, "this node runs Moodle"))
+    assert parameter["Value"] == site.release
+    assert any(
+        f"this node runs Moodle {site.release}" in line for line in lines_with(site, "this node runs Moodle")
+    )
 
 
 def test_sessions_and_application_cache_land_in_their_own_clusters(site: Site) -> None:
@@ -538,7 +610,7 @@ def test_cron_as_its_unit_runs_it(site: Site) -> None:
 
 def node_state(site: Site, node: Node) -> str:
     """A digest of what a setup run could change on a node and in what it shares."""
-    listing = node.run(["sh", "-c", "find /etc/moodle-cfn /var/www /etc/apache2/sites-enabled /etc/php/8.2/fpm "
+    listing = node.run(["sh", "-c", "find /etc/moodle-cfn /var/www /etc/apache2/sites-enabled /etc/php/*/fpm "
                         "/etc/systemd/system -maxdepth 2 -type f -newer /proc/1 -o -type f -print0 | sort -z "
                         "| xargs -0 sha256sum; readlink /var/www/moodle"]).stdout  # fmt: skip
     database = site.db("SELECT count(*) FROM mdl_upgrade_log") + site.db(
@@ -559,11 +631,12 @@ def test_a_reboot_changes_nothing(site: Site) -> None:
     assert Browser(SITE_HOST).request(node, "GET", "/login/index.php")[0] == 200
 
 
-def test_an_upgrade_bundle_is_rolled_onto_both_nodes_by_exactly_one(
-    site: Site, upgrade_bundle: UpgradeBundle
-) -> None:
+def test_an_upgrade_bundle_is_rolled_onto_both_nodes_by_exactly_one(site: Site) -> None:
     # Same MoodleVersion, new bundle: a new release all the same.
-    uri = site.aws.upload("rig-code", f"moodle-4.5.0-bumped-{site.leg}.tar.gz", str(upgrade_bundle.path))
+    upgrade_bundle = bumped_bundle(site.release)
+    uri = site.aws.upload(
+        "rig-code", f"moodle-{site.release}-bumped-{site.leg}.tar.gz", str(upgrade_bundle.path)
+    )
     site.parameters.update(MoodleCodeS3Uri=uri, MoodleCodeSha256=sha256(upgrade_bundle.path))
     for node in site.nodes:
         site.write_init_files(node)
@@ -596,7 +669,9 @@ def test_an_upgrade_bundle_is_rolled_onto_both_nodes_by_exactly_one(
     assert installed == str(upgrade_bundle.version)
     for node in site.nodes:
         assert Browser(SITE_HOST).request(node, "GET", "/login/index.php")[0] == 200
-        assert str(upgrade_bundle.version) in node.file(f"/var/www/moodle/{BUMPED_PLUGIN[0]}")
+        assert str(upgrade_bundle.version) in node.file(
+            f"/var/www/moodle/{web_root(site.release)}{BUMPED_PLUGIN[0]}"
+        )
         assert health(node) == 200
     # A node still on the old code (its readiness from before the upgrade): its first page finds that the
     # database runs other code, answers 503, and from then on its health check fails too (replaced).
@@ -679,6 +754,95 @@ def test_a_failure_is_one_line_that_says_what_failed(site: Site) -> None:
     assert status == 0, output[-4000:]
 
 
+def poll_pages(nodes: list[Node], stop: threading.Event, seen: list[tuple[float, str, int, str]]) -> None:
+    """Anonymous login-page requests to each node in turn until `stop`: (time, node, status, page's title
+    or first line), what a viewer sent there by the load balancer would get."""
+    browser = Browser(SITE_HOST)
+    while not stop.is_set():
+        for node in nodes:
+            try:
+                status, _, page = browser.request(node, "GET", "/login/index.php")
+            except (OSError, http.client.HTTPException) as error:
+                status, page = 0, str(error)
+            title = re.search(r"<title>(.*?)</title>", page, re.S)
+            seen.append(
+                (time.monotonic(), node.name, status, (title.group(1) if title else page)[:120].strip())
+            )
+        time.sleep(0.1)
+
+
+def test_a_major_upgrade_to_5_1_is_rolled_onto_both_nodes(site: Site) -> None:
+    """4.5.0 to 5.1.3 (the public/ layout, the router), as a stack update rolls it: node 2 is replaced
+    first and upgrades the database under the lock and maintenance mode while node 1, still on 4.5.0, keeps
+    answering; then node 1 is replaced. No node may answer a page with anything but the page, the
+    maintenance page or "being replaced" (503) at any moment."""
+    if site.leg != MAJOR_UPGRADE_LEG or site.release != "4.5.0":
+        pytest.skip(f"the major upgrade runs on {MAJOR_UPGRADE_LEG} (Moodle 4.5.0) only")
+    target = RELEASES["5.1"]
+    refused = php_refuses(target)
+    if refused:
+        pytest.skip(refused)
+    uri = site.aws.upload("rig-code", f"moodle-{target}.tar.gz", str(bundle_of(target)))
+    site.parameters.update(
+        MoodleVersion=target, MoodleCodeS3Uri=uri, MoodleCodeSha256=sha256(bundle_of(target))
+    )
+    node1, node2 = site.nodes
+    maintenance = site.shared / "data" / "climaintenance.html"
+    seen: list[tuple[float, str, int, str]] = []
+    windows: list[float] = []
+    stop = threading.Event()
+
+    def watch_maintenance() -> None:
+        while not stop.is_set():
+            if maintenance.exists():
+                windows.append(time.monotonic())
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=poll_pages, args=(site.nodes, stop, seen)),
+               threading.Thread(target=watch_maintenance)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    try:
+        site.write_init_files(node2)
+        status, output = site.timed("major upgrade: node 2 replaced (upgrades the database)", node2.setup)
+        assert status == 0, output[-4000:]
+        assert UPGRADE_LINE in output
+        site.write_init_files(node1)
+        status, output = site.timed("major upgrade: node 1 replaced", node1.setup)
+        assert status == 0, output[-4000:]
+        assert UPGRADE_LINE not in output
+        time.sleep(2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    site.release = target
+    assert site.db("SELECT value FROM mdl_config WHERE name = 'release'").startswith(target)
+    assert windows, "maintenance mode was never on"
+    site.steps["major upgrade: maintenance mode on"] = round(windows[-1] - windows[0], 1)
+    # What viewers got during the roll: pages, the maintenance page, or node 1's "being replaced" once
+    # the database ran newer code than its own; never an error from old code against the new database.
+    statuses = {(node, status, text if status != 200 else "") for _, node, status, text in seen}
+    bad = {item for item in statuses if item[1] not in (200, 503)}
+    assert not bad, sorted(bad)
+    unavailable = {}
+    for node in site.nodes:
+        mine = [(at, status) for at, name, status, _ in seen if name == node.name]
+        unavailable[node.name] = round(sum(0.1 for _, status in mine if status != 200), 1)
+    site.steps["major upgrade: seconds of 503 seen per node (approx.)"] = unavailable  # type: ignore[assignment]
+    for node in site.nodes:
+        browser = Browser(SITE_HOST)
+        assert not browser.log_in(node, "admin", ADMIN_PASSWORD).startswith("/login/index.php")
+        assert health(node) == 200
+        assert node.run(["test", "-d", "/var/www/moodle/public"]).returncode == 0
+    # The router (Moodle 5.x): a path no file serves goes to r.php, which answers it as Moodle's own 404.
+    status, _, page = Browser(SITE_HOST).request(node1, "GET", "/no/such/route")
+    assert status == 404 and "moodle" in page.lower()
+    # The application cache after the upgrade, on 5.1 (with the memcached store plugin on memcached legs).
+    Browser(SITE_HOST).log_in(node2, "admin", ADMIN_PASSWORD)
+    assert any(key.startswith("mdl_") for key in site.cache_keys("application"))
+
+
 def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(site: Site) -> None:
     """Bring an existing site: its database restored (a copy of the installed one, as a snapshot restore
     is, with its tables owned by the old site's own user) and its filedir copied to a new, empty EFS. The
@@ -730,8 +894,8 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
         for output, status in results:
             assert status == 0, output[-4000:]
             assert INSTALL_LINE not in output and UPGRADE_LINE not in output
-            assert "the database runs 4.5.0" in output
-        assert (shared / ".moodle-cfn" / "moodle-release").read_text() == "4.5.0\n"
+            assert f"the database runs {site.release}" in output
+        assert (shared / ".moodle-cfn" / "moodle-release").read_text() == f"{site.release}\n"
         for node in nodes:
             # The old site's admin and password: the site came over, it was not installed anew.
             browser = Browser(SITE_HOST)

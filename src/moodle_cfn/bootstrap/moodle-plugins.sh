@@ -58,9 +58,11 @@ add_plugins() {
     type=${component%%_*}
     path=$(jq -r '.path // ""' <<< "$entry")
     if [[ -z $path ]]; then
-      path=$(jq -r --arg type "$type" '.plugintypes[$type] // ""' "$root/lib/components.json")
+      # lib/components.json is at the code's top in every layout; from Moodle 5.1 its paths start with
+      # public/, where the web-facing code and the plugins are.
+      path=$(jq -r --arg type "$type" '.plugintypes[$type] // ""' "$moodle/lib/components.json")
       [[ -n $path ]] || die "MoodlePlugins[$index]: Moodle has no plugin type $type; give the plugin's path"
-      path=$path/${component#*_}
+      path=${path#public/}/${component#*_}
     fi
     [[ $path =~ ^[a-z0-9_]+(/[a-z0-9_]+)*$ ]] || die "MoodlePlugins[$index]: $path is not a directory inside Moodle"
     target=$root/$path

@@ -2,7 +2,7 @@
 # What moodle-node-setup.sh needs to know about the operating system, for Amazon Linux 2023 (the nodes'
 # AMI). Everything that differs between distributions lives here and nowhere else: package names,
 # the web server's user and configuration paths, the CA bundle, and how services are started. The node
-# rehearsal swaps in tests/node_rig/platform-debian12.sh; the Moodle steps are the same on both.
+# rehearsal swaps in tests/node_rig/platform-debian.sh; the Moodle steps are the same on both.
 # shellcheck disable=SC2034  # the variables are read by moodle-node-setup.sh, which sources this file
 
 readonly web_user=apache

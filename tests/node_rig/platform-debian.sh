@@ -1,8 +1,9 @@
 #!/bin/bash
-# The node rehearsal's platform file: Debian 12 (the CI machine) in place of Amazon Linux 2023's
-# src/moodle_cfn/bootstrap/platform-al2023.sh, with the same names. Only what differs between the two
-# systems is here; every Moodle step of moodle-node-setup.sh runs unchanged.
-#   - packages come from Debian (PHP 8.2, phpredis packaged), installed by apt, not dnf;
+# The node rehearsal's platform file: Debian (the CI machine: Debian 12 with PHP 8.2, or Debian 13 with
+# PHP 8.4) in place of Amazon Linux 2023's src/moodle_cfn/bootstrap/platform-al2023.sh, with the same
+# names. Only what differs between the two systems is here; every Moodle step of moodle-node-setup.sh runs
+# unchanged.
+#   - packages come from Debian (its one PHP, phpredis packaged), installed by apt, not dnf;
 #   - the web server user is www-data and Apache/PHP-FPM keep their files under /etc/apache2 and /etc/php;
 #   - there is no systemd: PHP-FPM and Apache are started directly, and the rig runs the cron unit's
 #     command itself; there is no CloudWatch agent;
@@ -13,7 +14,12 @@
 #     boot, so there is no cfn-init to run.
 # shellcheck disable=SC2034  # the variables are read by moodle-node-setup.sh, which sources this file
 
-readonly php_version=8.2
+# The PHP this Debian packages (php-cli is installed by `make rig-machine`, from Debian's default PHP).
+php_version=$(php -r 'echo PHP_MAJOR_VERSION, ".", PHP_MINOR_VERSION;') || {
+  echo "the rig's platform needs Debian's php-cli (make rig-machine installs it)" >&2
+  exit 1
+}
+readonly php_version
 readonly web_user=www-data
 readonly php_ini_path=/etc/php/$php_version/fpm/conf.d/90-moodle.ini
 readonly fpm_pool_path=/etc/php/$php_version/fpm/pool.d/www.conf
@@ -25,10 +31,15 @@ readonly imds_url=${RIG_IMDS_URL:?set by the rehearsal rig}
 readonly local_http=http://${RIG_NODE_ADDRESS:?set by the rehearsal rig}
 readonly cfn_init=true
 
-# Debian 12 packages one PHP.
+# Debian packages one PHP.
 readonly platform_php_versions=("$php_version")
 
-platform_install_base_packages() { apt_install apache2 postgresql-client jq git tar unzip; }
+platform_install_base_packages() {
+  # What AL2023's platform file installs the client by (the cluster's major): it must reach the node.
+  [[ ${DATABASE_MAJOR_VERSION:-} =~ ^[0-9]+$ ]] ||
+    die "site.json gives no PostgreSQL major version (DATABASE_MAJOR_VERSION='${DATABASE_MAJOR_VERSION:-}')"
+  apt_install apache2 postgresql-client jq git tar unzip
+}
 
 platform_install_php() {
   local php=$1 with_redis=$2
