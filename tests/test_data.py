@@ -271,7 +271,7 @@ def test_capacity_cross_checks(values, key, reason):
 def test_backup_plan_covers_aurora_and_efs_into_a_kept_vault(data_template):
     resources = data_template["Resources"]
     vault = resources["BackupVault"]
-    assert vault["DeletionPolicy"] == vault["UpdateReplacePolicy"] == "Retain"
+    assert (vault["DeletionPolicy"], vault["UpdateReplacePolicy"]) == KEPT
     assert vault["Properties"]["EncryptionKeyArn"] == {
         "Fn::If": ["HasDataKmsKey", {"Ref": "DataKmsKeyArn"}, {"Ref": "AWS::NoValue"}]
     }
