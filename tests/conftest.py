@@ -63,6 +63,10 @@ REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     ),
     # moto ignores CloudWatch alarms and dashboards; the SNS topic and subscription are real.
     "monitoring": lambda template: template,
+    # moto would run the custom resource's function in Docker; the role and log group are real.
+    "protection": lambda template: with_placeholders(
+        template, {"DeletionProtectionFunction", "ClusterDeletionProtection"}
+    ),
     "cache": lambda template: with_placeholders(
         template,
         {

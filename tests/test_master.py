@@ -10,11 +10,19 @@ from moodle_cfn.errors import InputError
 from moodle_cfn.layers import LAYERS
 from tests.conftest import TEMPLATES_DIR
 
-CLOUDFORMATION_DIRECT_BODY_LIMIT = 51_200
+# "Template body size in an Amazon S3 object", for a CreateStack/UpdateStack/ValidateTemplate request with an
+# S3 template URL (AWS CloudFormation quotas; 460,800 bytes in the CloudFormation User Guide's table, raised
+# to 1 MB since: the smaller value holds either way). The 51,200-byte quota applies only to a template body
+# passed inline, and no way of deploying this site passes the master inline: it needs its nested templates
+# in S3 anyway, `moodle-cfn deploy` creates its change set with TemplateURL (tests/test_deploy.py checks the
+# request), the quick-create link carries templateURL, and the README's AWS CLI and StackSets commands use
+# --template-url. The master outgrew 51,200 bytes with the protection layer's nested stack.
+CLOUDFORMATION_TEMPLATE_URL_LIMIT = 460_800
 
 
-def test_master_fits_the_direct_template_body_limit():
-    assert (TEMPLATES_DIR / "master.yaml").stat().st_size < CLOUDFORMATION_DIRECT_BODY_LIMIT
+@pytest.mark.parametrize("name", ["master.yaml", *(layer.file_name for layer in LAYERS)])
+def test_every_template_fits_the_template_url_limit(name):
+    assert (TEMPLATES_DIR / name).stat().st_size < CLOUDFORMATION_TEMPLATE_URL_LIMIT
 
 
 def test_every_parameter_has_a_label_and_exactly_one_group(master_template):

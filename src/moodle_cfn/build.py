@@ -21,8 +21,8 @@ FLOW_LIST_KEYS = ("AllowedValues:",)
 
 
 def flow_style_lists(text: str) -> str:
-    """Write each AllowedValues list on one line ([a, b, c]): shorter to read, and it keeps the master
-    template under CloudFormation's 51,200-byte limit for a template given inline."""
+    """Write each AllowedValues list on one line ([a, b, c]): shorter to read, and a smaller master template
+    (every deploy passes it to CloudFormation by S3 URL; see tests/test_master.py for the size limit)."""
     lines = text.splitlines()
     out: list[str] = []
     index = 0

@@ -29,6 +29,20 @@ GROUP_TEMPLATES = "Template location (filled in by `moodle-cfn publish`)"
 
 
 # DeletionPolicy/UpdateReplacePolicy pairs for stateful resources.
+#
+# RETAIN_EXCEPT_ON_CREATE is the policy for what a site keeps: retained when the stack is deleted or the
+# resource replaced, but deleted when the stack operation that created it rolls back, so a failed first
+# deploy leaves nothing behind (no log group or vault named after SiteName) to block the next one.
+# "RetainExceptOnCreate behaves like Retain for stack operations, except for the stack operation that
+# initially created the resource. If the stack operation that created the resource is rolled back,
+# CloudFormation deletes the resource." (AWS CloudFormation Template Reference, "DeletionPolicy attribute",
+# https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-attribute-deletionpolicy.html)
+# UpdateReplacePolicy has no such value (Delete, Retain or Snapshot): a replaced resource is kept.
+RETAIN_EXCEPT_ON_CREATE = {"DeletionPolicy": "RetainExceptOnCreate", "UpdateReplacePolicy": "Retain"}
+# RETAIN keeps a resource even through the rollback of the create that made it. Only for what such a
+# rollback could not delete and whose name is generated (so it cannot block a retry): the load balancer's
+# access-log bucket, which holds objects from the moment logging is enabled (ELB writes a test file to
+# validate the bucket, and S3 refuses to delete a bucket that is not empty, which would fail the rollback).
 RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 SNAPSHOT = {"DeletionPolicy": "Snapshot", "UpdateReplacePolicy": "Snapshot"}
 

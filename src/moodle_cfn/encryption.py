@@ -5,9 +5,16 @@ from __future__ import annotations
 from troposphere import Equals, If, Not, NoValue, Parameter, Ref, Sub, Template
 from troposphere.secretsmanager import GenerateSecretString, Secret
 
-from moodle_cfn.common import GROUP_ENCRYPTION, RETAIN, OperatorParameter, checkov_skips, tags
+from moodle_cfn.common import (
+    GROUP_ENCRYPTION,
+    RETAIN_EXCEPT_ON_CREATE,
+    OperatorParameter,
+    checkov_skips,
+    tags,
+)
 
 HAS_DATA_KMS_KEY = "HasDataKmsKey"
+DISPOSABLE = {"DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"}
 
 DATA_KMS_KEY_ARN = OperatorParameter(
     Parameter(
@@ -49,8 +56,8 @@ def generated_secret(
 ) -> Secret:
     """A secret whose value AWS generates (so it is never a parameter), under the site key when one is given.
 
-    `keep`: retained when the stack is deleted or the secret replaced; False only for values that are
-    generated anew with the resource using them.
+    `keep`: retained when the stack is deleted or the secret replaced (not when the create that made it
+    rolls back); False only for values that are generated anew with the resource using them.
     """
     secret = Secret(
         title,
@@ -59,7 +66,7 @@ def generated_secret(
         KmsKeyId=customer_key(),
         Tags=tags(name_tag),
         Metadata=checkov_skips(CKV_AWS_149=CUSTOMER_KEY_SKIP_REASON),
-        **(RETAIN if keep else {"DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"}),
+        **(RETAIN_EXCEPT_ON_CREATE if keep else DISPOSABLE),
     )
     if condition is not None:
         secret.Condition = condition

@@ -136,17 +136,21 @@ def add_layer_stacks(template: Template, template_url: Callable[[Layer], object]
         missing = sorted(set(child.parameters) - set(sources))
         if missing:
             raise ValueError(f"layer {layer.name}: no master parameter or earlier output named {missing}")
-        stacks[layer.name] = template.add_resource(
-            Stack(
-                layer.stack_title,
-                # Stateful resources inside a layer carry their own Snapshot/Retain policies; the nested
-                # stack itself holds nothing that survives on its own.
-                DeletionPolicy="Delete",
-                UpdateReplacePolicy="Delete",
-                TemplateURL=template_url(layer),
-                Parameters={name: sources[name] for name in sorted(child.parameters)},
-            )
+        parameters = {name: sources[name] for name in sorted(child.parameters)}
+        stack = Stack(
+            layer.stack_title,
+            # Stateful resources inside a layer carry their own Snapshot/Retain policies; the nested
+            # stack itself holds nothing that survives on its own.
+            DeletionPolicy="Delete",
+            UpdateReplacePolicy="Delete",
+            TemplateURL=template_url(layer),
+            Parameters=parameters,
         )
+        if layer.after_every_earlier_layer:
+            # The earlier stacks it reads no output from; an output read already orders the two stacks.
+            read = {value.data["Fn::GetAtt"][0] for value in parameters.values() if isinstance(value, GetAtt)}
+            stack.DependsOn = sorted(s.title for s in stacks.values() if s.title not in read)
+        stacks[layer.name] = template.add_resource(stack)
         outputs_by_layer[layer.name] = set(child.outputs)
     return stacks
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from awacs import autoscaling, cloudformation, cloudwatch, ec2, elasticfilesystem, logs, secretsmanager, ssm
+from awacs import (
+    autoscaling,
+    cloudformation,
+    cloudwatch,
+    ec2,
+    elasticfilesystem,
+    logs,
+    rds,
+    secretsmanager,
+    ssm,
+)
 from awacs.aws import (
     Allow,
     ArnLike,
@@ -60,6 +70,28 @@ def log_delivery_policy(log_group_arn: AWSHelperFn) -> PolicyDocument:
                 Effect=Allow,
                 Action=[logs.DescribeLogGroups],
                 Resource=[Sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*")],
+            ),
+        ],
+    )
+
+
+def deletion_protection_policy(cluster_arn: AWSHelperFn, log_group_arn: AWSHelperFn) -> PolicyDocument:
+    """What the deletion-protection function may do: modify this one cluster (its only RDS permission; a
+    DeletionProtection change names no other resource) and write its own log."""
+    return PolicyDocument(
+        Version=POLICY_VERSION,
+        Statement=[
+            Statement(
+                Sid="SwitchThisClustersDeletionProtection",
+                Effect=Allow,
+                Action=[rds.ModifyDBCluster],
+                Resource=[cluster_arn],
+            ),
+            Statement(
+                Sid="WriteItsOwnLog",
+                Effect=Allow,
+                Action=[logs.CreateLogStream, logs.PutLogEvents],
+                Resource=[log_group_arn],
             ),
         ],
     )

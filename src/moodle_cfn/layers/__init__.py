@@ -9,7 +9,7 @@ from troposphere import Template
 
 from moodle_cfn.checks import Check
 from moodle_cfn.common import OperatorParameter
-from moodle_cfn.layers import app, cache, data, monitoring, network
+from moodle_cfn.layers import app, cache, data, monitoring, network, protection
 from moodle_cfn.params import Expander
 
 
@@ -23,6 +23,8 @@ class Layer:
     checks: tuple[Check, ...] = ()
     # Params-file keys that stand for several parameters, e.g. a list of scaling windows.
     expanders: Mapping[str, Expander] = field(default_factory=dict)
+    # Created only once every earlier layer's stack is complete, not only those it reads outputs from.
+    after_every_earlier_layer: bool = False
 
     @property
     def file_name(self) -> str:
@@ -41,6 +43,8 @@ LAYERS: tuple[Layer, ...] = (
     Layer("cache", cache.build, cache.PARAMETERS, cache.CHECKS),
     Layer("app", app.build, app.PARAMETERS, app.CHECKS, app.EXPANDERS),
     Layer("monitoring", monitoring.build, monitoring.PARAMETERS),
+    # Last, after everything that can fail: a protected cluster would stop the rollback of a failed create.
+    Layer("protection", protection.build, protection.PARAMETERS, after_every_earlier_layer=True),
 )
 
 

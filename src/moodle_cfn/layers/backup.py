@@ -20,7 +20,7 @@ from troposphere.backup import (
 )
 from troposphere.iam import Role
 
-from moodle_cfn.common import GROUP_DATABASE, RETAIN, SITE_NAME, number_parameter, tags
+from moodle_cfn.common import GROUP_DATABASE, RETAIN_EXCEPT_ON_CREATE, SITE_NAME, number_parameter, tags
 from moodle_cfn.encryption import customer_key
 from moodle_cfn.policies import service_trust_policy
 
@@ -49,7 +49,7 @@ def add_backup(template: Template, cluster_arn: GetAtt, file_system_arn: GetAtt)
             # Without a key AWS Backup uses its AWS-managed key; DataKmsKeyArn makes it the site's key.
             EncryptionKeyArn=customer_key(),
             BackupVaultTags={"Application": "moodle-cfn"},
-            **RETAIN,
+            **RETAIN_EXCEPT_ON_CREATE,
         )
     )
     plan = template.add_resource(

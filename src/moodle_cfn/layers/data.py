@@ -1,7 +1,8 @@
 """Data layer: Aurora PostgreSQL (layers/database.py) and the EFS file system for moodledata
 (layers/file_system.py). Everything here must outlive mistakes.
 
-Data safety decides every default: deletion protection on, a snapshot on delete or replacement of the
+Data safety decides every default: deletion protection on (switched on by the protection layer once the
+whole site exists, so a failed first deploy still rolls back), a snapshot on delete or replacement of the
 cluster, the file system, secrets and logs retained, storage encrypted, TLS required to both, and daily
 AWS Backup recovery points of both (layers/backup.py).
 """

@@ -24,7 +24,7 @@ from troposphere.secretsmanager import GenerateSecretString, Secret
 from moodle_cfn.checks import CrossCheck, number
 from moodle_cfn.common import (
     GROUP_DATABASE,
-    RETAIN,
+    RETAIN_EXCEPT_ON_CREATE,
     SITE_NAME,
     SNAPSHOT,
     OperatorParameter,
@@ -206,18 +206,6 @@ DATABASE_MAINTENANCE_WINDOW = OperatorParameter(
     label="Maintenance window (UTC)",
     group=GROUP_DATABASE,
 )
-DATABASE_DELETION_PROTECTION = OperatorParameter(
-    Parameter(
-        "DatabaseDeletionProtection",
-        Type="String",
-        Default="true",
-        AllowedValues=["true", "false"],
-        Description="Refuse to delete the cluster (a stack delete fails until this is switched off). Keep true "
-        "in production.",
-    ),
-    label="Deletion protection",
-    group=GROUP_DATABASE,
-)
 DATABASE_LOG_RETENTION_DAYS = log_retention_parameter(
     "DatabaseLogRetentionDays",
     30,
@@ -238,7 +226,6 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
     DATABASE_BACKUP_RETENTION_DAYS,
     DATABASE_BACKUP_WINDOW,
     DATABASE_MAINTENANCE_WINDOW,
-    DATABASE_DELETION_PROTECTION,
     DATABASE_LOG_RETENTION_DAYS,
 )
 
@@ -316,7 +303,7 @@ def add_database_plumbing(
             RetentionInDays=Ref(DATABASE_LOG_RETENTION_DAYS.parameter),
             KmsKeyId=customer_key(),
             Metadata=checkov_skips(CKV_AWS_158=CUSTOMER_KEY_SKIP_REASON),
-            **RETAIN,
+            **RETAIN_EXCEPT_ON_CREATE,
         )
     )
     monitoring_role = template.add_resource(
@@ -369,7 +356,12 @@ def add_database(template: Template) -> tuple[DBCluster, Secret]:
             BackupRetentionPeriod=Ref(DATABASE_BACKUP_RETENTION_DAYS.parameter),
             PreferredBackupWindow=Ref(DATABASE_BACKUP_WINDOW.parameter),
             PreferredMaintenanceWindow=Ref(DATABASE_MAINTENANCE_WINDOW.parameter),
-            DeletionProtection=Ref(DATABASE_DELETION_PROTECTION.parameter),
+            # No DeletionProtection: the cluster is created unprotected so that a failed first deploy rolls
+            # back cleanly, and the protection layer sets it once the whole site exists. Left out rather than
+            # false: CloudFormation's RDS handler sends the template's DeletionProtection with every change
+            # to the cluster (aws-cloudformation-resource-providers-rds, aws-rds-dbcluster Translator
+            # .modifyDbClusterRequest), so a false here would switch protection off at the next update; a
+            # property left out is not sent, and the protection stays as the protection layer set it.
             CopyTagsToSnapshot=True,
             DBSubnetGroupName=Ref(subnet_group),
             DBClusterParameterGroupName=Ref(parameter_group),
@@ -385,6 +377,9 @@ def add_database(template: Template) -> tuple[DBCluster, Secret]:
             ),
             Tags=tags("db"),
             Metadata=checkov_skips(
+                CKV_AWS_139="Created unprotected on purpose, so a failed first deploy can roll back (delete) "
+                "it; the protection layer (layers/protection.py) switches deletion protection to "
+                "DatabaseDeletionProtection (default true) once every other resource of the site exists.",
                 CKV_AWS_162="Moodle's pgsql driver authenticates with a password from config.php; IAM "
                 "authentication tokens expire after 15 minutes and Moodle cannot refresh them.",
             ),

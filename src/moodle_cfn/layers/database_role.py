@@ -18,7 +18,7 @@ from troposphere.rds import DBCluster
 from troposphere.secretsmanager import Secret
 
 from moodle_cfn import functions
-from moodle_cfn.common import RETAIN, SITE_NAME, checkov_skips, tags
+from moodle_cfn.common import RETAIN_EXCEPT_ON_CREATE, SITE_NAME, checkov_skips, tags
 from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY, customer_key
 from moodle_cfn.policies import POLICY_VERSION, service_trust_policy
 
@@ -79,7 +79,7 @@ def add_database_role(
             RetentionInDays=LOG_RETENTION_DAYS,
             KmsKeyId=customer_key(),
             Metadata=checkov_skips(CKV_AWS_158=CUSTOMER_KEY_SKIP_REASON),
-            **RETAIN,
+            **RETAIN_EXCEPT_ON_CREATE,
         )
     )
     role = template.add_resource(

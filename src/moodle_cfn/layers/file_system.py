@@ -19,7 +19,13 @@ from troposphere.efs import (
 )
 
 from moodle_cfn.azs import AZ_SLOTS, slot_condition
-from moodle_cfn.common import GROUP_FILE_SYSTEM, RETAIN, OperatorParameter, number_parameter, tags
+from moodle_cfn.common import (
+    GROUP_FILE_SYSTEM,
+    RETAIN_EXCEPT_ON_CREATE,
+    OperatorParameter,
+    number_parameter,
+    tags,
+)
 from moodle_cfn.encryption import customer_key
 from moodle_cfn.layers.network import DATA, FILE_SYSTEM_SG, as_parameter
 from moodle_cfn.policies import POLICY_VERSION
@@ -138,7 +144,7 @@ def add_file_system(template: Template) -> tuple[FileSystem, AccessPoint]:
             # troposphere wants a plain dict here; the policy has no intrinsic functions in it.
             FileSystemPolicy=json.loads(file_system_policy().to_json()),
             FileSystemTags=tags("moodledata"),
-            **RETAIN,
+            **RETAIN_EXCEPT_ON_CREATE,
         )
     )
     for slot in AZ_SLOTS:

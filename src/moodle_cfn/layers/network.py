@@ -55,6 +55,7 @@ from moodle_cfn.azs import (
 from moodle_cfn.checks import FindingCheck
 from moodle_cfn.common import (
     GROUP_NETWORK,
+    RETAIN_EXCEPT_ON_CREATE,
     SITE_NAME,
     OperatorParameter,
     checkov_skips,
@@ -416,14 +417,13 @@ def add_flow_logs(template: Template, vpc: VPC) -> None:
     log_group = template.add_resource(
         LogGroup(
             "FlowLogGroup",
-            DeletionPolicy="Retain",  # audit evidence outlives the stack
-            UpdateReplacePolicy="Retain",
             RetentionInDays=Ref(FLOW_LOG_RETENTION_DAYS.parameter),
             Metadata=checkov_skips(
                 CKV_AWS_158="Flow logs hold connection metadata only, and CloudWatch Logs already encrypts them "
                 "at rest with service-owned keys; a customer key would add a key policy to maintain and "
                 "per-request KMS cost without protecting anything more."
             ),
+            **RETAIN_EXCEPT_ON_CREATE,  # audit evidence outlives the stack
         )
     )
     role = template.add_resource(

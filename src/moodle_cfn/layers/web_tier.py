@@ -66,7 +66,7 @@ from moodle_cfn import bootstrap
 from moodle_cfn.checks import CrossCheck, FindingCheck, number
 from moodle_cfn.common import (
     GROUP_WEB,
-    RETAIN,
+    RETAIN_EXCEPT_ON_CREATE,
     SITE_NAME,
     OperatorParameter,
     checkov_skips,
@@ -358,7 +358,7 @@ def add_log_groups(template: Template) -> dict[str, LogGroup]:
                 RetentionInDays=Ref(APP_LOG_RETENTION_DAYS.parameter),
                 KmsKeyId=customer_key(),
                 Metadata=checkov_skips(CKV_AWS_158=CUSTOMER_KEY_SKIP_REASON),
-                **RETAIN,
+                **RETAIN_EXCEPT_ON_CREATE,
             )
         )
     return groups
