@@ -353,7 +353,7 @@ install_site() {
   jq -n --arg node "$node_id" --arg at "$(date -u +%FT%TZ)" '{node: $node, at: $at}' > "$install_marker"
   local admin
   admin=$(secret "$ADMIN_SECRET_ARN")
-  as_web_user php "$MOODLE_DIR/admin/cli/install_database.php" --agree-license --adminuser=admin \
+  as_web_user php "$moodle_dir/admin/cli/install_database.php" --agree-license --adminuser=admin \
     --adminpass="$(jq -r .password <<< "$admin")" --adminemail="$ADMIN_EMAIL" \
     --fullname="$SITE_FULL_NAME" --shortname="$SITE_SHORT_NAME"
   rm -f "$install_marker"
@@ -382,7 +382,7 @@ SQL
 # 1 older code than the database (or another refusal, said above by Moodle).
 upgrade_pending() {
   local pending=0
-  as_web_user php "$MOODLE_DIR/admin/cli/upgrade.php" --is-pending > /dev/null || pending=$?
+  as_web_user php "$moodle_dir/admin/cli/upgrade.php" --is-pending > /dev/null || pending=$?
   printf '%s\n' "$pending"
 }
 
@@ -456,11 +456,11 @@ maintenance_on() {
     --arg at "$(date -u +%FT%TZ)" '{node: $node, release: $release, archive: $archive, at: $at}' \
     > "$maintenance_owner.partial"
   mv "$maintenance_owner.partial" "$maintenance_owner"
-  as_web_user php "$MOODLE_DIR/admin/cli/maintenance.php" --enable
+  as_web_user php "$moodle_dir/admin/cli/maintenance.php" --enable
 }
 
 maintenance_off() {
-  as_web_user php "$MOODLE_DIR/admin/cli/maintenance.php" --disable
+  as_web_user php "$moodle_dir/admin/cli/maintenance.php" --disable
   rm -f "$maintenance_owner"
 }
 
@@ -474,7 +474,7 @@ upgrade_site() {
   before=$(database_fingerprint)
   maintenance_on
   output=$(mktemp)
-  as_web_user php "$MOODLE_DIR/admin/cli/upgrade.php" --non-interactive > "$output" 2>&1 || status=$?
+  as_web_user php "$moodle_dir/admin/cli/upgrade.php" --non-interactive > "$output" 2>&1 || status=$?
   cat "$output" >&2
   if [[ $status != 0 ]]; then
     local reason
@@ -494,7 +494,7 @@ upgrade_site() {
   rm -f "$output"
   record_database_code
   maintenance_off
-  as_web_user php "$MOODLE_DIR/admin/cli/purge_caches.php"
+  as_web_user php "$moodle_dir/admin/cli/purge_caches.php"
 }
 
 record_database_code() {
