@@ -30,6 +30,7 @@ from tests.node_rig.node import Browser, Node
 from tests.node_rig.rehearse_node import (  # noqa: F401  (aws and tls are fixtures)
     ADMIN_PASSWORD,
     CACHE,
+    HEARTBEAT_SECONDS,
     INSTALL_LINE,
     NODE_SETUP_FAILED,
     SITE_HOST,
@@ -425,7 +426,7 @@ def test_an_interrupted_first_install_is_started_again_by_the_next_node(site: Si
         assert not browser.log_in(node, "admin", ADMIN_PASSWORD).startswith("/login/index.php")
         # A long step keeps its lease: heartbeats all through the reinstall, before the hook's completion.
         heartbeats = site.aws.calls_of("RecordLifecycleActionHeartbeat", "i-0interrupted")[heartbeats_before:]
-        assert len(heartbeats) >= took / 2 / 2, (len(heartbeats), took)
+        assert len(heartbeats) >= took / HEARTBEAT_SECONDS / 2, (len(heartbeats), took)
         record(
             "first install killed after mdl_config existed",
             tables_left_by_the_killed_install=int(half),
