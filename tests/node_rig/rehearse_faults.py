@@ -1,9 +1,11 @@
 """Fault rehearsal: the faults a highly available site must keep small, injected into the rig's running
 two-node site, with what a node, Auto Scaling and a viewer would see measured.
 
-Run by `make rehearse-faults` (one leg, valkey x PostgreSQL 17 on Moodle 5.1, the default path, unless
-RIG_FAULT_LEG names another: the faults are in the node files, the database and the shared disk, not in the
-cache engine; 5.1 runs on both Debian 12's PHP 8.2 and Debian 13's PHP 8.4). Same rig as
+Run by `make rehearse-faults` (one leg, memcached x PostgreSQL 17 on Moodle 5.1 unless RIG_FAULT_LEG names
+another: the faults are in the node files, the database and the shared disk, not in the cache engine; 5.1
+runs on both Debian 12's PHP 8.2 and Debian 13's PHP 8.4, and is the default path; memcached because its
+application cache needs the store plugin, whose 5.1 behaviour this leg puts under load, and the node
+rehearsal's 5.1 leg runs valkey). Same rig as
 `make rehearse-node` (tests/node_rig/rehearse_node.py): real Moodle from the operator's bundle, real
 PostgreSQL, Apache and PHP-FPM per node, moto and a stand-in for AWS. Measurements go to .rig/faults.json.
 """
@@ -50,7 +52,7 @@ from tests.node_rig.rehearse_node import (  # noqa: F401  (aws and tls are fixtu
     web_root,
 )
 
-LEG = os.environ.get("RIG_FAULT_LEG", "valkey-17-5.1")
+LEG = os.environ.get("RIG_FAULT_LEG", "memcached-17-5.1")
 FAULTS = CACHE / "faults.json"
 OUTAGE_SECONDS = 60
 # What the node files write on the shared disk (moodle-node-setup.sh).
