@@ -118,6 +118,10 @@ NODE_ADDRESSES = ("127.0.0.11", "127.0.0.12")
 HEALTH_PATH = "/lb-health"
 NODE_SETUP_FAILED = "moodle-node-setup: FAILED"
 HEARTBEAT_SECONDS = 10
+# The rig's servers listen from here: below Linux's ephemeral range (32768-60999), so that while one is
+# stopped (a fault) no client's connection to it can take its port (a TCP self-connect), which would
+# keep it from starting again. Seen: PostgreSQL on 55400 could not restart after a 60 s outage.
+PORTS = 25400
 INSTALL_LINE = "installing the Moodle database"
 UPGRADE_LINE = "upgrading Moodle to release"
 # A plugin of the operator's own, shipped as a moodle.org-style zip in S3 (one top directory).
@@ -360,9 +364,9 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     binaries = services.postgres_binaries(major, CACHE / "postgres")
-    postgres = services.start_postgres(binaries, workdir / "postgres", 55400 + index, tls, MASTER["username"],
+    postgres = services.start_postgres(binaries, workdir / "postgres", PORTS + index, tls, MASTER["username"],
                                        MASTER["password"], "moodle")  # fmt: skip
-    caches, cache_ports = start_caches(engine, workdir, tls, 56400 + 10 * index)
+    caches, cache_ports = start_caches(engine, workdir, tls, PORTS + 100 + 10 * index)
     shared = workdir / "efs"
     shared.mkdir()
     layer = shared_layer(workdir, shared) if shared_layer else nullcontext()
