@@ -127,6 +127,17 @@ class Poller:
             thread.join(timeout=60)
 
 
+def test_the_caches_serve_before_any_fault(site: Site) -> None:
+    """The site under test: sessions in the session cluster, Moodle's application cache in its own (on a
+    memcached leg, through the memcached store plugin)."""
+    browser = Browser(SITE_HOST)
+    assert not browser.log_in(site.nodes[1], "admin", ADMIN_PASSWORD).startswith("/login/")
+    assert page_status(site.nodes[0], browser, "/my/") == 200
+    application = site.cache_keys("application")
+    assert any(key.startswith("mdl_") for key in application), application[:20]
+    assert not any(key.startswith("mdl_") for key in site.cache_keys("session"))
+
+
 def test_the_health_path_answers_only_the_load_balancer(site: Site) -> None:
     node = site.nodes[0]
 

@@ -760,10 +760,11 @@ def test_a_failure_is_one_line_that_says_what_failed(site: Site) -> None:
 
 
 def assert_router_answers(node: Node) -> None:
-    """Moodle 5.x: a path no file serves goes to r.php (FallbackResource), and Moodle's router answers it
-    with its own 404 page (a Moodle page: M.cfg), not Apache's."""
+    """Moodle 5.x: a path no file serves goes to r.php (FallbackResource), and Moodle's router (Slim)
+    answers it with its own 404 page, not Apache's ("...was not found on this server")."""
     status, _, page = Browser(SITE_HOST).request(node, "GET", "/no/such/route")
-    assert status == 404 and "M.cfg" in page, (status, page[:300])
+    assert status == 404 and "verify the URI and try again" in page, (status, page[:300])
+    assert "was not found on this server" not in page
 
 
 def test_moodle_5_sends_unknown_paths_to_its_router(site: Site) -> None:
