@@ -15,7 +15,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from moodle_cfn import master, params, publish
-from moodle_cfn.layers import LAYERS, all_checks, all_expanders, network
+from moodle_cfn.layers import LAYERS, all_checks, all_expanders, app, network
 from tests.rehearsal import child_parameters, deploy, with_placeholders
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +88,12 @@ def tool(name: str) -> str:
 def network_template() -> dict[str, Any]:
     """The network template as plain data (exactly what is rendered to YAML)."""
     return json.loads(network.build().to_json())
+
+
+@pytest.fixture(scope="session")
+def app_template() -> dict[str, Any]:
+    """The app template as plain data."""
+    return json.loads(app.build().to_json())
 
 
 @pytest.fixture(scope="session")

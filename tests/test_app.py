@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from typing import Any
@@ -21,11 +20,6 @@ NO_DOMAIN: dict[str, str] = {}
 CREATED_CERTIFICATE = {"DomainName": DOMAIN, "HostedZoneId": ZONE}
 GIVEN_CERTIFICATE = {"DomainName": DOMAIN, "CertificateArn": REGIONAL_CERTIFICATE}
 WITHOUT_CLOUDFRONT = {**CREATED_CERTIFICATE, "EnableCloudFront": "false"}
-
-
-@pytest.fixture(scope="module")
-def app_template() -> dict[str, Any]:
-    return json.loads(app.build().to_json())
 
 
 def resources(template: dict[str, Any], **given: str) -> dict[str, dict[str, Any]]:

@@ -4,19 +4,10 @@ long steps, Apache keeping connections longer than the load balancer."""
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
-
-import pytest
 
 from moodle_cfn import bootstrap
-from moodle_cfn.layers import app, web_tier
-
-
-@pytest.fixture(scope="module")
-def app_template() -> dict[str, Any]:
-    return json.loads(app.build().to_json())
+from moodle_cfn.layers import web_tier
 
 
 def load_balancer_attribute(app_template: dict, key: str) -> str:

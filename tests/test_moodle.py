@@ -163,11 +163,6 @@ def test_site_json_gives_the_script_every_setting_it_reads():
     assert moodle.settings_names() == given
 
 
-@pytest.fixture(scope="module")
-def app_template() -> dict[str, Any]:
-    return json.loads(app.build().to_json())
-
-
 def test_launch_template_carries_every_bootstrap_file_verbatim(app_template):
     files = app_template["Resources"]["WebLaunchTemplate"]["Metadata"]["AWS::CloudFormation::Init"]["config"][
         "files"

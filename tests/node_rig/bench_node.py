@@ -39,7 +39,7 @@ from pathlib import Path
 from tests.node_rig import services
 from tests.node_rig.aws import running_aws
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
-from tests.node_rig.rehearse_node import CACHE, ROOT, SITE_HOST, Site, php_refuses, running_site
+from tests.node_rig.rehearse_node import CACHE, ROOT, SITE_HOST, Site, machine_php, php_refuses, running_site
 
 HERE = Path(__file__).resolve().parent / "bench"
 FUSE_PYTHON = CACHE / "fuse" / "bin" / "python"
@@ -54,8 +54,7 @@ PASSWORD = "Bench-User-Pass-1!"
 BOOTSTRAP = "src/moodle_cfn/bootstrap"
 # Where the node setup installs each file on the rig's platform (tests/node_rig/platform-debian.sh).
 # Debian's one PHP (8.2 on Debian 12, 8.4 on Debian 13), as the platform file finds it.
-PHP_VERSION = subprocess.run(["php", "-r", 'echo PHP_MAJOR_VERSION, ".", PHP_MINOR_VERSION;'], capture_output=True,
-                             text=True, check=True).stdout  # fmt: skip
+PHP_VERSION = machine_php()
 INI = f"/etc/php/{PHP_VERSION}/fpm/conf.d/90-moodle.ini"
 POOL = f"/etc/php/{PHP_VERSION}/fpm/pool.d/www.conf"
 MARKERS = {"WEB_USER": "www-data", "FPM_SOCKET": "/run/php-fpm/www.sock",

@@ -9,29 +9,22 @@ from __future__ import annotations
 
 from awacs import kms, logs, rds_data, secretsmanager
 from awacs.aws import Allow, PolicyDocument, Statement
-from troposphere import GetAtt, If, Ref, Sub, Template
-from troposphere.awslambda import Code, Function, LoggingConfig
+from troposphere import GetAtt, If, Ref, Template
 from troposphere.cloudformation import CustomResource
-from troposphere.iam import Policy, Role
+from troposphere.iam import Policy
 from troposphere.logs import LogGroup
 from troposphere.rds import DBCluster
 from troposphere.secretsmanager import Secret
 
-from moodle_cfn import functions
-from moodle_cfn.common import RETAIN_EXCEPT_ON_CREATE, SITE_NAME, checkov_skips, tags
-from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY, customer_key
-from moodle_cfn.policies import POLICY_VERSION, service_trust_policy
+from moodle_cfn.common import SITE_NAME
+from moodle_cfn.custom_resource_function import add_custom_resource_function
+from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
+from moodle_cfn.policies import POLICY_VERSION
 
-FUNCTION_TITLE = "DatabaseRoleFunction"
+# Its LogGroup, FunctionRole and Function are named from this (custom_resource_function).
+FUNCTION_NAME = "DatabaseRole"
+FUNCTION_TITLE = f"{FUNCTION_NAME}Function"
 ROLE_RESOURCE_TITLE = "DatabaseAppUser"
-LOG_RETENTION_DAYS = 90
-FUNCTION_SKIPS = checkov_skips(
-    CKV_AWS_115="Runs only when CloudFormation creates or updates the stack; no concurrency to reserve.",
-    CKV_AWS_116="Invoked synchronously by CloudFormation, which receives and reports every failure.",
-    CKV_AWS_117="Reaches the database through the RDS Data API, a public AWS endpoint; no VPC needed.",
-    CKV_AWS_173="The function has no environment variables.",
-    CKV_AWS_272="Inline code generated and reviewed with the template; there is no package to sign.",
-)
 
 
 def role_policies(
@@ -73,39 +66,15 @@ def add_database_role(
 ) -> None:
     """The function, its role and log group, and the custom resource that runs it."""
     master_secret_arn = GetAtt(cluster, "MasterUserSecret.SecretArn")
-    log_group = template.add_resource(
-        LogGroup(
-            "DatabaseRoleLogGroup",
-            RetentionInDays=LOG_RETENTION_DAYS,
-            KmsKeyId=customer_key(),
-            Metadata=checkov_skips(CKV_AWS_158=CUSTOMER_KEY_SKIP_REASON),
-            **RETAIN_EXCEPT_ON_CREATE,
-        )
-    )
-    role = template.add_resource(
-        Role(
-            "DatabaseRoleFunctionRole",
-            AssumeRolePolicyDocument=service_trust_policy("lambda.amazonaws.com", None),
-            Policies=role_policies(cluster, master_secret_arn, app_secret, log_group),
-            Tags=tags("db-role-function"),
-        )
-    )
-    function = template.add_resource(
-        Function(
-            FUNCTION_TITLE,
-            Description=Sub(
-                f"Creates Moodle's database role of ${{{SITE_NAME.name}}} with the master secret"
-            ),
-            Runtime="python3.12",
-            Handler="index.handler",
-            Code=Code(ZipFile=functions.read("database_role.py")),
-            Role=GetAtt(role, "Arn"),
-            Timeout=120,
-            MemorySize=128,
-            LoggingConfig=LoggingConfig(LogGroup=Ref(log_group)),
-            Tags=tags("db-role-function"),
-            Metadata=FUNCTION_SKIPS,
-        )
+    function = add_custom_resource_function(
+        template,
+        FUNCTION_NAME,
+        source="database_role.py",
+        description=f"Creates Moodle's database role of ${{{SITE_NAME.name}}} with the master secret",
+        policies=lambda log_group: role_policies(cluster, master_secret_arn, app_secret, log_group),
+        timeout=120,
+        tag="db-role-function",
+        network_reason="Reaches the database through the RDS Data API, a public AWS endpoint; no VPC needed.",
     )
     template.add_resource(
         CustomResource(

@@ -16,35 +16,29 @@ StackSets and `moodle-cfn deploy` users all get this from the template alone.
 from __future__ import annotations
 
 from troposphere import GetAtt, Parameter, Ref, Sub, Template
-from troposphere.awslambda import Code, Function, LoggingConfig
 from troposphere.cloudformation import CustomResource
-from troposphere.iam import Policy, Role
-from troposphere.logs import LogGroup
+from troposphere.iam import Policy
 
-from moodle_cfn import functions
 from moodle_cfn.common import (
     GROUP_DATABASE,
-    RETAIN_EXCEPT_ON_CREATE,
     SITE_NAME,
     OperatorParameter,
-    checkov_skips,
     declare_parameters,
     output_as_parameter,
-    tags,
 )
+from moodle_cfn.custom_resource_function import add_custom_resource_function
 from moodle_cfn.encryption import (
-    CUSTOMER_KEY_SKIP_REASON,
     DATA_KMS_KEY_ARN,
     add_key_condition,
-    customer_key,
 )
 from moodle_cfn.layers import database
-from moodle_cfn.policies import deletion_protection_policy, service_trust_policy
+from moodle_cfn.policies import deletion_protection_policy
 
 FUNCTION_SOURCE = "deletion_protection.py"
-FUNCTION_TITLE = "DeletionProtectionFunction"
+# Its LogGroup, FunctionRole and Function are named from this (custom_resource_function).
+FUNCTION_NAME = "DeletionProtection"
+FUNCTION_TITLE = f"{FUNCTION_NAME}Function"
 SWITCH_TITLE = "ClusterDeletionProtection"
-LOG_RETENTION_DAYS = 90
 # The function waits up to 20 x 15 s for a busy cluster (functions/deletion_protection.py).
 FUNCTION_TIMEOUT_SECONDS = 360
 
@@ -65,14 +59,6 @@ PARAMETERS: tuple[OperatorParameter, ...] = (DATABASE_DELETION_PROTECTION,)
 # The cluster, from the data layer (the name is its output's).
 DATABASE_CLUSTER_ID = output_as_parameter(database.DATABASE_CLUSTER_ID)
 
-FUNCTION_SKIPS = checkov_skips(
-    CKV_AWS_115="Runs only when CloudFormation creates or updates the stack; no concurrency to reserve.",
-    CKV_AWS_116="Invoked synchronously by CloudFormation, which receives and reports every failure.",
-    CKV_AWS_117="Calls the RDS API, a public AWS endpoint, and nothing inside the VPC; no VPC needed.",
-    CKV_AWS_173="The function has no environment variables.",
-    CKV_AWS_272="Inline code generated and reviewed with the template; there is no package to sign.",
-)
-
 
 def cluster_arn() -> Sub:
     """The ARN of the site's cluster, the only resource the function may modify."""
@@ -84,44 +70,20 @@ def cluster_arn() -> Sub:
 
 def add_deletion_protection(template: Template) -> CustomResource:
     """The function, its role and log group, and the custom resource that sets the cluster's protection."""
-    log_group = template.add_resource(
-        LogGroup(
-            "DeletionProtectionLogGroup",
-            RetentionInDays=LOG_RETENTION_DAYS,
-            KmsKeyId=customer_key(),
-            Metadata=checkov_skips(CKV_AWS_158=CUSTOMER_KEY_SKIP_REASON),
-            **RETAIN_EXCEPT_ON_CREATE,
-        )
-    )
-    role = template.add_resource(
-        Role(
-            "DeletionProtectionFunctionRole",
-            AssumeRolePolicyDocument=service_trust_policy("lambda.amazonaws.com", None),
-            Policies=[
-                Policy(
-                    PolicyName="switch-the-clusters-deletion-protection",
-                    PolicyDocument=deletion_protection_policy(cluster_arn(), GetAtt(log_group, "Arn")),
-                )
-            ],
-            Tags=tags("db-protection-function"),
-        )
-    )
-    function = template.add_resource(
-        Function(
-            FUNCTION_TITLE,
-            Description=Sub(
-                f"Sets the deletion protection of the database of ${{{SITE_NAME.name}}} once the site exists"
-            ),
-            Runtime="python3.12",
-            Handler="index.handler",
-            Code=Code(ZipFile=functions.read(FUNCTION_SOURCE)),
-            Role=GetAtt(role, "Arn"),
-            Timeout=FUNCTION_TIMEOUT_SECONDS,
-            MemorySize=128,
-            LoggingConfig=LoggingConfig(LogGroup=Ref(log_group)),
-            Tags=tags("db-protection-function"),
-            Metadata=FUNCTION_SKIPS,
-        )
+    function = add_custom_resource_function(
+        template,
+        FUNCTION_NAME,
+        source=FUNCTION_SOURCE,
+        description=f"Sets the deletion protection of the database of ${{{SITE_NAME.name}}} once the site exists",
+        policies=lambda log_group: [
+            Policy(
+                PolicyName="switch-the-clusters-deletion-protection",
+                PolicyDocument=deletion_protection_policy(cluster_arn(), GetAtt(log_group, "Arn")),
+            )
+        ],
+        timeout=FUNCTION_TIMEOUT_SECONDS,
+        tag="db-protection-function",
+        network_reason="Calls the RDS API, a public AWS endpoint, and nothing inside the VPC; no VPC needed.",
     )
     return template.add_resource(
         CustomResource(
