@@ -40,7 +40,7 @@ REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "DatabaseRoleFunction",
             "DatabaseAppUser",
         },
-        {("FileSystem", "Arn"), ("FileSystemAccessPoint", "Arn")},
+        {("FileSystem", "Arn"), ("FileSystemAccessPoint", "Arn"), ("FileSystemCodeAccessPoint", "Arn")},
     ),
     "app": lambda template: with_placeholders(
         template,

@@ -189,14 +189,22 @@ def policy_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # The only actions allowed on "*": they have no resource-level permissions at all.
-UNSCOPABLE = {"cloudwatch:PutMetricData", "ec2:DescribeTags", "autoscaling:DescribeAutoScalingGroups"}
+UNSCOPABLE = {
+    "cloudwatch:PutMetricData",
+    "ec2:DescribeTags",
+    "autoscaling:DescribeAutoScalingGroups",
+    # Session Manager (policies.web_node_policy).
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+    "ssm:UpdateInstanceInformation",
+}
 
 
 def test_instance_role_is_scoped_to_this_stack(app_template):
     role = props(app_template["Resources"], "WebInstanceRole")
-    assert role["ManagedPolicyArns"] == [
-        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}
-    ]
+    assert "ManagedPolicyArns" not in role
     for statement in policy_statements(app_template):
         if "*" in statement["Resource"]:
             assert set(statement["Action"]) <= UNSCOPABLE, statement["Sid"]

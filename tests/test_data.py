@@ -222,6 +222,17 @@ def test_access_point_gives_moodledata_to_the_web_server_user(data_template):
     }
 
 
+def test_the_code_archives_have_an_access_point_the_web_server_user_cannot_reach(data_template):
+    """Its identity is neither the web server's (48) nor root (which would need ClientRootAccess), and its
+    directory is outside /moodledata, above the moodledata access point's root."""
+    point = data_template["Resources"]["FileSystemCodeAccessPoint"]["Properties"]
+    uid = point["PosixUser"]["Uid"]
+    assert point["PosixUser"] == {"Uid": uid, "Gid": uid} and uid not in ("0", file_system.WEB_SERVER_UID)
+    path = point["RootDirectory"]["Path"]
+    assert not path.startswith(file_system.MOODLEDATA_PATH + "/") and path != file_system.MOODLEDATA_PATH
+    assert point["RootDirectory"]["CreationInfo"] == {"OwnerUid": uid, "OwnerGid": uid, "Permissions": "0700"}
+
+
 def test_outputs_give_endpoints_and_secret_arns_but_no_password(data_template):
     outputs = data_template["Outputs"]
     assert set(outputs) == {
@@ -236,6 +247,8 @@ def test_outputs_give_endpoints_and_secret_arns_but_no_password(data_template):
         file_system.FILE_SYSTEM_ARN,
         file_system.ACCESS_POINT_ID,
         file_system.ACCESS_POINT_ARN,
+        file_system.CODE_ACCESS_POINT_ID,
+        file_system.CODE_ACCESS_POINT_ARN,
     }
     assert outputs["DatabaseMasterSecretArn"]["Value"] == {
         "Fn::GetAtt": ["DatabaseCluster", "MasterUserSecret.SecretArn"]

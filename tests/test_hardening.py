@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ UNSCOPED_ALLOWED = {
     # No resource-level permissions exist for these two actions; PutMetricData is narrowed by namespace.
     ("WebInstanceRole", "AgentMetrics"): "cloudwatch:PutMetricData accepts only *",
     ("WebInstanceRole", "AgentInstanceTags"): "ec2:DescribeTags accepts only *",
+    ("WebInstanceRole", "OpenSessionManagerSessions"): "ssmmessages:* accept only *; AWS's Session Manager policy",
     (
         "WebInstanceRole",
         "ReadTheGroupsLaunchTemplateVersion",
@@ -25,9 +29,9 @@ UNSCOPED_ALLOWED = {
     ("FileSystem", "MountAndWriteThroughMountTargets"): "resource policy of the file system itself",
     ("FileSystem", "DenyUnencryptedTransport"): "resource policy of the file system itself",
 }
-# AWS managed policies attached, each for a service that documents it as the way to grant access.
+# AWS managed policies attached, each to a role that an AWS service assumes (RDS enhanced monitoring, AWS
+# Backup) and that documents the policy as the way to grant access; no node or function role has one.
 MANAGED_POLICIES_ALLOWED = {
-    "AmazonSSMManagedInstanceCore",  # Session Manager instead of SSH
     "AmazonRDSEnhancedMonitoringRole",  # RDS enhanced monitoring
     "AWSBackupServiceRolePolicyForBackup",  # AWS Backup
     "AWSBackupServiceRolePolicyForRestores",
@@ -94,6 +98,67 @@ def test_no_unscoped_wildcard_outside_the_allow_list(templates):
                     if statement["Effect"] == "Allow":
                         assert not [a for a in actions if a == "*" or a.endswith(":*")], (owner, statement)
     assert found == set(UNSCOPED_ALLOWED), "the allow-list names a statement that no longer exists"
+
+
+# AWS managed policies' documents (tests/data/aws-managed-policies.json, each with its source): a role's
+# permissions are read inside every policy it has, managed ones included, not trusted by name.
+MANAGED_DOCUMENTS = json.loads((Path(__file__).parent / "data" / "aws-managed-policies.json").read_text())
+# Reads of where secrets live: granted on "*", each reads every secret, parameter or key of the account and
+# Region. A web node may read only its own site's.
+SECRET_READS = re.compile(r"^(secretsmanager|ssm|kms):(Get|Describe|List|BatchGet|Decrypt|\*)")
+# Writes to what becomes a node's code: the operator's bundle and plugins in S3, and root on EFS.
+CODE_WRITES = re.compile(r"^(s3:(Put|Delete|Restore|\*)|elasticfilesystem:ClientRootAccess)")
+WEB_ROLE = "WebInstanceRole"
+
+
+def listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    """Every Allow statement a role holds: its inline policies, the stack's policies attached to it, and its
+    AWS managed policies' documents (a managed policy without a bundled document fails)."""
+    resources = template["Resources"]
+    documents = [owner_document for name, resource in resources.items()
+                 for owner, owner_document in policy_documents(name, resource) if owner == role]  # fmt: skip
+    for arn in resources[role]["Properties"].get("ManagedPolicyArns", []):
+        name = arn["Fn::Sub"].rsplit("/", 1)[-1]
+        assert name in MANAGED_DOCUMENTS["policies"], f"{role}: no bundled document of {name}"
+        documents.append(MANAGED_DOCUMENTS["policies"][name]["document"])
+    return [s for document in documents for s in document["Statement"] if s["Effect"] == "Allow"]
+
+
+def granted(statements: list[dict[str, Any]], pattern: re.Pattern[str], on_anything: bool) -> set[str]:
+    """The actions matching `pattern` that the statements allow (only those on "*" when `on_anything`)."""
+    return {action for statement in statements for action in listed(statement["Action"])
+            if pattern.match(action) and (not on_anything or "*" in listed(statement["Resource"]))}  # fmt: skip
+
+
+def test_a_web_node_reads_no_secret_or_parameter_but_its_sites_and_writes_no_code(templates):
+    statements = role_statements(templates["app"], WEB_ROLE)
+    assert granted(statements, SECRET_READS, on_anything=True) == set()
+    assert granted(statements, CODE_WRITES, on_anything=False) == set()
+    # What it does read is named: this site's secrets (ARNs from the stack) and the site's key.
+    reads = [s for s in statements if any(SECRET_READS.match(a) for a in listed(s["Action"]))]
+    assert reads and all("*" not in str(s["Resource"]) for s in reads), reads
+
+
+def test_the_web_node_check_reads_inside_managed_policies(templates):
+    """The check can fail: AmazonSSMManagedInstanceCore on the role (what it had) is caught by its
+    document, ssm:GetParameter(s) on "*"."""
+    app = copy.deepcopy(templates["app"])
+    app["Resources"][WEB_ROLE]["Properties"]["ManagedPolicyArns"] = [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}
+    ]
+    assert {"ssm:GetParameter", "ssm:GetParameters"} <= granted(
+        role_statements(app, WEB_ROLE), SECRET_READS, on_anything=True
+    )
+
+
+def test_the_web_nodes_session_manager_permissions_are_awss_own_minimum(templates):
+    session = next(s for s in role_statements(templates["app"], WEB_ROLE) if s.get("Sid") == "OpenSessionManagerSessions")
+    (minimum,) = MANAGED_DOCUMENTS["policies"]["AWSCloud9SSMInstanceProfile"]["document"]["Statement"]
+    assert sorted(session["Action"]) == sorted(minimum["Action"])
 
 
 def test_only_documented_aws_managed_policies(templates):

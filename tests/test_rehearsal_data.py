@@ -49,12 +49,15 @@ def test_file_system_is_encrypted_with_a_mount_target_per_az(aws, stacks):
     assert len({t["AvailabilityZoneName"] for t in targets}) == len(data_subnets)
 
 
-def test_access_point_belongs_to_the_web_server_user(aws, stacks):
+def test_access_points_give_moodledata_to_the_web_server_user_and_the_code_to_another(aws, stacks):
     efs = boto3.client("efs", **aws)
     file_system_id = stacks["DataStack"]["outputs"]["FileSystemId"]
-    (point,) = efs.describe_access_points(FileSystemId=file_system_id)["AccessPoints"]
-    assert point["PosixUser"] == {"Uid": 48, "Gid": 48}
-    assert point["RootDirectory"]["Path"] == "/moodledata"
+    points = efs.describe_access_points(FileSystemId=file_system_id)["AccessPoints"]
+    # By path: moto's Ref of an access point is not its id.
+    by_path = {point["RootDirectory"]["Path"]: point for point in points}
+    assert set(by_path) == {"/moodledata", "/moodle-code"}
+    assert by_path["/moodledata"]["PosixUser"] == {"Uid": 48, "Gid": 48}
+    assert by_path["/moodle-code"]["PosixUser"]["Uid"] not in (0, 48)
 
 
 def test_postgresql_log_group_exists_with_its_retention(aws, stacks):

@@ -14,6 +14,7 @@ from awacs import (
     rds,
     secretsmanager,
     ssm,
+    ssmmessages,
 )
 from awacs.aws import (
     Allow,
@@ -104,6 +105,8 @@ class WebNodeResources:
     secret_arns: list[AWSHelperFn]
     file_system_arn: AWSHelperFn
     access_point_arn: AWSHelperFn
+    # The access point of the code archives, which the web server's user cannot reach.
+    code_access_point_arn: AWSHelperFn
     log_group_arns: list[AWSHelperFn]
     # The group's tag (key, value) that scopes which group's lifecycle actions a node may complete.
     group_tag: tuple[str, AWSHelperFn]
@@ -130,6 +133,15 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
                 Resource=[resources.file_system_arn],
                 Condition=AwsCondition(
                     StringEquals({"elasticfilesystem:AccessPointArn": resources.access_point_arn})
+                ),
+            ),
+            Statement(
+                Sid="MountTheCodeArchivesThroughTheirAccessPoint",
+                Effect=Allow,
+                Action=[elasticfilesystem.ClientMount, elasticfilesystem.ClientWrite],
+                Resource=[resources.file_system_arn],
+                Condition=AwsCondition(
+                    StringEquals({"elasticfilesystem:AccessPointArn": resources.code_access_point_arn})
                 ),
             ),
             Statement(
@@ -184,6 +196,23 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
                 Condition=AwsCondition(StringEquals({"cloudwatch:namespace": "CWAgent"})),
             ),
             Statement(Sid="AgentInstanceTags", Effect=Allow, Action=[ec2.DescribeTags], Resource=["*"]),
+            # Session Manager and nothing else of Systems Manager: the five actions of AWS's own policy for
+            # it (AWSCloud9SSMInstanceProfile, https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCloud9SSMInstanceProfile.html).
+            # AmazonSSMManagedInstanceCore would add ssm:GetParameter(s) on "*": every parameter of the
+            # account and Region, SecureStrings included. The ssmmessages actions accept only "*"; the
+            # agent registers the instance with UpdateInstanceInformation. All five are writes.
+            Statement(
+                Sid="OpenSessionManagerSessions",
+                Effect=Allow,
+                Action=[
+                    ssmmessages.CreateControlChannel,
+                    ssmmessages.CreateDataChannel,
+                    ssmmessages.OpenControlChannel,
+                    ssmmessages.OpenDataChannel,
+                    ssm.UpdateInstanceInformation,
+                ],
+                Resource=["*"],
+            ),
         ],
     )
 

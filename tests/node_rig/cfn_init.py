@@ -37,6 +37,12 @@ def app_template() -> dict[str, Any]:
     return json.loads(cfn_flip.to_json(APP_TEMPLATE.read_text()))
 
 
+def database_parameters() -> dict[str, str]:
+    """The Aurora cluster parameter group's settings in templates/data.yaml."""
+    data = json.loads(cfn_flip.to_json((APP_TEMPLATE.parent / "data.yaml").read_text()))
+    return data["Resources"]["DatabaseClusterParameterGroup"]["Properties"]["Parameters"]
+
+
 def resolve(value: Any, names: dict[str, str]) -> Any:
     """`value` with Ref, Fn::GetAtt, Fn::Sub, Fn::Select and Fn::Split replaced from `names` (parameters, pseudo parameters,
     resource ids and 'Resource.Attribute' values). A name missing from `names` is an error: the rig

@@ -1,9 +1,10 @@
 """A rehearsal web node: its own mount namespace on this machine, its own loopback address.
 
-Each node sees its own /var/www, /etc/moodle-cfn, /usr/share/moodle-cfn, /var/cache/moodle, /etc/apache2,
-/etc/php, /etc/systemd/system, /run and /var/log (private copies), so its Apache and PHP-FPM are its own.
-It shares with the other nodes only what the site shares on AWS: the "EFS" directory (mounted by the
-node setup itself), the database and the caches.
+Each node sees its own /var/www, /etc/moodle-cfn, /usr/share/moodle-cfn, /var/cache/moodle,
+/var/lib/moodle-cfn, /etc/apache2, /etc/php, /etc/systemd/system, /run and /var/log (private copies), so its
+Apache and PHP-FPM are its own. It shares with the other nodes only what the site shares on AWS: the "EFS"
+directories (moodledata and the code archives, mounted by the node setup itself), the database and the
+caches.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ PRIVATE_DIRS = (
     ("/etc/moodle-cfn", False),
     ("/usr/share/moodle-cfn", False),
     ("/var/cache/moodle", False),
+    ("/var/lib/moodle-cfn", False),
     ("/etc/systemd/system", False),
     ("/etc/apache2", True),
     # a2enmod's markers: two nodes enabling modules at the same moment must not share them.

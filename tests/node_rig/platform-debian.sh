@@ -9,7 +9,8 @@
 #     command itself; there is no CloudWatch agent;
 #   - "EFS" is a directory the rig shares between its nodes (RIG_SHARED_DIR), bind-mounted in each
 #     node's own mount namespace;
-#   - the instance metadata service is the rig's stand-in (RIG_IMDS_URL), each node's Apache listens on its
+#   - the instance metadata service is the rig's stand-in (RIG_IMDS_URL; the packet filter that keeps it
+#     root's names its address and port), each node's Apache listens on its
 #     own loopback address (RIG_NODE_ADDRESS), and the rig writes the cfn-init files itself before each
 #     boot, so there is no cfn-init to run.
 # shellcheck disable=SC2034  # the variables are read by moodle-node-setup.sh, which sources this file
@@ -25,6 +26,8 @@ readonly php_ini_path=/etc/php/$php_version/fpm/conf.d/90-moodle.ini
 readonly fpm_pool_path=/etc/php/$php_version/fpm/pool.d/www.conf
 readonly fpm_socket=/run/php-fpm/www.sock
 readonly vhost_path=/etc/apache2/sites-enabled/moodle.conf
+# In the node's private /etc/moodle-cfn: the rig's nodes share the machine's /etc/nftables.
+readonly metadata_rules_path=/etc/moodle-cfn/metadata.nft
 readonly php_error_log=/var/log/php-fpm/www-error.log
 readonly ca_bundle=/etc/ssl/certs/ca-certificates.crt
 readonly imds_url=${RIG_IMDS_URL:?set by the rehearsal rig}
@@ -38,7 +41,7 @@ platform_install_base_packages() {
   # What AL2023's platform file installs the client by (the cluster's major): it must reach the node.
   [[ ${DATABASE_MAJOR_VERSION:-} =~ ^[0-9]+$ ]] ||
     die "site.json gives no PostgreSQL major version (DATABASE_MAJOR_VERSION='${DATABASE_MAJOR_VERSION:-}')"
-  apt_install apache2 postgresql-client jq git tar unzip
+  apt_install apache2 postgresql-client nftables curl jq git tar unzip
 }
 
 platform_install_php() {
@@ -54,10 +57,16 @@ apt_install() {
     "$@" > /dev/null
 }
 
+# One directory per access point: RIG_SHARED_DIR is moodledata's, RIG_CODE_DIR the code archives' (the
+# rig names that access point fsap-0code in the site's settings).
 platform_mount_shared() {
-  local mount_point=$3
-  mountpoint -q "$mount_point" || mount --bind "${RIG_SHARED_DIR:?set by the rehearsal rig}" "$mount_point"
+  local access_point=$2 mount_point=$3 source=${RIG_SHARED_DIR:?set by the rehearsal rig}
+  [[ $access_point == fsap-0code ]] && source=${RIG_CODE_DIR:?set by the rehearsal rig}
+  mountpoint -q "$mount_point" || mount --bind "$source" "$mount_point"
 }
+
+# No systemd here: the rig's nodes share the machine's network stack, whose rules outlive a replayed reboot.
+platform_persist_packet_filter() { :; }
 
 platform_start_web() {
   # The CLI reads the same Moodle PHP settings as FPM (AL2023 has one /etc/php.d for both).

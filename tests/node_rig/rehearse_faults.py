@@ -403,9 +403,11 @@ def test_an_interrupted_first_install_is_started_again_by_the_next_node(site: Si
     site.postgres.sql(f'CREATE DATABASE {database} OWNER "moodleadmin"')
     run_database_role_function(site, database)
     shared.mkdir()
+    code = site.shared.parent / "efs-interrupted-code"
+    code.mkdir()
     imds = Imds({**site.nodes[0].imds.metadata, "instance-id": "i-0interrupted"})
-    environment = {**site.nodes[0].environment, "RIG_SHARED_DIR": str(shared), "RIG_IMDS_URL": imds.url,
-                   "RIG_NODE_ADDRESS": SPARE_ADDRESS}  # fmt: skip
+    environment = {**site.nodes[0].environment, "RIG_SHARED_DIR": str(shared), "RIG_CODE_DIR": str(code),
+                   "RIG_IMDS_URL": imds.url, "RIG_NODE_ADDRESS": SPARE_ADDRESS}  # fmt: skip
     node = Node("interrupted", SPARE_ADDRESS, shared.parent / "interrupted", environment, imds=imds)
     try:
         node.boot_namespace()
@@ -469,3 +471,27 @@ def test_a_stale_warmed_node_is_discarded_without_a_failure_signal(site: Site) -
         line for line in output.splitlines() if "discarding" in line)))  # fmt: skip
     status, output = node.setup(first_boot=False)
     assert status == 0, output[-3000:]
+
+
+def test_a_tampered_code_archive_stops_the_node_with_one_line(site: Site) -> None:
+    """The archive of the code the database runs, changed on EFS after its digest was taken (what a
+    compromised node with root could do; Moodle's user cannot reach it): a node that would unpack it stops
+    with one line and abandons its launch, and runs again once the archive is whole."""
+    node = site.nodes[1]
+    name = json.loads((site.shared / ".moodle-cfn" / "database-code.json").read_text())["archive"]
+    archive = site.shared.parent / "efs-code" / "releases" / f"{name}.tar.gz"
+    whole = archive.read_bytes()
+    instance = node.imds.metadata["instance-id"]
+    archive.write_bytes(whole + b"tampered")
+    try:
+        status, output = node.setup()
+    finally:
+        archive.write_bytes(whole)
+    failures = [line for line in output.splitlines() if NODE_SETUP_FAILED in line]
+    assert status != 0 and len(failures) == 1, output[-3000:]
+    assert "does not match its SHA-256" in failures[0], failures
+    assert site.aws.calls_of("CompleteLifecycleAction", instance)[-1]["LifecycleActionResult"] == "ABANDON"
+    record("tampered code archive", line=failures[0].split("moodle-node-setup: ", 1)[1])
+    status, output = node.setup()
+    assert status == 0, output[-3000:]
+    assert health(node) == 200

@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import threading
@@ -38,8 +39,9 @@ from moodle_cfn.functions import database_role
 from moodle_cfn.layers import moodle
 from moodle_cfn.releases import LINES_FILE
 from tests.node_rig import services
+from tests.node_rig.argv_watch import ArgvWatch, watching_argument_lists
 from tests.node_rig.aws import Aws, DataApi, Imds, running_aws
-from tests.node_rig.cfn_init import app_template, init_files
+from tests.node_rig.cfn_init import app_template, database_parameters, init_files
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,6 +113,8 @@ SITE_HOST = "moodle.rig.test"
 SITE_FULL_NAME = "".join(chr(c) for c in range(33, 127)) + " é学"
 ADMIN_EMAIL = "o'neil!#$%&*+/=?^_`{|}~-x.y@mail-1.example.edu"
 ADMIN_PASSWORD = "Rig-Admin-Pass-1!x"
+# The web server's user on the rig's platform (platform-debian.sh), what Moodle's PHP runs as.
+WEB_USER = "www-data"
 MASTER = {"username": "moodleadmin", "password": "Master-Pass-1"}
 APP_USER = {"username": "moodle", "password": "App-User-Pass-1"}
 CACHE_TOKEN = "Cache-Auth-Token-0123456789"
@@ -219,6 +223,8 @@ class Site:
     cron: subprocess.Popen | None = None
     # Seconds each step took (first boot of the site, a reboot, an upgrade roll), for the timings report.
     steps: dict[str, float] = field(default_factory=dict)
+    # Every process's argument list, sampled during the first boot (which installs the site).
+    argv_watch: ArgvWatch | None = None
 
     def timed(self, step: str, run: Callable[[], T]) -> T:
         started = time.monotonic()
@@ -320,6 +326,8 @@ def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports
         "MoodleReleaseParameter": f"/moodle-cfn/rig-{leg}/moodle-release",
         "FileSystemId": "fs-0rehearsal",
         "FileSystemAccessPointId": "fsap-0rehearsal",
+        # platform-debian.sh mounts RIG_CODE_DIR for this one.
+        "FileSystemCodeAccessPointId": "fsap-0code",
     }
     for role, port in cache_ports.items():
         prefix = role.capitalize()
@@ -366,9 +374,12 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer
     binaries = services.postgres_binaries(major, CACHE / "postgres")
     postgres = services.start_postgres(binaries, workdir / "postgres", PORTS + index, tls, MASTER["username"],
                                        MASTER["password"], "moodle")  # fmt: skip
+    apply_cluster_parameters(postgres)
     caches, cache_ports = start_caches(engine, workdir, tls, PORTS + 100 + 10 * index)
     shared = workdir / "efs"
     shared.mkdir()
+    code = workdir / "efs-code"
+    code.mkdir()
     layer = shared_layer(workdir, shared) if shared_layer else nullcontext()
     layer.__enter__()
     parameters, names = stack_values(engine, aws, postgres, cache_ports, leg, release)
@@ -376,6 +387,7 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer
         **aws.environment,
         "MOODLE_CFN_PLATFORM": str(PLATFORM_FILE),
         "RIG_SHARED_DIR": str(shared),
+        "RIG_CODE_DIR": str(code),
         "PATH": f"{AWS_CLI_BIN}:{os.environ['PATH']}",
         # Lifecycle heartbeats every 10 s instead of 2 minutes, so that a boot of a minute records several
         # (each is an AWS CLI call: at 2 s they took half a core of the rig's two).
@@ -402,7 +414,8 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer
         for node in nodes:
             node.boot_namespace()
             site.write_init_files(node)
-        site.boot = site.timed("first boot of both nodes (one installs the site)", site.setup_all)
+        with watching_argument_lists(ADMIN_PASSWORD, "moodle-install.php") as site.argv_watch:
+            site.boot = site.timed("first boot of both nodes (one installs the site)", site.setup_all)
         if all(status == 0 for status, _ in site.boot):
             site.cron = start_cron_as_its_unit_runs_it(nodes[0])
         yield site
@@ -421,6 +434,15 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer
                 **site.steps,
             }
             TIMINGS.write_text(json.dumps(timings, indent=2) + "\n")
+
+
+def apply_cluster_parameters(postgres: services.Postgres) -> None:
+    """The cluster parameter group's PostgreSQL settings on the rig's server (RDS's own rds.* settings are
+    modelled by the server's configuration: TLS offered, scram-sha-256)."""
+    for name, value in database_parameters().items():
+        if not name.startswith("rds."):
+            postgres.sql(f"ALTER SYSTEM SET {name} = '{value}'")
+    postgres.sql("SELECT pg_reload_conf()")
 
 
 def run_database_role_function(site: Site, database: str) -> None:
@@ -602,6 +624,77 @@ def test_tables_belong_to_moodle_and_no_node_holds_master_credentials(site: Site
         ):
             text = node.file(path)
             assert MASTER["password"] not in text and MASTER["username"] not in text, path
+
+
+def as_web_user(node: Node, script: str) -> subprocess.CompletedProcess:
+    """A shell command on the node as the web server's user, the user Moodle's PHP runs as."""
+    return node.run(["runuser", "-u", WEB_USER, "--", "sh", "-c", script], check=False)
+
+
+def test_only_root_reaches_the_instance_metadata_service(site: Site) -> None:
+    """The instance role's credentials are the metadata service's: PHP (the web server's user) is refused
+    at the socket, root's tools (the AWS CLI, the agents) reach it."""
+    php = (
+        "$c = stream_context_create(['http' => ['method' => 'PUT', 'timeout' => 5, 'ignore_errors' => true,"
+        " 'header' => \"X-aws-ec2-metadata-token-ttl-seconds: 60\\r\\n\"]]);"
+        " echo @file_get_contents(getenv('IMDS') . '/latest/api/token', false, $c) === false ? 'refused' : 'reached';"
+    )
+    for node in site.nodes:
+        command = f"IMDS={node.imds.url} php -r {shlex.quote(php)}"
+        assert node.run(["sh", "-c", command]).stdout == "reached"
+        web = as_web_user(node, command)
+        assert web.stdout == "refused", web.stdout + web.stderr
+        curl = as_web_user(node, f"curl -sS -m 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' "
+                                 f"{node.imds.url}/latest/api/token")  # fmt: skip
+        assert curl.returncode != 0 and "Connection refused" in curl.stderr, curl.stderr
+
+
+def test_the_web_user_can_neither_rewrite_nor_reach_the_code_archives(site: Site) -> None:
+    """The archives every node unpacks, and the digests they are checked against, are on their own access
+    point, mounted under a root-only directory: Moodle's user cannot read, let alone rewrite, them."""
+    releases = site.shared.parent / "efs-code" / "releases"
+    archives = sorted(releases.glob("*.tar.gz"))
+    assert archives and all(Path(f"{archive}.sha256").is_file() for archive in archives)
+    assert not list((site.shared / ".moodle-cfn").glob("**/*.tar.gz")), "code archives left on moodledata"
+    for node in site.nodes:
+        archive = f"/var/lib/moodle-cfn/code/releases/{archives[0].name}"
+        assert node.run(["test", "-s", archive], check=False).returncode == 0
+        for attempt in (f"echo x >> {archive}", f"echo x >> {archive}.sha256", f"head -c 1 {archive}",
+                        "ls /var/lib/moodle-cfn/code"):  # fmt: skip
+            result = as_web_user(node, attempt)
+            assert result.returncode != 0 and "Permission denied" in result.stderr, (attempt, result.stderr)
+
+
+def test_no_argument_list_held_the_admin_password_during_the_install(site: Site) -> None:
+    """/proc/PID/cmdline is readable by every local user: sampled every 50 ms while the first boot installed
+    the site, no process's arguments held the admin password (which logs in: the tests above)."""
+    watch = site.argv_watch
+    assert watch is not None and watch.marked >= 5, f"the watch overlapped the install {watch.marked} times"
+    assert watch.leaks == []
+
+
+def test_a_slow_statement_is_logged_without_its_values(site: Site) -> None:
+    """The cluster parameter group logs statements slower than log_min_duration_statement with their text
+    only. Moodle sends values as bind parameters (pg_query_params); so does this statement. The control, the
+    same statement with parameter logging back on, shows the log would have held the value."""
+    query = "SELECT pg_sleep(2.1), $1::text"
+    php = (
+        "$c = pg_connect(getenv('DSN')); if (getenv('CONTROL')) pg_query($c, 'SET log_parameter_max_length = -1');"
+        f" pg_query_params($c, '{query}', [getenv('VALUE')]);"
+    )
+    user = (f"host=127.0.0.1 port={site.postgres.port} dbname=moodle sslmode=require user={APP_USER['username']} "
+            f"password={APP_USER['password']}")  # fmt: skip
+    superuser = f"host={site.postgres.socket_dir} port={site.postgres.port} dbname=moodle user={services.PG_BOOTSTRAP}"
+    before = site.postgres.log.stat().st_size
+    for dsn, control, value in ((user, "", "rig-canary-moodle"), (superuser, "1", "rig-canary-control")):
+        subprocess.run(["php", "-r", php], check=True, timeout=30,
+                       env={**os.environ, "DSN": dsn, "CONTROL": control, "VALUE": value})  # fmt: skip
+    with site.postgres.log.open(errors="replace") as log:
+        log.seek(before)
+        logged = log.read()
+    assert logged.count("pg_sleep(2.1)") >= 2, logged[-2000:]
+    assert "rig-canary-control" in logged
+    assert "rig-canary-moodle" not in logged, logged[-2000:]
 
 
 def test_cron_as_its_unit_runs_it(site: Site) -> None:
@@ -898,12 +991,15 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
     # them; caches, sessions, temp and the old MUC config stay behind.
     shared = site.shared.parent / "efs-restored"
     shutil.copytree(site.shared / "data" / "filedir", shared / "data" / "filedir")
+    code = site.shared.parent / "efs-restored-code"
+    code.mkdir()
     nodes = []
     for n, address in enumerate(NODE_ADDRESSES, start=1):
         imds = Imds({**site.nodes[n - 1].imds.metadata, "instance-id": f"i-0restored{n}"})
         environment = {
             **site.nodes[n - 1].environment,
             "RIG_SHARED_DIR": str(shared),
+            "RIG_CODE_DIR": str(code),
             "RIG_IMDS_URL": imds.url,
         }
         nodes.append(Node(f"restored{n}", address, shared.parent / f"restored{n}", environment, imds=imds))

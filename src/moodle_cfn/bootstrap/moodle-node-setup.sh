@@ -3,7 +3,8 @@
 # on a reboot or by hand), as root, after cfn-init wrote /etc/moodle-cfn/site.json and the files next to
 # this script.
 #
-# Order: base packages -> moodledata on EFS -> the release the site runs -> the PHP that release supports
+# Order: base packages -> instance metadata for root only -> moodledata and the code archives on EFS
+# -> the release the site runs -> the PHP that release supports
 # -> verified Moodle code and plugins -> settings from the secrets -> PHP and Apache -> (one node at a
 # time, under a lock on EFS) install or upgrade, application cache -> cron and log shipping. What depends
 # on the operating system (package names, paths, services) is in the platform file; Amazon Linux 2023
@@ -14,6 +15,13 @@ readonly etc_dir=/etc/moodle-cfn
 readonly share_dir=/usr/share/moodle-cfn
 readonly moodledata=/var/moodledata
 readonly state_dir=$moodledata/.moodle-cfn
+# The Moodle code archives and their digests, on EFS through an access point of their own that the web
+# server's user cannot reach (its identity is not 48, its directory is outside moodledata), mounted under
+# a directory only root may enter: Moodle's PHP can neither rewrite the code future nodes unpack nor the
+# digest they check it against.
+readonly code_store_parent=/var/lib/moodle-cfn
+readonly code_store=$code_store_parent/code
+readonly releases_dir=$code_store/releases
 readonly code_parent=/var/www
 readonly moodle_dir=$code_parent/moodle
 readonly local_cache=/var/cache/moodle
@@ -90,6 +98,26 @@ install_base_packages() {
   platform_install_base_packages
 }
 
+# Only root may reach the instance metadata service, which hands out the instance role's credentials: the
+# hop limit of 1 keeps containers off it, not local processes, and PHP runs as the web server's user. A
+# packet filter on the socket's owner, as the EC2 User Guide does with iptables ("Limit access to IMDS",
+# https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-data-retrieval.html). Every AWS call
+# a node makes is root's (this script, moodle-node-ready.sh, the CloudWatch agent, the SSM agent).
+protect_instance_metadata() {
+  step "letting only root reach the instance metadata service ($imds_url)"
+  local authority=${imds_url#*://} host port=80
+  authority=${authority%%/*}
+  host=${authority%:*}
+  [[ $authority == *:* ]] && port=${authority##*:}
+  install_rendered moodle-metadata.nft "$metadata_rules_path" "HOST=$host" "PORT=$port"
+  nft -f "$metadata_rules_path" || die "cannot load the packet filter $metadata_rules_path"
+  platform_persist_packet_filter "$metadata_rules_path"
+  if runuser -u "$web_user" -- curl -sS -m 5 -o /dev/null -X PUT "$imds_url/latest/api/token" \
+    -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' 2> /dev/null; then
+    die "$web_user still reaches the instance metadata service at $imds_url after $metadata_rules_path"
+  fi
+}
+
 # Set by choose_release: the Moodle release (X.Y.Z) this node installs, and the archive on EFS it serves
 # instead of building its own when it was asked for older code than the database runs.
 moodle_release=""
@@ -142,8 +170,16 @@ mount_moodledata() {
   # The access point maps every node to the web server user; these directories belong to it.
   install -d -o "$web_user" -g "$web_user" -m 02770 \
     "$moodledata/data" "$moodledata/cache" "$moodledata/temp" "$moodledata/backuptemp"
-  install -d -m 0755 "$state_dir" "$state_dir/releases"
+  install -d -m 0755 "$state_dir"
   install -d -o "$web_user" -g "$web_user" -m 0750 "$local_cache"
+}
+
+mount_code_store() {
+  step "mounting the code archives (EFS $FILE_SYSTEM_ID through $CODE_ACCESS_POINT_ID)"
+  install -d -m 0700 "$code_store_parent"
+  install -d -m 0700 "$code_store"
+  platform_mount_shared "$FILE_SYSTEM_ID" "$CODE_ACCESS_POINT_ID" "$code_store"
+  install -d -m 0700 "$releases_dir"
 }
 
 # What makes the code: the release, the operator's bundle, and the plugins with their pins. A change to
@@ -194,12 +230,12 @@ fetch_code() {
   local name
   name=$(code_archive)
   step "getting Moodle $moodle_release ($name)"
-  local archive=$state_dir/releases/$name.tar.gz
+  local archive=$releases_dir/$name.tar.gz
   if [[ -z $database_archive ]]; then
     (
       flock 9
       [[ -s $archive.sha256 ]] || build_release "$archive"
-    ) 9> "$state_dir/code.lock"
+    ) 9> "$code_store/code.lock"
   fi
   install_archive "$name"
 }
@@ -207,9 +243,12 @@ fetch_code() {
 # Unpack a verified archive from EFS into its own directory (once) and point /var/www/moodle at it.
 install_archive() {
   local name=$1
-  local archive=$state_dir/releases/$name.tar.gz
-  [[ -s $archive.sha256 ]] || die "$archive is not on EFS"
-  (cd "$state_dir/releases" && sha256sum -c --quiet "$archive.sha256") || die "$archive is corrupt"
+  local archive=$releases_dir/$name.tar.gz
+  [[ -s $archive.sha256 ]] || die "$archive is not on EFS (a release built before the code archives had" \
+    "their own access point is built again only by a node that is asked for it)"
+  (cd "$releases_dir" && sha256sum -c --quiet --status "$archive.sha256") ||
+    die "$archive does not match its SHA-256 in $archive.sha256: refusing to run it (replace the node" \
+      "after removing both files, so that the next node builds the release again)"
   local release=$code_parent/$name
   if [[ ! -d $release ]]; then
     log "installing $name in $release"
@@ -353,9 +392,10 @@ install_site() {
   jq -n --arg node "$node_id" --arg at "$(date -u +%FT%TZ)" '{node: $node, at: $at}' > "$install_marker"
   local admin
   admin=$(secret "$ADMIN_SECRET_ARN")
-  as_web_user php "$moodle_dir/admin/cli/install_database.php" --agree-license --adminuser=admin \
-    --adminpass="$(jq -r .password <<< "$admin")" --adminemail="$ADMIN_EMAIL" \
-    --fullname="$SITE_FULL_NAME" --shortname="$SITE_SHORT_NAME"
+  # The password goes on stdin, never in an argument list (/proc/PID/cmdline is readable by every local
+  # user): moodle-install.php hands it to Moodle's install_database.php inside PHP.
+  jq -j .password <<< "$admin" | as_web_user php "$share_dir/moodle-install.php" --agree-license \
+    --adminuser=admin --adminemail="$ADMIN_EMAIL" --fullname="$SITE_FULL_NAME" --shortname="$SITE_SHORT_NAME"
   rm -f "$install_marker"
 }
 
@@ -531,7 +571,9 @@ start_cron_and_logs() {
 
 main() {
   install_base_packages
+  protect_instance_metadata
   mount_moodledata
+  mount_code_store
   choose_release
   install_php
   fetch_code

@@ -10,6 +10,8 @@ readonly php_ini_path=/etc/php.d/90-moodle.ini
 readonly fpm_pool_path=/etc/php-fpm.d/www.conf
 readonly fpm_socket=/run/php-fpm/www.sock
 readonly vhost_path=/etc/httpd/conf.d/moodle.conf
+# The packet filter that keeps the instance metadata service root's (moodle-metadata.nft).
+readonly metadata_rules_path=/etc/nftables/moodle-cfn-metadata.nft
 readonly php_error_log=/var/log/php-fpm/www-error.log
 # The system trust store: ElastiCache's certificates chain to a public root in it.
 readonly ca_bundle=/etc/pki/tls/certs/ca-bundle.crt
@@ -52,7 +54,7 @@ platform_install_base_packages() {
   [[ ${DATABASE_MAJOR_VERSION:-} =~ ^[0-9]+$ ]] ||
     die "site.json gives no PostgreSQL major version (DATABASE_MAJOR_VERSION='${DATABASE_MAJOR_VERSION:-}')"
   dnf install -y --setopt=install_weak_deps=False \
-    httpd amazon-efs-utils amazon-cloudwatch-agent "postgresql$DATABASE_MAJOR_VERSION" jq git tar unzip
+    httpd amazon-efs-utils amazon-cloudwatch-agent nftables "postgresql$DATABASE_MAJOR_VERSION" jq git tar unzip
 }
 
 # phpredis is packaged (php8.3-pecl-redis6, php8.4-pecl-redis6 from 2023.8.20250818, "Core New Packages",
@@ -79,6 +81,14 @@ platform_mount_shared() {
   local entry="$file_system:/ $mount_point efs _netdev,noresvport,tls,iam,accesspoint=$access_point 0 0"
   grep -qF "$entry" /etc/fstab || echo "$entry" >> /etc/fstab
   mountpoint -q "$mount_point" || mount "$mount_point"
+}
+
+# nftables.service loads /etc/sysconfig/nftables.conf at every boot, before the network is up, so the
+# rules hold from the first packet of a reboot or a warm-pool node's start.
+platform_persist_packet_filter() {
+  local include="include \"$1\"" boot_file=/etc/sysconfig/nftables.conf
+  grep -qxF "$include" "$boot_file" 2> /dev/null || echo "$include" >> "$boot_file"
+  systemctl enable nftables
 }
 
 # Apache with the event MPM in front of PHP-FPM; restarted so that a second run picks up new files.

@@ -74,10 +74,12 @@ DATA_INPUTS = tuple(
         database.DATABASE_APP_SECRET_ARN,
         file_system.FILE_SYSTEM_ARN,
         file_system.ACCESS_POINT_ARN,
+        file_system.CODE_ACCESS_POINT_ARN,
         database.DATABASE_ENDPOINT,
         database.DATABASE_PORT,
         file_system.FILE_SYSTEM_ID,
         file_system.ACCESS_POINT_ID,
+        file_system.CODE_ACCESS_POINT_ID,
     )
 )
 CACHE_INPUTS = tuple(
@@ -237,6 +239,7 @@ def node_settings(host: If, admin_secret: object, release_parameter: object) -> 
         "DATABASE_APP_SECRET_ARN": Ref(output_as_parameter(database.DATABASE_APP_SECRET_ARN)),
         "FILE_SYSTEM_ID": Ref(output_as_parameter(file_system.FILE_SYSTEM_ID)),
         "ACCESS_POINT_ID": Ref(output_as_parameter(file_system.ACCESS_POINT_ID)),
+        "CODE_ACCESS_POINT_ID": Ref(output_as_parameter(file_system.CODE_ACCESS_POINT_ID)),
     }
     for role in cache.ROLES:
         prefix = role.key.upper()
@@ -283,6 +286,7 @@ def build() -> Template:
         ],
         file_system_arn=Ref(output_as_parameter(file_system.FILE_SYSTEM_ARN)),
         access_point_arn=Ref(output_as_parameter(file_system.ACCESS_POINT_ARN)),
+        code_access_point_arn=Ref(output_as_parameter(file_system.CODE_ACCESS_POINT_ARN)),
         log_group_arns=[GetAtt(group, "Arn") for group in logs.values()],
         group_tag=(web_tier.GROUP_SITE_TAG, Ref(SITE_NAME.parameter)),
         release_parameter_arn=moodle.release_parameter_arn(),

@@ -41,11 +41,11 @@ def build() -> Template:
     database_role.add_database_role(
         template, cluster, database.WRITER_TITLE, app_secret, Ref(database.DATABASE_NAME.parameter)
     )
-    efs, access_point = file_system.add_file_system(template)
+    efs, access_point, code_access_point = file_system.add_file_system(template)
     backup.add_backup(template, GetAtt(cluster, "DBClusterArn"), GetAtt(efs, "Arn"))
     for name, description, value in (
         *database.outputs(cluster, app_secret),
-        *file_system.outputs(efs, access_point),
+        *file_system.outputs(efs, access_point, code_access_point),
     ):
         template.add_output(Output(name, Description=description, Value=value))
     return template

@@ -291,6 +291,12 @@ def add_database_plumbing(
                 # the server refuses any client that does not.
                 "rds.force_ssl": "1",
                 "log_min_duration_statement": SLOW_STATEMENT_MS,
+                # A slow statement is logged with its text only: its bind parameters are the values Moodle
+                # sends (names, e-mail addresses, answers), and logs go to CloudWatch Logs. 0 "disables
+                # logging of bind parameters for non-error statement logs"; the same on errors (PostgreSQL
+                # 13+, https://www.postgresql.org/docs/16/runtime-config-logging.html).
+                "log_parameter_max_length": "0",
+                "log_parameter_max_length_on_error": "0",
             },
             Tags=tags("db-params"),
         )

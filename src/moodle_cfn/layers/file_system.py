@@ -34,12 +34,21 @@ IS_PROVISIONED_THROUGHPUT = "FileSystemThroughputIsProvisioned"
 # Apache and php-fpm run as "apache" on Amazon Linux 2023, a system account with the fixed uid/gid 48.
 WEB_SERVER_UID = "48"
 MOODLEDATA_PATH = "/moodledata"
+# The Moodle code archives the nodes build and unpack, beside moodledata and out of its reach: a client of
+# the moodledata access point cannot see above /moodledata, and this one's identity is not the web
+# server's. A uid that no local account has (it is only the access point's identity; nodes mount it under a
+# root-only directory) and not 0, which would need elasticfilesystem:ClientRootAccess ("Enforcing a user
+# identity using an access point", https://docs.aws.amazon.com/efs/latest/ug/enforce-identity-access-points.html).
+CODE_OWNER_UID = "60048"
+CODE_PATH = "/moodle-code"
 IA_TRANSITION_DAYS = [7, 14, 30, 60, 90, 180, 270, 365]
 
 FILE_SYSTEM_ID = "FileSystemId"
 FILE_SYSTEM_ARN = "FileSystemArn"
 ACCESS_POINT_ID = "FileSystemAccessPointId"
 ACCESS_POINT_ARN = "FileSystemAccessPointArn"
+CODE_ACCESS_POINT_ID = "FileSystemCodeAccessPointId"
+CODE_ACCESS_POINT_ARN = "FileSystemCodeAccessPointArn"
 
 FILE_SYSTEM_THROUGHPUT_MODE = OperatorParameter(
     Parameter(
@@ -123,8 +132,9 @@ def file_system_policy() -> PolicyDocument:
     )
 
 
-def add_file_system(template: Template) -> tuple[FileSystem, AccessPoint]:
-    """Encrypted, backed-up EFS with a mount target per AZ and an access point owned by the web server user."""
+def add_file_system(template: Template) -> tuple[FileSystem, AccessPoint, AccessPoint]:
+    """Encrypted, backed-up EFS with a mount target per AZ, an access point owned by the web server user
+    (moodledata) and one it cannot reach (the code archives)."""
     file_system = template.add_resource(
         FileSystem(
             "FileSystem",
@@ -157,24 +167,36 @@ def add_file_system(template: Template) -> tuple[FileSystem, AccessPoint]:
         if slot_condition(slot):
             mount_target.Condition = slot_condition(slot)
         template.add_resource(mount_target)
-    access_point = template.add_resource(
+    access_point = add_access_point(
+        template, "FileSystemAccessPoint", file_system, WEB_SERVER_UID, MOODLEDATA_PATH, "0770", "moodledata"
+    )
+    code_access_point = add_access_point(
+        template, "FileSystemCodeAccessPoint", file_system, CODE_OWNER_UID, CODE_PATH, "0700", "moodle-code"
+    )
+    return file_system, access_point, code_access_point
+
+
+def add_access_point(
+    template: Template, title: str, file_system: FileSystem, uid: str, path: str, permissions: str, tag: str
+) -> AccessPoint:
+    """An access point that acts as `uid` for every client, rooted at `path` (made with `permissions`)."""
+    return template.add_resource(
         AccessPoint(
-            "FileSystemAccessPoint",
+            title,
             FileSystemId=Ref(file_system),
-            PosixUser=PosixUser(Uid=WEB_SERVER_UID, Gid=WEB_SERVER_UID),
+            PosixUser=PosixUser(Uid=uid, Gid=uid),
             RootDirectory=RootDirectory(
-                Path=MOODLEDATA_PATH,
-                CreationInfo=CreationInfo(
-                    OwnerUid=WEB_SERVER_UID, OwnerGid=WEB_SERVER_UID, Permissions="0770"
-                ),
+                Path=path,
+                CreationInfo=CreationInfo(OwnerUid=uid, OwnerGid=uid, Permissions=permissions),
             ),
-            AccessPointTags=tags("moodledata"),
+            AccessPointTags=tags(tag),
         )
     )
-    return file_system, access_point
 
 
-def outputs(file_system: FileSystem, access_point: AccessPoint) -> list[tuple[str, str, object]]:
+def outputs(
+    file_system: FileSystem, access_point: AccessPoint, code_access_point: AccessPoint
+) -> list[tuple[str, str, object]]:
     """(name, description, value) of every file system output."""
     return [
         (FILE_SYSTEM_ID, "EFS file system id (moodledata)", Ref(file_system)),
@@ -185,4 +207,10 @@ def outputs(file_system: FileSystem, access_point: AccessPoint) -> list[tuple[st
             Ref(access_point),
         ),
         (ACCESS_POINT_ARN, "EFS access point ARN", GetAtt(access_point, "Arn")),
+        (
+            CODE_ACCESS_POINT_ID,
+            f"EFS access point for {CODE_PATH} (the Moodle code archives), as uid/gid {CODE_OWNER_UID}",
+            Ref(code_access_point),
+        ),
+        (CODE_ACCESS_POINT_ARN, "EFS access point ARN (code archives)", GetAtt(code_access_point, "Arn")),
     ]

@@ -36,6 +36,8 @@ SHARED_FILES = (
     ("moodle-node-ready.service", "000644"),
     ("moodle-health.php", "000644"),
     ("moodle-downgrades.php", "000644"),
+    ("moodle-install.php", "000644"),
+    ("moodle-metadata.nft", "000644"),
     ("config.php", "000644"),
     ("muc-configure.php", "000644"),
     ("moodle-vhost.conf", "000644"),
