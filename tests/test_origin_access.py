@@ -46,7 +46,10 @@ def accepted_combinations(master_template: dict[str, Any]) -> list[tuple[str, di
 
 @pytest.fixture(scope="module")
 def combinations(master_template, app_template) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
-    found = [(name, given, active_resources(app_template, given)) for name, given in accepted_combinations(master_template)]
+    found = [
+        (name, given, active_resources(app_template, given))
+        for name, given in accepted_combinations(master_template)
+    ]
     # Of 24, the Rules refuse CloudFront off without a domain (2), a CloudFront certificate without a domain
     # (2), and a CloudFront domain outside us-east-1 without a us-east-1 certificate (3).
     assert len(found) == 17, [name for name, _, _ in found]
@@ -74,6 +77,11 @@ def test_no_origin_is_public_and_none_is_plaintext_across_the_internet(combinati
         # plaintext hop left is the VPC origin's, to an internal load balancer (asserted below).
         expected = "https-only" if has_certificate(given) else "http-only"
         assert endpoint["OriginProtocolPolicy"] == expected, name
+        # The name CloudFront checks the load balancer's certificate against is the certificate's.
+        domain = (
+            {"Ref": "DomainName"} if has_certificate(given) else {"Fn::GetAtt": ["LoadBalancer", "DNSName"]}
+        )
+        assert origin["DomainName"] == domain, name
         assert endpoint["OriginSSLProtocols"] == ["TLSv1.2"], name
 
 
@@ -104,7 +112,10 @@ def test_the_security_group_admits_only_what_the_path_needs(combinations):
 
 def test_http_only_ever_redirects_where_https_exists_and_https_carries_hsts(combinations):
     for name, given, active in combinations:
-        listener_ports = {r["Properties"]["Port"]: r["Properties"] for r in of_type(active, "AWS::ElasticLoadBalancingV2::Listener").values()}
+        listener_ports = {
+            r["Properties"]["Port"]: r["Properties"]
+            for r in of_type(active, "AWS::ElasticLoadBalancingV2::Listener").values()
+        }
         assert set(listener_ports) <= VIEWER_PORTS, name
         if not has_certificate(given):
             assert set(listener_ports) == {80}, name
@@ -112,7 +123,9 @@ def test_http_only_ever_redirects_where_https_exists_and_https_carries_hsts(comb
         (action,) = listener_ports[80]["DefaultActions"]
         assert action["Type"] == "redirect" and action["RedirectConfig"]["Protocol"] == "HTTPS", name
         attributes = {a["Key"]: a["Value"] for a in listener_ports[443]["ListenerAttributes"]}
-        assert attributes == {"routing.http.response.strict_transport_security.header_value": "max-age=31536000"}, name
+        assert attributes == {
+            "routing.http.response.strict_transport_security.header_value": "max-age=31536000"
+        }, name
         assert listener_ports[443]["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06", name
 
 
@@ -139,7 +152,9 @@ def test_every_path_in_passes_a_web_acl_when_waf_is_on(master_template, app_temp
     the internet-facing load balancer, which then carries the ACL."""
     for name, given in accepted_combinations(master_template):
         active = active_resources(app_template, {**given, "EnableWaf": "true"})
-        on_distribution = "WebACLId" in active.get("Distribution", {}).get("Properties", {}).get("DistributionConfig", {})
+        on_distribution = "WebACLId" in active.get("Distribution", {}).get("Properties", {}).get(
+            "DistributionConfig", {}
+        )
         on_load_balancer = "LoadBalancerWebAclAssociation" in active
         assert on_distribution != on_load_balancer, name
         if given["EnableCloudFront"] == "false":

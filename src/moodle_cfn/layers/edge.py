@@ -233,7 +233,12 @@ def add_distribution(
                 Origins=[
                     Origin(
                         Id=ORIGIN_ID,
-                        DomainName=GetAtt(load_balancer, "DNSName"),
+                        # With a domain, the name its certificate carries (as is the forwarded Host header):
+                        # CloudFront checks the origin certificate against one of the two. The VPC origin,
+                        # not this name, decides where requests go (CDK's VpcOrigin takes such a domainName).
+                        DomainName=If(
+                            site.HAS_DOMAIN, Ref(site.DOMAIN_NAME.parameter), GetAtt(load_balancer, "DNSName")
+                        ),
                         VpcOriginConfig=VpcOriginConfig(
                             VpcOriginId=GetAtt(vpc_origin, "Id"), OriginReadTimeout=ORIGIN_READ_TIMEOUT
                         ),
