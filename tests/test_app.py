@@ -108,6 +108,16 @@ def test_without_cloudfront_viewers_reach_443_and_80(app_template):
     assert props(active, "HttpsListener")["DefaultActions"][0]["Type"] == "forward"
 
 
+def test_the_target_group_is_not_the_one_an_internet_facing_release_made(app_template):
+    # Stacks made before the VPC origin have an internet-facing load balancer with WebTargetGroup; their
+    # update replaces the load balancer, and a target group serves one load balancer only
+    # (TargetGroupAssociationLimit), so the new one must come with a target group of its own.
+    assert "WebTargetGroup" not in app_template["Resources"]
+    assert of_type(app_template["Resources"], "AWS::ElasticLoadBalancingV2::TargetGroup").keys() == {
+        load_balancer.TARGET_GROUP_TITLE
+    }
+
+
 def test_target_group_checks_the_path_the_bootstrap_serves(app_template):
     group = props(app_template["Resources"], load_balancer.TARGET_GROUP_TITLE)
     assert group["HealthCheckPath"] == load_balancer.HEALTH_CHECK_PATH
