@@ -44,9 +44,12 @@ REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     ),
     "app": lambda template: with_placeholders(
         template,
-        # moto: no CloudFront, ACM or Secrets Manager resources; SecurityGroupIngress without SourcePrefixListId.
+        # moto: no CloudFront (VPC origin and response headers policy included), ACM or Secrets Manager
+        # resources; SecurityGroupIngress without SourcePrefixListId.
         {
             "Distribution",
+            "LoadBalancerVpcOrigin",
+            "SecurityHeadersPolicy",
             "StaticCachePolicy",
             "StaticOriginRequestPolicy",
             "OriginSecret",
@@ -59,7 +62,7 @@ REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "LoadBalancerWebAclAssociation",
         },
         # moto has no TargetGroupFullName attribute (the outputs would vanish with it).
-        {("WebTargetGroup", "TargetGroupFullName")},
+        {("NodeTargetGroup", "TargetGroupFullName")},
     ),
     # moto ignores CloudWatch alarms and dashboards; the SNS topic and subscription are real.
     "monitoring": lambda template: template,

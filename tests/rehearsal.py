@@ -11,6 +11,11 @@ moto runs CloudFormation for real for most network, EFS, IAM and logs resources,
   HTTP 500, so `with_placeholders` removes them and turns every reference into a named placeholder string.
 - GetAtt FileSystem.Arn / AccessPoint.Arn are unsupported (the output silently vanishes), and
   DescribeRouteTables does not show associations made by AWS::EC2::SubnetRouteTableAssociation.
+- moto's CloudFront has no CloudFormation resources at all (no Distribution, VpcOrigin, CachePolicy,
+  OriginRequestPolicy or ResponseHeadersPolicy): that CloudFront reaches the internal load balancer through
+  the VPC origin, and sends HSTS, is checked only on the template (tests/test_origin_access.py) and against
+  the AWS documentation. Its Listener ignores ListenerAttributes (describe_listener_attributes answers only
+  its own default), so the HTTPS listener's HSTS attribute is not rehearsed either.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from moodle_cfn import bootstrap
 from moodle_cfn.checks import run_checks
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import app, edge, load_balancer, moodle, web_tier
+from moodle_cfn.layers import app, edge, listeners, load_balancer, moodle, web_tier
 from tests.cfn_eval import active_resources, evaluate_conditions, of_type, resolve_ifs
 from tests.conftest import tool
 from tests.variants import DOMAIN, REGIONAL_CERTIFICATE, US_EAST_1_CERTIFICATE, ZONE
@@ -33,9 +33,11 @@ def props(resources_: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
 # Load balancer --------------------------------------------------------------------------------------------
 
 
-def test_load_balancer_is_internet_facing_in_public_subnets_with_logs(app_template):
-    alb = props(app_template["Resources"], "LoadBalancer")
-    assert alb["Scheme"] == "internet-facing" and alb["Subnets"] == {"Ref": "PublicSubnetIds"}
+def test_load_balancer_is_internal_behind_cloudfront_with_logs(app_template):
+    alb = props(resources(app_template), "LoadBalancer")
+    assert alb["Scheme"] == "internal" and alb["Subnets"] == {"Ref": "AppSubnetIds"}
+    alone = props(resources(app_template, **WITHOUT_CLOUDFRONT), "LoadBalancer")
+    assert alone["Scheme"] == "internet-facing" and alone["Subnets"] == {"Ref": "PublicSubnetIds"}
     assert alb["SecurityGroups"] == [{"Ref": "AlbSecurityGroupId"}]
     attributes = {a["Key"]: a["Value"] for a in alb["LoadBalancerAttributes"]}
     assert attributes["access_logs.s3.enabled"] == "true"
@@ -65,7 +67,7 @@ def test_certificate_is_created_with_dns_validation_only_for_a_domain_and_zone(a
     assert "SiteCertificate" not in resources(app_template)
 
 
-def test_without_a_domain_only_cloudfront_gets_in_over_http(app_template):
+def test_without_a_domain_only_cloudfront_gets_in_over_the_vpc_origin_port(app_template):
     active = resources(app_template)
     assert "HttpsListener" not in active
     (action,) = props(active, "HttpListener")["DefaultActions"]
@@ -73,7 +75,7 @@ def test_without_a_domain_only_cloudfront_gets_in_over_http(app_template):
     rule = props(active, "ForwardFromCloudFront")
     assert rule["ListenerArn"] == {"Ref": "HttpListener"}
     (condition,) = rule["Conditions"]
-    assert condition["HttpHeaderConfig"]["HttpHeaderName"] == load_balancer.ORIGIN_HEADER
+    assert condition["HttpHeaderConfig"]["HttpHeaderName"] == listeners.ORIGIN_HEADER
     ingress = props(active, "AlbFromCloudFront")
     assert (ingress["FromPort"], ingress["ToPort"]) == (80, 80)
 
@@ -106,8 +108,18 @@ def test_without_cloudfront_viewers_reach_443_and_80(app_template):
     assert props(active, "HttpsListener")["DefaultActions"][0]["Type"] == "forward"
 
 
+def test_the_target_group_is_not_the_one_an_internet_facing_release_made(app_template):
+    # Stacks made before the VPC origin have an internet-facing load balancer with WebTargetGroup; their
+    # update replaces the load balancer, and a target group serves one load balancer only
+    # (TargetGroupAssociationLimit), so the new one must come with a target group of its own.
+    assert "WebTargetGroup" not in app_template["Resources"]
+    assert of_type(app_template["Resources"], "AWS::ElasticLoadBalancingV2::TargetGroup").keys() == {
+        load_balancer.TARGET_GROUP_TITLE
+    }
+
+
 def test_target_group_checks_the_path_the_bootstrap_serves(app_template):
-    group = props(app_template["Resources"], "WebTargetGroup")
+    group = props(app_template["Resources"], load_balancer.TARGET_GROUP_TITLE)
     assert group["HealthCheckPath"] == load_balancer.HEALTH_CHECK_PATH
     attributes = {a["Key"]: a["Value"] for a in group["TargetGroupAttributes"]}
     assert attributes["deregistration_delay.timeout_seconds"] == "60"
@@ -246,7 +258,7 @@ def test_target_tracking_on_cpu_and_requests_per_node(app_template):
     label = requests["PredefinedMetricSpecification"]["ResourceLabel"]["Fn::Join"]
     assert label[1] == [
         {"Fn::GetAtt": ["LoadBalancer", "LoadBalancerFullName"]},
-        {"Fn::GetAtt": ["WebTargetGroup", "TargetGroupFullName"]},
+        {"Fn::GetAtt": [load_balancer.TARGET_GROUP_TITLE, "TargetGroupFullName"]},
     ]
 
 
@@ -314,11 +326,11 @@ def test_cloudfront_serves_https_http3_and_caches_nothing_dynamic(app_template, 
         and default["OriginRequestPolicyId"] == edge.ALL_VIEWER
     )
     assert default["Compress"] is True and "POST" in default["AllowedMethods"]
+    # The origin's protocol, for every combination: tests/test_origin_access.py.
     (origin,) = config["Origins"]
-    protocol = origin["CustomOriginConfig"]["OriginProtocolPolicy"]
-    assert protocol == ("https-only" if given else "http-only")
+    assert origin["VpcOriginConfig"]["OriginReadTimeout"] == edge.ORIGIN_READ_TIMEOUT
     (header,) = origin["OriginCustomHeaders"]
-    assert header["HeaderName"] == load_balancer.ORIGIN_HEADER
+    assert header["HeaderName"] == listeners.ORIGIN_HEADER
     assert header["HeaderValue"]["Fn::Sub"][0].startswith("{{resolve:secretsmanager:")
 
 

@@ -2,8 +2,10 @@
 
 dev.yaml deploys as written (CloudFront's own name, no certificate); production.yaml gets a domain and a
 certificate requested from moto's ACM first (tests/conftest.py: rehearsal_overrides), so its HTTPS side
-is exercised too. moto cannot create CloudFront, ACM-issued certificates in the stack, Secrets Manager
-secrets or a prefix-list security group rule: those are named placeholders (tests/rehearsal.py). It does
+is exercised too. moto cannot create CloudFront (the distribution, its VPC origin and policies),
+ACM-issued certificates in the stack, Secrets Manager secrets or a prefix-list security group rule: those
+are named placeholders (tests/rehearsal.py), so that CloudFront really reaches the internal load balancer
+through the VPC origin is checked only against the documentation (edge.py). It does
 create the launch template, the Auto Scaling group (which launches instances), the load balancer, target
 group and listeners, the instance role and profile and the log groups, which this test checks through
 the EC2, Auto Scaling and ELB APIs. moto runs no user data, so no instance ever signals or turns healthy.
@@ -61,7 +63,11 @@ def listeners(aws: dict[str, Any], app: dict[str, Any]) -> dict[int, dict[str, A
         for b in elb.describe_load_balancers()["LoadBalancers"]
         if b["DNSName"] == app["outputs"]["LoadBalancerDnsName"]
     ]
-    assert balancer["Scheme"] == "internet-facing"
+    # Both params files put CloudFront in front: the load balancer is internal, in the app subnets.
+    assert balancer["Scheme"] == "internal"
+    assert {zone["SubnetId"] for zone in balancer["AvailabilityZones"]} == set(
+        app["parameters"]["AppSubnetIds"].split(",")
+    )
     return {
         item["Port"]: item
         for item in elb.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
@@ -77,6 +83,8 @@ def test_http_listener_redirects_when_the_site_has_a_certificate(aws, rehearsal)
         "HTTP_301",
     )
     assert by_port[443]["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    # The HSTS listener attribute is not asserted here: moto 5.2's CloudFormation drops ListenerAttributes
+    # (describe_listener_attributes answers only its tcp.idle_timeout.seconds default); see test_origin_access.
 
 
 def test_without_a_certificate_http_answers_only_cloudfront(aws, rehearsal):

@@ -35,6 +35,7 @@ from moodle_cfn.layers import (
     database,
     edge,
     file_system,
+    listeners,
     load_balancer,
     moodle,
     site,
@@ -268,7 +269,8 @@ def build() -> Template:
     template.add_condition(HAS_CODE_BUNDLE, Not(Equals(Ref(moodle.CODE_S3_URI.parameter), "")))
 
     certificate = site.add_certificate(template)
-    alb, target_group = load_balancer.add_load_balancer(template, site.regional_certificate_arn(certificate))
+    alb, target_group = load_balancer.add_load_balancer(template)
+    listeners.add_listeners(template, alb, target_group, site.regional_certificate_arn(certificate))
     cloudfront_acl = waf.add_web_acls(template, alb)
     distribution = edge.add_distribution(
         template, alb, site.cloudfront_certificate_arn(certificate), cloudfront_acl

@@ -4,6 +4,17 @@ Dynamic pages are never cached: the default behaviour passes every cookie, heade
 caches nothing. Only Moodle's static handlers (theme images, styles, fonts, JavaScript, the YUI combo
 loader) are cached at the edge: their URLs carry a revision, so a new revision is a new URL. pluginfile.php
 is not cached: its answers depend on the user's session.
+
+CloudFront to the load balancer: a VPC origin (AWS::CloudFront::VpcOrigin) to the internal load balancer,
+so there is no public origin to find or bypass, and the hop never crosses the Internet. Its protocol is
+HTTPS whenever the site has a certificate. Without a domain it cannot be: CloudFront only accepts an
+origin certificate from a publicly trusted CA whose name matches the origin or Host header, and no such
+certificate exists for dxxxx.cloudfront.net or an internal load balancer name, so that one case stays
+HTTP, over the VPC origin's private connection only (README, "CloudFront to the load balancer").
+- https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/private-content-vpc-origins.html
+- https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/restrict-access-to-load-balancer.html
+- https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/cnames-and-https-requirements.html
+Every behaviour adds Strict-Transport-Security through one response headers policy.
 """
 
 from __future__ import annotations
@@ -16,7 +27,6 @@ from troposphere.cloudfront import (
     CachePolicy,
     CachePolicyConfig,
     CacheQueryStringsConfig,
-    CustomOriginConfig,
     DefaultCacheBehavior,
     Distribution,
     DistributionConfig,
@@ -28,14 +38,22 @@ from troposphere.cloudfront import (
     OriginRequestPolicyConfig,
     OriginRequestQueryStringsConfig,
     ParametersInCacheKeyAndForwardedToOrigin,
+    ResponseHeadersPolicy,
+    ResponseHeadersPolicyConfig,
+    SecurityHeadersConfig,
+    StrictTransportSecurity,
     ViewerCertificate,
+    VpcOrigin,
+    VpcOriginConfig,
+    VpcOriginEndpointConfig,
 )
 from troposphere.elasticloadbalancingv2 import LoadBalancer
 from troposphere.route53 import AliasTarget, RecordSetType
 
-from moodle_cfn.common import GROUP_EDGE, OperatorParameter, checkov_skips
+from moodle_cfn.common import GROUP_EDGE, OperatorParameter, checkov_skips, tags
 from moodle_cfn.layers import site, waf
-from moodle_cfn.layers.load_balancer import ORIGIN_HEADER, ORIGIN_SECRET_REFERENCE
+from moodle_cfn.layers.listeners import HSTS_MAX_AGE_SECONDS, ORIGIN_HEADER, ORIGIN_SECRET_REFERENCE
+from moodle_cfn.layers.network import HTTP_PORT, HTTPS_PORT
 
 # AWS managed CloudFront policies.
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
@@ -122,12 +140,56 @@ def add_static_policies(template: Template) -> tuple[CachePolicy, OriginRequestP
     return cache_policy, origin_policy
 
 
+def add_vpc_origin(template: Template, load_balancer: LoadBalancer) -> VpcOrigin:
+    """CloudFront's private way into the internal load balancer: HTTPS whenever a certificate exists."""
+    return template.add_resource(
+        VpcOrigin(
+            "LoadBalancerVpcOrigin",
+            Condition=site.USE_CLOUDFRONT,
+            VpcOriginEndpointConfig=VpcOriginEndpointConfig(
+                Name=Sub("${AWS::StackName}-alb"),
+                Arn=Ref(load_balancer),
+                HTTPPort=HTTP_PORT,
+                HTTPSPort=HTTPS_PORT,
+                # The Host header is forwarded, so the load balancer's certificate for DomainName matches.
+                OriginProtocolPolicy=If(site.HAS_CERTIFICATE, "https-only", "http-only"),
+                OriginSSLProtocols=["TLSv1.2"],
+            ),
+            Tags=tags("vpc-origin"),
+        )
+    )
+
+
+def add_security_headers_policy(template: Template) -> ResponseHeadersPolicy:
+    """Strict-Transport-Security on every response CloudFront sends, replacing any the origin sent."""
+    return template.add_resource(
+        ResponseHeadersPolicy(
+            "SecurityHeadersPolicy",
+            Condition=site.USE_CLOUDFRONT,
+            ResponseHeadersPolicyConfig=ResponseHeadersPolicyConfig(
+                Name=Sub("${AWS::StackName}-moodle-security"),
+                Comment="Moodle: HSTS on every response",
+                SecurityHeadersConfig=SecurityHeadersConfig(
+                    StrictTransportSecurity=StrictTransportSecurity(
+                        AccessControlMaxAgeSec=HSTS_MAX_AGE_SECONDS,
+                        IncludeSubdomains=False,
+                        Preload=False,
+                        Override=True,
+                    )
+                ),
+            ),
+        )
+    )
+
+
 def add_distribution(
     template: Template, load_balancer: LoadBalancer, certificate_arn: object, stack_web_acl: object
 ) -> Distribution:
-    """The distribution: HTTPS to viewers (HTTP/2 and HTTP/3), HTTPS to the origin whenever a certificate exists."""
+    """The distribution: HTTPS to viewers (HTTP/2 and HTTP/3), the VPC origin to the load balancer."""
     template.add_condition(HAS_WEB_ACL, Not(Equals(Ref(CLOUDFRONT_WEB_ACL_ARN.parameter), "")))
     cache_policy, origin_policy = add_static_policies(template)
+    headers_policy = add_security_headers_policy(template)
+    vpc_origin = add_vpc_origin(template, load_balancer)
     static = [
         CacheBehavior(
             PathPattern=path,
@@ -137,6 +199,7 @@ def add_distribution(
             CachedMethods=["GET", "HEAD"],
             CachePolicyId=Ref(cache_policy),
             OriginRequestPolicyId=Ref(origin_policy),
+            ResponseHeadersPolicyId=Ref(headers_policy),
             Compress=True,
         )
         for path in STATIC_PATHS
@@ -170,14 +233,14 @@ def add_distribution(
                 Origins=[
                     Origin(
                         Id=ORIGIN_ID,
-                        DomainName=GetAtt(load_balancer, "DNSName"),
-                        CustomOriginConfig=CustomOriginConfig(
-                            # The Host header is forwarded, so the origin certificate for DomainName matches.
-                            OriginProtocolPolicy=If(site.HAS_CERTIFICATE, "https-only", "http-only"),
-                            HTTPPort=80,
-                            HTTPSPort=443,
-                            OriginSSLProtocols=["TLSv1.2"],
-                            OriginReadTimeout=ORIGIN_READ_TIMEOUT,
+                        # With a domain, the name its certificate carries (as is the forwarded Host header):
+                        # CloudFront checks the origin certificate against one of the two. The VPC origin,
+                        # not this name, decides where requests go (CDK's VpcOrigin takes such a domainName).
+                        DomainName=If(
+                            site.HAS_DOMAIN, Ref(site.DOMAIN_NAME.parameter), GetAtt(load_balancer, "DNSName")
+                        ),
+                        VpcOriginConfig=VpcOriginConfig(
+                            VpcOriginId=GetAtt(vpc_origin, "Id"), OriginReadTimeout=ORIGIN_READ_TIMEOUT
                         ),
                         OriginCustomHeaders=[
                             OriginCustomHeader(
@@ -194,6 +257,7 @@ def add_distribution(
                     CachedMethods=["GET", "HEAD"],
                     CachePolicyId=CACHING_DISABLED,
                     OriginRequestPolicyId=ALL_VIEWER,
+                    ResponseHeadersPolicyId=Ref(headers_policy),
                     Compress=True,
                 ),
                 CacheBehaviors=static,

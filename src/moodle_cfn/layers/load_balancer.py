@@ -1,9 +1,9 @@
-"""The Application Load Balancer: listeners, target group, access logs, and who may reach it.
+"""The Application Load Balancer: target group, access logs, and who may reach it (listeners: listeners.py).
 
-With CloudFront, only CloudFront reaches the load balancer: the CloudFront origin-facing managed prefix
-list is the only source in its security group, and a listener rule forwards a request only when it
-carries the secret origin header CloudFront adds (a secret generated into Secrets Manager; everything else
-gets 403). Without CloudFront, viewers reach it on 443, and on 80 only to be redirected.
+With CloudFront the load balancer is internal, in the private application subnets, and CloudFront reaches
+it through a VPC origin (edge.py): it has no public address at all. Its security group admits only the
+CloudFront origin-facing managed prefix list, on the one port the VPC origin uses. Without CloudFront it
+is internet-facing in the public subnets: viewers reach it on 443, and on 80 only to be redirected.
 """
 
 from __future__ import annotations
@@ -25,22 +25,11 @@ from troposphere import (
 )
 from troposphere.ec2 import SecurityGroupIngress
 from troposphere.elasticloadbalancingv2 import (
-    Action,
-    Certificate,
-    FixedResponseConfig,
-    HttpHeaderConfig,
-    Listener,
-    ListenerRule,
-    ListenerRuleAction,
     LoadBalancer,
     LoadBalancerAttributes,
     Matcher,
-    RedirectConfig,
     TargetGroup,
     TargetGroupAttribute,
-)
-from troposphere.elasticloadbalancingv2 import (
-    Condition as RuleCondition,
 )
 from troposphere.s3 import (
     AbortIncompleteMultipartUpload,
@@ -57,32 +46,27 @@ from troposphere.s3 import (
     ServerSideEncryptionRule,
     VersioningConfiguration,
 )
-from troposphere.secretsmanager import GenerateSecretString, Secret
 
 from moodle_cfn.common import (
     GROUP_EDGE,
     RETAIN,
-    SITE_NAME,
     OperatorParameter,
     checkov_skips,
     equals_any,
     number_parameter,
     tags,
 )
-from moodle_cfn.encryption import generated_secret
 from moodle_cfn.layers import site
 from moodle_cfn.layers.network import ALB_SG, HTTP_PORT, HTTPS_PORT, PUBLIC, VPC_ID, WEB_SG, as_parameter
+from moodle_cfn.layers.web_tier import APP_SUBNET_IDS
 from moodle_cfn.policies import POLICY_VERSION
 
 # bootstrap/moodle-health.php on every node: 200 only once the node serves this site's Moodle.
 HEALTH_CHECK_PATH = "/lb-health"
-ORIGIN_HEADER = "X-Origin-Verify"
-ORIGIN_SECRET_REFERENCE = "{{resolve:secretsmanager:${OriginSecret}:SecretString:value}}"
 # Moodle requests in flight when a node leaves (uploads, quiz submissions) get this long to finish.
 DEREGISTRATION_DELAY_SECONDS = "60"
 # Long enough for a course restore page; CloudFront's origin read timeout (60 s) is the tighter limit.
 IDLE_TIMEOUT_SECONDS = "120"
-TLS13_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 HAS_PREFIX_LIST_PARAMETER = "HasCloudFrontPrefixListParameter"
 
 # Elastic Load Balancing's log-delivery account per region, for regions older than August 2022; newer
@@ -125,6 +109,7 @@ CLOUDFRONT_PREFIX_LISTS = {
     "ap-northeast-1": "pl-58a04531",
 }
 ELB_ACCOUNT_REGION = "RegionHasElbLogAccount"
+TARGET_GROUP_TITLE = "NodeTargetGroup"
 
 CLOUDFRONT_PREFIX_LIST_ID = OperatorParameter(
     Parameter(
@@ -255,29 +240,16 @@ def add_log_bucket(template: Template) -> Bucket:
     return bucket
 
 
-def add_origin_secret(template: Template) -> Secret:
-    """The value CloudFront sends in X-Origin-Verify, generated so it is never a parameter."""
-    return template.add_resource(
-        generated_secret(
-            "OriginSecret",
-            Sub(f"${{{SITE_NAME.name}}}: header value proving a request came through CloudFront"),
-            GenerateSecretString(
-                SecretStringTemplate="{}",
-                GenerateStringKey="value",
-                PasswordLength=48,
-                ExcludePunctuation=True,
-            ),
-            "origin-secret",
-            # Generated anew with the distribution; nothing is lost with it.
-            keep=False,
-            condition=site.USE_CLOUDFRONT,
-        )
-    )
-
-
 def add_alb_ingress(template: Template) -> None:
-    """Who reaches the load balancer: CloudFront's prefix list on one port, or viewers on 443 and 80.
+    """Who reaches the load balancer: CloudFront's prefix list on the VPC origin's port, or viewers on 443
+    and 80.
 
+    Behind CloudFront the load balancer is internal, so the prefix list admits CloudFront's VPC origin and
+    nothing on the Internet can reach it at all. The CloudFront guide allows either the origin-facing
+    prefix list or the CloudFront-VPCOrigins-Service-SG group CloudFront creates in the VPC with its first
+    VPC origin; that group does not exist before the VPC origin does, so a template cannot name it without
+    a lookup function, and the prefix list already admits nothing but CloudFront
+    (https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/private-content-vpc-origins.html).
     One prefix-list rule only: the CloudFront list counts as about 55 rules against the security group's
     quota of 60, so a second one would not fit.
     """
@@ -322,28 +294,19 @@ def add_alb_ingress(template: Template) -> None:
         )
 
 
-def fixed_403() -> Action:
-    """The answer to a request that did not come through CloudFront."""
-    return Action(
-        Type="fixed-response",
-        FixedResponseConfig=FixedResponseConfig(
-            StatusCode="403", ContentType="text/plain", MessageBody="Forbidden"
-        ),
-    )
-
-
-def add_load_balancer(template: Template, certificate_arn: object) -> tuple[LoadBalancer, TargetGroup]:
-    """Internet-facing ALB in the public subnets, its target group and listeners."""
+def add_load_balancer(template: Template) -> tuple[LoadBalancer, TargetGroup]:
+    """The ALB (internal in the private application subnets behind CloudFront, else internet-facing in the
+    public ones) and its target group; listeners.py adds the listeners."""
     bucket = add_log_bucket(template)
-    secret = add_origin_secret(template)
     add_alb_ingress(template)
     load_balancer = template.add_resource(
         LoadBalancer(
             "LoadBalancer",
             DependsOn=["AccessLogBucketPolicy"],
-            Scheme="internet-facing",
+            # Scheme cannot change in place: a stack moving to (or off) CloudFront gets a new load balancer.
+            Scheme=If(site.USE_CLOUDFRONT, "internal", "internet-facing"),
             Type="application",
-            Subnets=Ref(PUBLIC_SUBNET_IDS),
+            Subnets=If(site.USE_CLOUDFRONT, Ref(APP_SUBNET_IDS), Ref(PUBLIC_SUBNET_IDS)),
             SecurityGroups=[Ref(ALB_SECURITY_GROUP)],
             LoadBalancerAttributes=[
                 LoadBalancerAttributes(Key=key, Value=value)
@@ -356,8 +319,8 @@ def add_load_balancer(template: Template, certificate_arn: object) -> tuple[Load
                     # the address it saw) and must pass unchanged: appending would make CloudFront's own
                     # address the last entry. Without CloudFront, "append" adds the client's address last.
                     # (ELB guide, "X-Forwarded-For header": append | preserve | remove.) Only CloudFront
-                    # reaches the load balancer when it is on (prefix list and origin header), so what it
-                    # appended cannot be forged.
+                    # reaches the load balancer when it is on (internal, VPC origin, prefix list), so what
+                    # it appended cannot be forged.
                     (
                         "routing.http.xff_header_processing.mode",
                         If(site.USE_CLOUDFRONT, "preserve", "append"),
@@ -371,7 +334,9 @@ def add_load_balancer(template: Template, certificate_arn: object) -> tuple[Load
     )
     target_group = template.add_resource(
         TargetGroup(
-            "WebTargetGroup",
+            # A target group serves one load balancer only (TargetGroupAssociationLimit): a new logical id
+            # (was WebTargetGroup) gives the new internal load balancer of an updated stack a new group.
+            TARGET_GROUP_TITLE,
             VpcId=Ref(VPC),
             Protocol="HTTP",
             Port=HTTP_PORT,
@@ -391,59 +356,6 @@ def add_load_balancer(template: Template, certificate_arn: object) -> tuple[Load
                 TargetGroupAttribute(Key="load_balancing.algorithm.type", Value="least_outstanding_requests"),
             ],
             Tags=tags("web"),
-        )
-    )
-    forward = Action(Type="forward", TargetGroupArn=Ref(target_group))
-    https = template.add_resource(
-        Listener(
-            "HttpsListener",
-            Condition=site.HAS_CERTIFICATE,
-            LoadBalancerArn=Ref(load_balancer),
-            Protocol="HTTPS",
-            Port=HTTPS_PORT,
-            SslPolicy=TLS13_POLICY,
-            Certificates=[Certificate(CertificateArn=certificate_arn)],
-            DefaultActions=[If(site.USE_CLOUDFRONT, fixed_403(), forward)],
-        )
-    )
-    redirect = Action(
-        Type="redirect",
-        RedirectConfig=RedirectConfig(Protocol="HTTPS", Port=str(HTTPS_PORT), StatusCode="HTTP_301"),
-    )
-    http = template.add_resource(
-        Listener(
-            "HttpListener",
-            LoadBalancerArn=Ref(load_balancer),
-            Protocol="HTTP",
-            Port=HTTP_PORT,
-            # With a certificate HTTP only redirects; without one (CloudFront's own name) CloudFront talks
-            # HTTP to the origin, and only its requests carrying the secret header are forwarded.
-            DefaultActions=[If(site.HAS_CERTIFICATE, redirect, fixed_403())],
-            Metadata=checkov_skips(
-                **dict.fromkeys(
-                    ("CKV_AWS_2", "CKV_AWS_103"),
-                    "Redirects to HTTPS whenever a certificate exists; without one, only CloudFront reaches it "
-                    "(prefix list and secret header) and viewers get HTTPS from CloudFront.",
-                )
-            ),
-        )
-    )
-    template.add_resource(
-        ListenerRule(
-            "ForwardFromCloudFront",
-            Condition=site.USE_CLOUDFRONT,
-            ListenerArn=If(site.HAS_CERTIFICATE, Ref(https), Ref(http)),
-            Priority=1,
-            Conditions=[
-                RuleCondition(
-                    Field="http-header",
-                    HttpHeaderConfig=HttpHeaderConfig(
-                        HttpHeaderName=ORIGIN_HEADER,
-                        Values=[Sub(ORIGIN_SECRET_REFERENCE, OriginSecret=Ref(secret))],
-                    ),
-                )
-            ],
-            Actions=[ListenerRuleAction(Type="forward", TargetGroupArn=Ref(target_group))],
         )
     )
     return load_balancer, target_group
