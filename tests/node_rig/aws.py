@@ -1,11 +1,18 @@
-"""The AWS APIs a web node calls, on loopback: a moto server for Secrets Manager and S3, and a stand-in for
+"""The AWS APIs a web node calls, on loopback: a moto server for Secrets Manager, S3 and SSM, and a stand-in for
 the calls moto cannot answer the way a node needs, with the response shapes of the API references:
 ElastiCache DescribeCacheClusters (moto keeps no cache node endpoints), Auto Scaling
 CompleteLifecycleAction and DescribeAutoScalingGroups (moto has no lifecycle actions), CloudFormation
-SignalResource, RecordLifecycleActionHeartbeat. The stand-in records every call, so the rehearsal can assert what a node reported."""
+SignalResource, RecordLifecycleActionHeartbeat. The stand-in records every call, so the rehearsal can assert what a node reported.
+
+The stand-in is the nodes' only AWS endpoint (AWS_ENDPOINT_URL): what it does not answer it forwards to moto.
+So it sees every request a node makes and records each as IAM sees it (`Aws.node_calls`: action, resource
+ARN, condition keys), for tests/node_rig/iam_check.py to evaluate against the stack's own policies. The
+rig's platform file reports each EFS mount to it too (`/rig/efs-mount`), since a bind mount calls no API.
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -15,11 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 import boto3
 from moto.server import ThreadedMotoServer
+
+from tests.node_rig.iam_check import ACCOUNT, GROUP_ID, NodeCall, StackState
 
 REGION = "us-east-1"
 CREDENTIALS = {
@@ -59,24 +68,31 @@ def query_response(action: str, namespace: str, result: str = "") -> str:
 
 AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
 CLOUDFORMATION_NS = "http://cloudformation.amazonaws.com/doc/2010-05-15/"
-STANDIN_SERVICES = ("ELASTICACHE", "AUTO_SCALING", "CLOUDFORMATION")
+# The services the stand-in answers, by their SigV4 signing names.
+STANDIN_SERVICES = ("elasticache", "autoscaling", "cloudformation")
+# Where the rig's platform file reports a mount (form: FileSystemId, AccessPointId).
+EFS_MOUNT_PATH = "/rig/efs-mount"
 
 
 @dataclass
 class Aws:
     """Endpoints and clients of the rig's AWS: `environment` is what a node's aws CLI needs. `groups` maps an
-    Auto Scaling group to its launch template version; `calls` lists the stand-in's calls, in order."""
+    Auto Scaling group to its launch template version and `group_tags` to its tags; `calls` lists the
+    stand-in's calls, in order; `node_calls` every request a node made, with the stack state (`stack`, set
+    by the rig whenever it writes a node's files) whose policies were in force then."""
 
     moto_url: str
     standin_url: str
     clusters: dict[str, list[tuple[str, int]]]
     groups: dict[str, str] = field(default_factory=dict)
+    group_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     calls: list[dict[str, str]] = field(default_factory=list)
+    stack: StackState | None = None
+    node_calls: list[tuple[StackState | None, NodeCall]] = field(default_factory=list)
 
     @property
     def environment(self) -> dict[str, str]:
-        standin = {f"AWS_ENDPOINT_URL_{service}": self.standin_url for service in STANDIN_SERVICES}
-        return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.moto_url, **standin}
+        return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.standin_url}
 
     def calls_of(self, action: str, instance_id: str) -> list[dict[str, str]]:
         """The stand-in's calls of `action` about one instance (by InstanceId or UniqueId)."""
@@ -101,6 +117,74 @@ class Aws:
             s3.create_bucket(Bucket=bucket)
         s3.upload_file(path, bucket, key)
         return f"s3://{bucket}/{key}"
+
+
+def signing_scope(authorization: str) -> tuple[str, str]:
+    """(service, region) from a SigV4 Authorization header's credential scope (key/date/region/service/...)."""
+    match = re.search(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/aws4_request", authorization)
+    return (match.group(2), match.group(1)) if match else ("", REGION)
+
+
+def arn(service: str, region: str, resource: str) -> str:
+    return f"arn:aws:{service}:{region}:{ACCOUNT}:{resource}"
+
+
+def query_call(aws: Aws, service: str, region: str, form: dict[str, str]) -> NodeCall:
+    """A Query-protocol request (Auto Scaling, ElastiCache, CloudFormation) as IAM sees it. A group's tags
+    are what `autoscaling:ResourceTag/...` conditions read (Service Authorization Reference, Auto Scaling)."""
+    action, context = f"{service}:{form.get('Action', '')}", {}
+    resource = "*"
+    if "AutoScalingGroupName" in form:
+        name = form["AutoScalingGroupName"]
+        resource = arn("autoscaling", region, f"autoScalingGroup:{GROUP_ID}:autoScalingGroupName/{name}")
+        context = {f"autoscaling:ResourceTag/{k}": v for k, v in aws.group_tags.get(name, {}).items()}
+    elif "CacheClusterId" in form:
+        resource = arn("elasticache", region, f"cluster:{form['CacheClusterId']}")
+    elif "StackName" in form:
+        names = aws.stack.names if aws.stack else {}
+        stack_id = names.get("AWS::StackId", "")
+        known = form["StackName"] in (names.get("AWS::StackName"), stack_id)
+        resource = stack_id if known else arn("cloudformation", region, f"stack/{form['StackName']}/unknown")
+    return NodeCall(action, resource, context)
+
+
+def json_call(aws: Aws, service: str, region: str, target: str, body: dict) -> NodeCall:
+    """A JSON-protocol request (Secrets Manager, SSM) as IAM sees it: a secret by its full ARN (with the
+    random suffix: a name is resolved as Secrets Manager does), a parameter by its ARN."""
+    action = f"{service}:{target.rsplit('.', 1)[-1]}"
+    if "SecretId" in body:
+        secret = body["SecretId"]
+        if not secret.startswith("arn:"):
+            try:
+                secret = aws.client("secretsmanager").describe_secret(SecretId=secret)["ARN"]
+            except Exception:  # noqa: BLE001  (no such secret: IAM sees the name it was asked for)
+                secret = arn("secretsmanager", region, f"secret:{secret}")
+        return NodeCall(action, secret)
+    if "Name" in body and service == "ssm":
+        name = body["Name"] if body["Name"].startswith("/") else f"/{body['Name']}"
+        return NodeCall(action, arn("ssm", region, f"parameter{name}"))
+    return NodeCall(action, "*")
+
+
+def s3_call(method: str, path: str) -> NodeCall:
+    """A path-style S3 request as IAM sees it (HeadObject is authorized as s3:GetObject)."""
+    bucket, _, key = unquote(urlsplit(path).path).lstrip("/").partition("/")
+    if not key:
+        return NodeCall("s3:ListBucket", f"arn:aws:s3:::{bucket}")
+    action = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"}.get(method, f"s3:{method}")
+    return NodeCall(action, f"arn:aws:s3:::{bucket}/{key}")
+
+
+def mount_call(form: dict[str, str], action: str) -> NodeCall:
+    """An EFS mount through an access point (efs-utils' `iam,tls` options on AL2023, platform-al2023.sh):
+    ClientMount, and ClientWrite for a read-write mount, on the file system, with the access point's ARN, TLS
+    and the mount target as the request's keys (Amazon EFS User Guide, "Using IAM to control access")."""
+    context = {
+        "elasticfilesystem:AccessPointArn": arn("elasticfilesystem", REGION, f"access-point/{form['AccessPointId']}"),
+        "elasticfilesystem:AccessedViaMountTarget": "true",
+        "aws:SecureTransport": "true",
+    }
+    return NodeCall(action, arn("elasticfilesystem", REGION, f"file-system/{form['FileSystemId']}"), context)
 
 
 @contextmanager
@@ -147,18 +231,53 @@ def running_aws() -> Iterator[Aws]:
             "</Error></ErrorResponse>"
         )
 
+    def record(call: NodeCall, region: str, origin: str) -> None:
+        # The node's CLI reaches every real endpoint over HTTPS; only the rig's loopback is plain HTTP.
+        context = {"aws:RequestedRegion": region, "aws:SecureTransport": "true", **call.context}
+        aws.node_calls.append((aws.stack, NodeCall(call.action, call.resource, context, origin)))
+
+    def forward(handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        connection = http.client.HTTPConnection(host, port, timeout=300)
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+        connection.request(handler.command, handler.path, body=body or None, headers={**headers, "Host": f"{host}:{port}"})
+        response = connection.getresponse()
+        skip = ("transfer-encoding", "connection", "content-length")
+        return response.status, [(k, v) for k, v in response.getheaders() if k.lower() not in skip], response.read()
+
     class StandIn(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-            form = {key: values[0] for key, values in raw.items()}
-            aws.calls.append(form)
-            status, text = answer(form)
+        def any_method(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            service, region = signing_scope(self.headers.get("Authorization", ""))
+            text = body.decode(errors="replace")
+            if self.path.startswith(EFS_MOUNT_PATH):
+                form = {key: values[0] for key, values in parse_qs(text).items()}
+                for action in ("elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"):
+                    record(mount_call(form, action), REGION, "platform_mount_shared")
+                status, headers, reply = 200, [("Content-Type", "text/plain")], b""
+            elif service in STANDIN_SERVICES:
+                form = {key: values[0] for key, values in parse_qs(text).items()}
+                aws.calls.append(form)
+                record(query_call(aws, service, region, form), region, f"aws {service}")
+                status, answered = answer(form)
+                headers, reply = [("Content-Type", "text/xml")], answered.encode()
+            else:
+                target = self.headers.get("X-Amz-Target", "")
+                if service == "s3":
+                    record(s3_call(self.command, self.path), region, "aws s3")
+                elif target:
+                    record(json_call(aws, service, region, target, json.loads(text or "{}")), region, f"aws {service}")
+                else:
+                    record(NodeCall(f"{service}:{self.command} {self.path}", "*"), region, "unknown request")
+                status, headers, reply = forward(self, body)
             self.send_response(status)
-            body = text.encode()
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(body)))
+            for key, value in headers:
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(reply)
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = any_method
 
         def log_message(self, *args: object) -> None:
             pass

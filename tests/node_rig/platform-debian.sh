@@ -58,10 +58,14 @@ apt_install() {
 }
 
 # One directory per access point: RIG_SHARED_DIR is moodledata's, RIG_CODE_DIR the code archives' (the
-# rig names that access point fsap-0code in the site's settings).
+# rig names that access point fsap-0code in the site's settings). A bind mount calls no AWS API, so the
+# mount is reported to the rig's AWS front door, which records the ClientMount/ClientWrite that
+# efs-utils' IAM authorization would make (tests/node_rig/aws.py).
 platform_mount_shared() {
-  local access_point=$2 mount_point=$3 source=${RIG_SHARED_DIR:?set by the rehearsal rig}
+  local file_system=$1 access_point=$2 mount_point=$3 source=${RIG_SHARED_DIR:?set by the rehearsal rig}
   [[ $access_point == fsap-0code ]] && source=${RIG_CODE_DIR:?set by the rehearsal rig}
+  curl -fsS -o /dev/null --data-urlencode "FileSystemId=$file_system" --data-urlencode "AccessPointId=$access_point" \
+    "${AWS_ENDPOINT_URL:?set by the rehearsal rig}/rig/efs-mount"
   mountpoint -q "$mount_point" || mount --bind "$source" "$mount_point"
 }
 
