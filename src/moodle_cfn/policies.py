@@ -112,12 +112,16 @@ class WebNodeResources:
     group_tag: tuple[str, AWSHelperFn]
     # The SSM parameter where the node that installs or upgrades Moodle publishes the release.
     release_parameter_arn: AWSHelperFn
+    # Statements that exist only for some parameter values, each `If(condition, Statement, NoValue)`: in
+    # the role's own policy, so they are attached before any node boots (a standalone AWS::IAM::Policy is
+    # attached whenever CloudFormation gets to it, possibly after the first node asked for it).
+    conditional_statements: tuple[AWSHelperFn, ...] = ()
 
 
 def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
     """What a Moodle web node may do beyond Session Manager: read its secrets, mount its file system through
     its access point, write its logs and metrics, and report to CloudFormation."""
-    return PolicyDocument(
+    document = PolicyDocument(
         Version=POLICY_VERSION,
         Statement=[
             Statement(
@@ -157,11 +161,11 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
                 Resource=resources.log_group_arns,
             ),
             # The group's ARN holds a generated id the launch template cannot know (the group is made after
-            # it), so the site's own tag on the group scopes the hook completion.
+            # it), so the site's own tag on the group scopes the hook's heartbeats and its completion.
             Statement(
-                Sid="CompleteThisGroupsLaunchHook",
+                Sid="KeepAndCompleteThisGroupsLaunchHook",
                 Effect=Allow,
-                Action=[autoscaling.CompleteLifecycleAction],
+                Action=[autoscaling.RecordLifecycleActionHeartbeat, autoscaling.CompleteLifecycleAction],
                 Resource=[
                     Sub(
                         "arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:autoScalingGroup:*"
@@ -215,16 +219,10 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
             ),
         ],
     )
-
-
-def single_statement_policy(
-    sid: str, actions: list, resources: list, condition: AwsCondition | None = None
-) -> PolicyDocument:
-    """A policy document with one Allow statement."""
-    statement = Statement(Sid=sid, Effect=Allow, Action=actions, Resource=resources)
-    if condition is not None:
-        statement.Condition = condition
-    return PolicyDocument(Version=POLICY_VERSION, Statement=[statement])
+    # awacs types Statement as a list of Statement objects; CloudFormation takes an Fn::If there too (the
+    # element goes when it gives AWS::NoValue), so the conditional ones are appended past its type check.
+    document.properties["Statement"].extend(resources.conditional_statements)
+    return document
 
 
 def ec2_trust_policy() -> PolicyDocument:

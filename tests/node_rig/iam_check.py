@@ -86,17 +86,18 @@ def _load(path: Path) -> dict[str, Any]:
 
 def policy_scope(template: dict[str, Any], state: StackState) -> dict[str, str]:
     """What Ref and Fn::GetAtt give in the node's policies: parameter defaults, the state's values, and the
-    log groups' ARNs (GetAtt Arn ends in ':*'), which the rig never creates."""
-    names = {**state.names}
-    region, account = names["AWS::Region"], names["AWS::AccountId"]
-    for title, resource in template["Resources"].items():
-        if resource["Type"] == "AWS::Logs::LogGroup":
-            names.setdefault(f"{title}.Arn", f"arn:aws:logs:{region}:{account}:log-group:{title}:*")
-    return {
+    log groups' ARNs (GetAtt Arn ends in ':*'; the rig creates no log group)."""
+    scope = {
         **{k: str(v.get("Default", "")) for k, v in template["Parameters"].items()},
         **state.parameters,
-        **names,
+        **state.names,
     }
+    region, account = scope["AWS::Region"], scope["AWS::AccountId"]
+    for title, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Logs::LogGroup":
+            name = resolve(resource["Properties"].get("LogGroupName", title), scope)
+            scope.setdefault(f"{title}.Arn", f"arn:aws:logs:{region}:{account}:log-group:{name}:*")
+    return scope
 
 
 def node_policies(state: StackState, template: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -230,3 +231,12 @@ def negative_calls(state: StackState) -> list[NodeCall]:
         NodeCall("cloudformation:SignalResource", arn.format("cloudformation", f"stack/other/{GROUP_ID}"),
                  origin="another stack"),  # fmt: skip
     ]
+
+
+def group_tags(state: StackState, template: dict[str, Any] | None = None) -> dict[str, str]:
+    """The web group's tags as the template gives them for `state` (what autoscaling:ResourceTag reads)."""
+    template = template or app_template()
+    conditions = evaluate_conditions(template, state.parameters)
+    group = resolve_ifs(template["Resources"]["WebAutoScalingGroup"], conditions)
+    scope = policy_scope(template, state)
+    return {tag["Key"]: str(resolve(tag["Value"], scope)) for tag in group["Properties"].get("Tags", [])}

@@ -42,6 +42,7 @@ from tests.node_rig.rehearse_node import (  # noqa: F401  (aws and tls are fixtu
     aws,
     bumped_bundle,
     bundle_of,
+    every_aws_call_a_node_made_is_allowed,
     health,
     leg_parts,
     php_refuses,
@@ -495,3 +496,8 @@ def test_a_tampered_code_archive_stops_the_node_with_one_line(site: Site) -> Non
     status, output = node.setup()
     assert status == 0, output[-3000:]
     assert health(node) == 200
+
+
+# Last of the module: every call the faults above made, against the stack's own policies.
+def test_every_aws_call_a_node_made_is_allowed(site: Site) -> None:
+    every_aws_call_a_node_made_is_allowed(site)

@@ -41,7 +41,8 @@ from moodle_cfn.releases import LINES_FILE
 from tests.node_rig import services
 from tests.node_rig.argv_watch import ArgvWatch, watching_argument_lists
 from tests.node_rig.aws import Aws, DataApi, Imds, running_aws
-from tests.node_rig.cfn_init import app_template, database_parameters, init_files
+from tests.node_rig.cfn_init import app_template, database_parameters, init_files, resolve
+from tests.node_rig.iam_check import StackState, denied_report, evaluate, group_tags
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,6 +235,9 @@ class Site:
             self.steps[step] = round(time.monotonic() - started, 1)
 
     def write_init_files(self, node: Node, **changes: str) -> None:
+        """What a stack create or update gives a node: its files, and the role's policies for the same
+        values (the rig's AWS records the node's calls against them)."""
+        self.aws.stack = StackState({**self.parameters, **changes}, dict(self.names))
         node.install_init_files(init_files({**self.parameters, **changes}, self.names))
 
     def setup_all(self) -> list[tuple[int, str]]:
@@ -323,12 +327,20 @@ def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports
         "MoodleAdminSecret": aws.secret(
             f"rig-{leg}-admin", {"username": "admin", "password": ADMIN_PASSWORD}
         ),
-        "MoodleReleaseParameter": f"/moodle-cfn/rig-{leg}/moodle-release",
         "FileSystemId": "fs-0rehearsal",
         "FileSystemAccessPointId": "fsap-0rehearsal",
         # platform-debian.sh mounts RIG_CODE_DIR for this one.
         "FileSystemCodeAccessPointId": "fsap-0code",
     }
+    # The ARNs the node's policies name (the data stack's outputs), as AWS composes them from the ids.
+    names["AWS::StackId"] = f"arn:aws:cloudformation:us-east-1:123456789012:stack/{names['AWS::StackName']}/{leg}"
+    efs = "arn:aws:elasticfilesystem:us-east-1:123456789012:"
+    names["FileSystemArn"] = f"{efs}file-system/{names['FileSystemId']}"
+    names["FileSystemAccessPointArn"] = f"{efs}access-point/{names['FileSystemAccessPointId']}"
+    names["FileSystemCodeAccessPointArn"] = f"{efs}access-point/{names['FileSystemCodeAccessPointId']}"
+    # The parameter's name as the template makes it (its policy names exactly that one).
+    release_name = app_template()["Resources"]["MoodleReleaseParameter"]["Properties"]["Name"]
+    names["MoodleReleaseParameter"] = resolve(release_name, {**parameters, **names})
     for role, port in cache_ports.items():
         prefix = role.capitalize()
         cluster = f"rig-{leg}-{role}"
@@ -395,6 +407,8 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer
     }
     group = f"rig-{leg}-web"
     aws.groups[group] = "1"
+    # The group carries the template's tags, which the node role's autoscaling:ResourceTag condition reads.
+    aws.group_tags[group] = group_tags(StackState(parameters, names))
     nodes = []
     for n, address in enumerate(NODE_ADDRESSES, start=1):
         imds = Imds({
@@ -1029,3 +1043,22 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
         for node in nodes:
             node.stop()
             node.imds.stop()
+
+
+def every_aws_call_a_node_made_is_allowed(site: Site) -> None:
+    """Every request this leg's nodes made (recorded by the rig's AWS front door: tests/node_rig/aws.py) is
+    allowed by the policies templates/app.yaml gives the nodes' role for the values in force then, as an
+    offline IAM evaluator decides (tests/node_rig/iam_check.py)."""
+    stack = site.names["AWS::StackName"]
+    calls = [(state, call) for state, call in site.aws.node_calls if state and state.names["AWS::StackName"] == stack]
+    assert calls, "the rig recorded no AWS call of this leg's nodes"
+    verdicts = evaluate(calls)
+    denied = denied_report(verdicts)
+    assert not denied, f"{len(denied.splitlines())} lines of denied calls:\n{denied}"
+    # What the check covered, for the log: each distinct action and resource once.
+    print("\n".join(sorted({f"{v.call.action} {v.call.resource} <- {', '.join(v.allowed_by)}" for v in verdicts})))
+
+
+# Last of the module: every call the tests above made.
+def test_every_aws_call_a_node_made_is_allowed(site: Site) -> None:
+    every_aws_call_a_node_made_is_allowed(site)

@@ -8,6 +8,7 @@ and the DNS records.
 from __future__ import annotations
 
 from awacs import elasticache, kms, s3
+from awacs.aws import Allow, Statement
 from troposphere import (
     Equals,
     GetAtt,
@@ -24,7 +25,6 @@ from troposphere import (
     Sub,
     Template,
 )
-from troposphere.iam import PolicyType
 
 from moodle_cfn import al2023
 from moodle_cfn.common import SITE_NAME, OperatorParameter, declare_parameters, output_as_parameter
@@ -42,7 +42,7 @@ from moodle_cfn.layers import (
     waf,
     web_tier,
 )
-from moodle_cfn.policies import WebNodeResources, single_statement_policy
+from moodle_cfn.policies import WebNodeResources
 
 PARAMETERS: tuple[OperatorParameter, ...] = (
     *site.PARAMETERS,
@@ -128,9 +128,11 @@ def cache_secret_arns() -> list[If]:
     return [If(role.is_valkey, Ref(role.output("AuthSecretArn")), NoValue) for role in cache.ROLES]
 
 
-def add_conditional_policies(template: Template, role: Parameter) -> None:
-    """Permissions that exist only for some choices: the customer key, the operator's code bundle, and
-    memcached node discovery. Each is a policy of its own, created under its condition."""
+def conditional_statements(template: Template) -> tuple[If, ...]:
+    """Permissions that exist only for some choices: the customer key, the operator's code bundle and
+    plugin archives, and memcached node discovery. Each is a statement of the role's own policy under its
+    condition (AWS::NoValue when the condition is false), not a policy resource of its own: so every one
+    is attached with the role, before the first node boots."""
     template.add_condition(
         ANY_MEMCACHED, Or(*(Equals(Ref(r.engine.parameter), "memcached") for r in cache.ROLES))
     )
@@ -151,25 +153,16 @@ def add_conditional_policies(template: Template, role: Parameter) -> None:
         path = Select(1, Split("s3://", Ref(uri.parameter)))
         return Sub(f"arn:${{AWS::Partition}}:s3:::${{Path}}{suffix}", Path=path)
 
-    for title, condition, name, sid, actions, resources in (
-        ("WebKmsDecryptPolicy", HAS_DATA_KMS_KEY, "decrypt-with-the-site-key", "DecryptSecretsAndFiles",
-         [kms.Decrypt], [Ref(DATA_KMS_KEY_ARN.parameter)]),
-        ("WebCodeBundlePolicy", HAS_CODE_BUNDLE, "read-the-moodle-code-bundle", "ReadTheCodeBundle",
-         [s3.GetObject], [object_arn(moodle.CODE_S3_URI)]),
-        ("WebPluginsPolicy", PLUGINS_IN_S3, "read-the-plugin-archives", "ReadThePluginArchives",
-         [s3.GetObject], [object_arn(moodle.PLUGINS_S3_PREFIX, "*")]),
-        ("WebCacheDiscoveryPolicy", ANY_MEMCACHED, "discover-memcached-nodes", "ListMemcachedNodes",
-         [elasticache.DescribeCacheClusters], cluster_arns),
-    ):  # fmt: skip
-        template.add_resource(
-            PolicyType(
-                title,
-                Condition=condition,
-                PolicyName=name,
-                Roles=[Ref(role)],
-                PolicyDocument=single_statement_policy(sid, actions, resources),
-            )
+    return tuple(
+        If(condition, Statement(Sid=sid, Effect=Allow, Action=actions, Resource=resources), NoValue)
+        for condition, sid, actions, resources in (
+            # Secrets Manager decrypts a secret under the site's key with the caller's permission.
+            (HAS_DATA_KMS_KEY, "DecryptSecretsAndFiles", [kms.Decrypt], [Ref(DATA_KMS_KEY_ARN.parameter)]),
+            (HAS_CODE_BUNDLE, "ReadTheCodeBundle", [s3.GetObject], [object_arn(moodle.CODE_S3_URI)]),
+            (PLUGINS_IN_S3, "ReadThePluginArchives", [s3.GetObject], [object_arn(moodle.PLUGINS_S3_PREFIX, "*")]),
+            (ANY_MEMCACHED, "ListMemcachedNodes", [elasticache.DescribeCacheClusters], cluster_arns),
         )
+    )
 
 
 def add_outputs(
@@ -292,9 +285,9 @@ def build() -> Template:
         log_group_arns=[GetAtt(group, "Arn") for group in logs.values()],
         group_tag=(web_tier.GROUP_SITE_TAG, Ref(SITE_NAME.parameter)),
         release_parameter_arn=moodle.release_parameter_arn(),
+        conditional_statements=conditional_statements(template),
     )
-    role, profile = web_tier.add_instance_role(template, resources)
-    add_conditional_policies(template, role)
+    _, profile = web_tier.add_instance_role(template, resources)
     host = site_host(alb, distribution)
     settings = node_settings(host, admin_secret, release_parameter)
     launch_template = web_tier.add_launch_template(
