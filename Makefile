@@ -22,8 +22,12 @@ BENCH_FUSE := .rig/fuse
 MFUSEPY_VERSION := 3.1.1
 RIG_AWSCLI := .rig/awscli
 AWSCLI_VERSION := 1.46.3
+# The offline IAM evaluator (npm @cloud-copilot/iam-simulate, AGPL-3.0: a test-time tool, never shipped),
+# pinned with its dependencies by tests/iam/package-lock.json. The tests check the nodes' AWS calls with it.
+IAM_SIMULATE := .rig/iam-simulate
+IAM_SIMULATE_STAMP := $(IAM_SIMULATE)/.installed
 
-.PHONY: help venv templates test lint lock clean rig-machine rehearse-node rehearse-faults bench-node package-check
+.PHONY: help venv templates test lint lock clean rig-machine rehearse-node rehearse-faults bench-node package-check iam-simulate
 
 help: ## Show this help
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,12 +41,21 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 venv: $(STAMP) ## Create .venv and install the package with its test tools
 
+$(IAM_SIMULATE_STAMP): tests/iam/package.json tests/iam/package-lock.json
+	@command -v npm > /dev/null || { echo "the IAM checks need Node.js and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	mkdir -p $(IAM_SIMULATE)
+	cp tests/iam/package.json tests/iam/package-lock.json $(IAM_SIMULATE)/
+	cd $(IAM_SIMULATE) && npm ci --silent --no-audit --no-fund
+	@touch $@
+
+iam-simulate: $(IAM_SIMULATE_STAMP) ## Install the offline IAM evaluator the tests use (.rig/iam-simulate, from npm)
+
 templates: $(STAMP) ## Regenerate templates/ (and params/*.json for taskcat) and lint them with cfn-lint
 	$(BIN)/moodle-cfn build --out $(TEMPLATES)
 	for params in params/*.yaml; do $(BIN)/moodle-cfn params "$$params" --out "$${params%.yaml}.json" || exit 1; done
 	$(CFN_LINT) '$(TEMPLATES)/*.yaml'
 
-test: $(STAMP) ## Run the whole test suite (golden, cfn-lint, checkov, params, moto rehearsal)
+test: $(STAMP) $(IAM_SIMULATE_STAMP) ## Run the whole test suite (golden, cfn-lint, checkov, params, moto rehearsal)
 	$(BIN)/pytest
 
 rig-machine: ## Install what the node rehearsal runs on (Debian packages, the AWS CLI; needs root)
@@ -57,12 +70,12 @@ rig-machine: ## Install what the node rehearsal runs on (Debian packages, the AW
 	@[ -x $(BENCH_FUSE)/bin/python ] && $(BENCH_FUSE)/bin/python -c 'import mfusepy' 2> /dev/null || { \
 	  $(PYTHON) -m venv $(BENCH_FUSE) && $(BENCH_FUSE)/bin/pip install --quiet mfusepy==$(MFUSEPY_VERSION); }
 
-rehearse-node: $(STAMP) rig-machine ## Boot two real Moodle nodes from the templates' node files, on each cache engine and PostgreSQL 17/16
+rehearse-node: $(STAMP) $(IAM_SIMULATE_STAMP) rig-machine ## Boot two real Moodle nodes from the templates' node files, on each cache engine and PostgreSQL 17/16
 	rm -f .rig/timings.json
 	$(BIN)/pytest -p no:cacheprovider -v tests/node_rig/rehearse_node.py $(RIG_PYTEST_ARGS)
 	@cat .rig/timings.json
 
-rehearse-faults: $(STAMP) rig-machine ## Inject faults into the rig's two-node site (database outage, failed and interrupted upgrades and installs, rollback, stale warmed node)
+rehearse-faults: $(STAMP) $(IAM_SIMULATE_STAMP) rig-machine ## Inject faults into the rig's two-node site (database outage, failed and interrupted upgrades and installs, rollback, stale warmed node)
 	rm -f .rig/faults.json
 	$(BIN)/pytest -p no:cacheprovider -v tests/node_rig/rehearse_faults.py $(RIG_PYTEST_ARGS)
 	@cat .rig/faults.json

@@ -18,6 +18,7 @@ from awacs import (
 )
 from awacs.aws import (
     Allow,
+    ArnEquals,
     ArnLike,
     Condition,
     PolicyDocument,
@@ -54,8 +55,8 @@ def log_delivery_policy(log_group_arn: AWSHelperFn) -> PolicyDocument:
     """Permissions to write log streams into one log group (used by VPC flow logs).
 
     `log_group_arn` is `GetAtt(group, "Arn")`, which already ends in `:*` and so covers the group's streams.
-    DescribeLogGroups cannot be scoped to one group (it lists by prefix), so it is limited to this account and
-    region's log groups, the narrowest resource the API accepts.
+    DescribeLogGroups has no resource-level permissions ("*" only, Service Authorization Reference, Amazon
+    CloudWatch Logs): a statement naming log-group ARNs never matches it. It is read-only.
     """
     return PolicyDocument(
         Version=POLICY_VERSION,
@@ -70,7 +71,7 @@ def log_delivery_policy(log_group_arn: AWSHelperFn) -> PolicyDocument:
                 Sid="FindTheLogGroup",
                 Effect=Allow,
                 Action=[logs.DescribeLogGroups],
-                Resource=[Sub("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*")],
+                Resource=["*"],
             ),
         ],
     )
@@ -136,7 +137,7 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
                 Action=[elasticfilesystem.ClientMount, elasticfilesystem.ClientWrite],
                 Resource=[resources.file_system_arn],
                 Condition=AwsCondition(
-                    StringEquals({"elasticfilesystem:AccessPointArn": resources.access_point_arn})
+                    ArnEquals({"elasticfilesystem:AccessPointArn": resources.access_point_arn})
                 ),
             ),
             Statement(
@@ -145,7 +146,7 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
                 Action=[elasticfilesystem.ClientMount, elasticfilesystem.ClientWrite],
                 Resource=[resources.file_system_arn],
                 Condition=AwsCondition(
-                    StringEquals({"elasticfilesystem:AccessPointArn": resources.code_access_point_arn})
+                    ArnEquals({"elasticfilesystem:AccessPointArn": resources.code_access_point_arn})
                 ),
             ),
             Statement(
