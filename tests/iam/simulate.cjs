@@ -24,8 +24,8 @@ async function evaluate(simulation) {
     ...(resource?.denyStatements || [])].map((s) => s.explain);
   return {
     result: response.overallResult,
-    allowedBy: [...(identity?.allowStatements || []), ...(resource?.allowStatements || [])]
-      .map((s) => s.explain.identifier),
+    allowedBy: (identity?.allowStatements || []).map((s) => s.explain.identifier),
+    resourceAllowedBy: (resource?.allowStatements || []).map((s) => s.explain.identifier),
     deniedBy: [...(identity?.denyStatements || []), ...(resource?.denyStatements || [])]
       .map((s) => s.explain.identifier),
     explains,
