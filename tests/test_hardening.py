@@ -20,7 +20,10 @@ UNSCOPED_ALLOWED = {
     # No resource-level permissions exist for these two actions; PutMetricData is narrowed by namespace.
     ("WebInstanceRole", "AgentMetrics"): "cloudwatch:PutMetricData accepts only *",
     ("WebInstanceRole", "AgentInstanceTags"): "ec2:DescribeTags accepts only *",
-    ("WebInstanceRole", "OpenSessionManagerSessions"): "ssmmessages:* accept only *; AWS's Session Manager policy",
+    (
+        "WebInstanceRole",
+        "OpenSessionManagerSessions",
+    ): "ssmmessages:* accept only *; AWS's Session Manager policy",
     (
         "WebInstanceRole",
         "ReadTheGroupsLaunchTemplateVersion",
@@ -156,7 +159,9 @@ def test_the_web_node_check_reads_inside_managed_policies(templates):
 
 
 def test_the_web_nodes_session_manager_permissions_are_awss_own_minimum(templates):
-    session = next(s for s in role_statements(templates["app"], WEB_ROLE) if s.get("Sid") == "OpenSessionManagerSessions")
+    session = next(
+        s for s in role_statements(templates["app"], WEB_ROLE) if s.get("Sid") == "OpenSessionManagerSessions"
+    )
     (minimum,) = MANAGED_DOCUMENTS["policies"]["AWSCloud9SSMInstanceProfile"]["document"]["Statement"]
     assert sorted(session["Action"]) == sorted(minimum["Action"])
 

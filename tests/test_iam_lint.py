@@ -21,7 +21,13 @@ from tests.node_rig.cfn_init import resolve
 from tests.variants import CUSTOMER_KEY, VARIANTS
 
 TEMPLATES = sorted((Path(__file__).resolve().parents[1] / "templates").glob("*.yaml"))
-POLICY_KEYS = {"PolicyDocument", "AssumeRolePolicyDocument", "FileSystemPolicy", "KeyPolicy", "ResourcePolicy"}
+POLICY_KEYS = {
+    "PolicyDocument",
+    "AssumeRolePolicyDocument",
+    "FileSystemPolicy",
+    "KeyPolicy",
+    "ResourcePolicy",
+}
 ACCOUNT, REGION = "123456789012", "us-east-1"
 SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:example-AbCdEf"
 # Choices that make the conditional statements exist, beyond tests/variants.py's.
@@ -108,7 +114,9 @@ def example(name: str, template: dict[str, Any], values: dict[str, str]) -> str:
 def policy_documents(value: Any, where: str) -> list[tuple[str, Any]]:
     """(location, document) of every policy document under `value`."""
     if isinstance(value, list):
-        return [found for index, item in enumerate(value) for found in policy_documents(item, f"{where}/{index}")]
+        return [
+            found for index, item in enumerate(value) for found in policy_documents(item, f"{where}/{index}")
+        ]
     if not isinstance(value, dict):
         return []
     documents = []
@@ -128,7 +136,9 @@ def find_in_map(value: Any, mappings: dict[str, Any]) -> Any:
         return value
     if set(value) == {"Fn::FindInMap"}:
         name, first, second = value["Fn::FindInMap"]
-        return mappings[name][PSEUDO.get(first.get("Ref"), first) if isinstance(first, dict) else first][second]
+        return mappings[name][PSEUDO.get(first.get("Ref"), first) if isinstance(first, dict) else first][
+            second
+        ]
     return {key: find_in_map(item, mappings) for key, item in value.items()}
 
 
@@ -157,14 +167,18 @@ def test_parliament_finds_nothing_in_any_policy(choice: str) -> None:
         for location, document in rendered_documents(path, CHOICES[choice]):
             assert document, location
             for finding in findings(document):
-                if not any(finding.startswith(start) and re.search(where, location) for start, where, _ in SUPPRESSED):
+                if not any(
+                    finding.startswith(start) and re.search(where, location) for start, where, _ in SUPPRESSED
+                ):
                     reported.append(f"{location}: {finding}")
     assert not reported, "\n".join(reported)
 
 
 def test_the_lint_reads_every_kind_of_policy_document() -> None:
     """The walk finds the documents it must (so an empty result is not a pass by accident)."""
-    locations = {location for path in TEMPLATES for location, _ in rendered_documents(path, CHOICES["defaults"])}
+    locations = {
+        location for path in TEMPLATES for location, _ in rendered_documents(path, CHOICES["defaults"])
+    }
     for expected in ("app/WebInstanceRole/Policies/0/PolicyDocument", "data/FileSystem/FileSystemPolicy",
                      "data/DatabaseRoleFunctionRole/Policies/0/PolicyDocument",
                      "protection/DeletionProtectionFunctionRole/Policies/0/PolicyDocument",

@@ -140,7 +140,9 @@ def consumers(template: dict[str, Any], role: str) -> list[str]:
                 if {"Ref": role} in p["Roles"]]  # fmt: skip
     launch_templates = [{"Ref": t} for t, p in of_type["AWS::EC2::LaunchTemplate"].items()
                         if p["LaunchTemplateData"].get("IamInstanceProfile", {}).get("Arn") in profiles]  # fmt: skip
-    functions = [t for t, p in of_type["AWS::Lambda::Function"].items() if p["Role"] == {"Fn::GetAtt": [role, "Arn"]}]
+    functions = [
+        t for t, p in of_type["AWS::Lambda::Function"].items() if p["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+    ]
     groups = [t for t, p in of_type["AWS::AutoScaling::AutoScalingGroup"].items()
               if p.get("LaunchTemplate", {}).get("LaunchTemplateId") in launch_templates]  # fmt: skip
     return functions + groups
@@ -170,7 +172,10 @@ def test_the_web_role_and_the_function_roles_hold_their_policies_inline() -> Non
     """What the test above allows, this stack does not need: no policy resource at all, for any choice."""
     for path in TEMPLATES.glob("*.yaml"):
         template = load(path)
-        for values in ({}, {"DataKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/k", "SessionCacheEngine": "memcached"}):
+        for values in (
+            {},
+            {"DataKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/k", "SessionCacheEngine": "memcached"},
+        ):
             given = {k: v for k, v in values.items() if k in template.get("Parameters", {})}
             kinds = {r["Type"] for r in active_resources(template, given).values()}
             assert not kinds & {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}, path.name

@@ -157,7 +157,7 @@ def json_call(aws: Aws, service: str, region: str, target: str, body: dict) -> N
         if not secret.startswith("arn:"):
             try:
                 secret = aws.client("secretsmanager").describe_secret(SecretId=secret)["ARN"]
-            except Exception:  # noqa: BLE001  (no such secret: IAM sees the name it was asked for)
+            except Exception:  # no such secret: IAM sees the name it was asked for
                 secret = arn("secretsmanager", region, f"secret:{secret}")
         return NodeCall(action, secret)
     if "Name" in body and service == "ssm":
@@ -171,7 +171,9 @@ def s3_call(method: str, path: str) -> NodeCall:
     bucket, _, key = unquote(urlsplit(path).path).lstrip("/").partition("/")
     if not key:
         return NodeCall("s3:ListBucket", f"arn:aws:s3:::{bucket}")
-    action = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"}.get(method, f"s3:{method}")
+    action = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"}.get(
+        method, f"s3:{method}"
+    )
     return NodeCall(action, f"arn:aws:s3:::{bucket}/{key}")
 
 
@@ -180,7 +182,9 @@ def mount_call(form: dict[str, str], action: str) -> NodeCall:
     ClientMount, and ClientWrite for a read-write mount, on the file system, with the access point's ARN, TLS
     and the mount target as the request's keys (Amazon EFS User Guide, "Using IAM to control access")."""
     context = {
-        "elasticfilesystem:AccessPointArn": arn("elasticfilesystem", REGION, f"access-point/{form['AccessPointId']}"),
+        "elasticfilesystem:AccessPointArn": arn(
+            "elasticfilesystem", REGION, f"access-point/{form['AccessPointId']}"
+        ),
         "elasticfilesystem:AccessedViaMountTarget": "true",
         "aws:SecureTransport": "true",
     }
@@ -239,10 +243,16 @@ def running_aws() -> Iterator[Aws]:
     def forward(handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         connection = http.client.HTTPConnection(host, port, timeout=300)
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
-        connection.request(handler.command, handler.path, body=body or None, headers={**headers, "Host": f"{host}:{port}"})
+        connection.request(
+            handler.command, handler.path, body=body or None, headers={**headers, "Host": f"{host}:{port}"}
+        )
         response = connection.getresponse()
         skip = ("transfer-encoding", "connection", "content-length")
-        return response.status, [(k, v) for k, v in response.getheaders() if k.lower() not in skip], response.read()
+        return (
+            response.status,
+            [(k, v) for k, v in response.getheaders() if k.lower() not in skip],
+            response.read(),
+        )
 
     class StandIn(BaseHTTPRequestHandler):
         def any_method(self) -> None:
@@ -265,7 +275,11 @@ def running_aws() -> Iterator[Aws]:
                 if service == "s3":
                     record(s3_call(self.command, self.path), region, "aws s3")
                 elif target:
-                    record(json_call(aws, service, region, target, json.loads(text or "{}")), region, f"aws {service}")
+                    record(
+                        json_call(aws, service, region, target, json.loads(text or "{}")),
+                        region,
+                        f"aws {service}",
+                    )
                 else:
                     record(NodeCall(f"{service}:{self.command} {self.path}", "*"), region, "unknown request")
                 status, headers, reply = forward(self, body)

@@ -80,7 +80,9 @@ class Verdict:
     reasons: list[str]
 
     def explain(self) -> str:
-        text = f"{self.result}: {self.call.describe()}" + (f" (from {self.call.origin})" if self.call.origin else "")
+        text = f"{self.result}: {self.call.describe()}" + (
+            f" (from {self.call.origin})" if self.call.origin else ""
+        )
         if self.denied_by:
             text += f"\n    denied by statement(s) {', '.join(self.denied_by)}"
         elif self.allowed_by and self.result != "Allowed":
@@ -222,31 +224,67 @@ def negative_calls(state: StackState) -> list[NodeCall]:
     mount = {"elasticfilesystem:AccessedViaMountTarget": "true", "aws:SecureTransport": "true"}
     file_system = names["FileSystemArn"]
     return [
-        NodeCall("secretsmanager:GetSecretValue", names["DatabaseMasterSecretArn"], origin="the master secret"),
-        NodeCall("secretsmanager:GetSecretValue", arn.format("secretsmanager", "secret:othersite-moodle-Ab12Cd"),
-                 origin="another site's secret"),  # fmt: skip
-        NodeCall("secretsmanager:GetSecretValue", app_secret[:-6] + "Zz99Zz",
-                 origin="the app secret's name with another suffix (a recreated secret)"),  # fmt: skip
+        NodeCall(
+            "secretsmanager:GetSecretValue", names["DatabaseMasterSecretArn"], origin="the master secret"
+        ),
+        NodeCall(
+            "secretsmanager:GetSecretValue",
+            arn.format("secretsmanager", "secret:othersite-moodle-Ab12Cd"),
+            origin="another site's secret",
+        ),
+        NodeCall(
+            "secretsmanager:GetSecretValue",
+            app_secret[:-6] + "Zz99Zz",
+            origin="the app secret's name with another suffix (a recreated secret)",
+        ),
         NodeCall("autoscaling:CompleteLifecycleAction", group, other_group, "another site's group"),
         NodeCall("autoscaling:RecordLifecycleActionHeartbeat", group, other_group, "another site's group"),
         NodeCall("s3:GetObject", f"arn:aws:s3:::{bucket}/other/moodle.tar.gz", origin="outside the prefix"),
         NodeCall("s3:GetObject", "arn:aws:s3:::another-bucket/plugins/x.zip", origin="another bucket"),
-        NodeCall("ssm:PutParameter", arn.format("ssm", "parameter/moodle-cfn/othersite/moodle-release"),
-                 origin="another site's parameter"),  # fmt: skip
-        NodeCall("ssm:PutParameter", arn.format("ssm", f"parameter/moodle-cfn/{site}/other"),
-                 origin="another parameter of the site's path"),  # fmt: skip
+        NodeCall(
+            "ssm:PutParameter",
+            arn.format("ssm", "parameter/moodle-cfn/othersite/moodle-release"),
+            origin="another site's parameter",
+        ),
+        NodeCall(
+            "ssm:PutParameter",
+            arn.format("ssm", f"parameter/moodle-cfn/{site}/other"),
+            origin="another parameter of the site's path",
+        ),
         # The role alone: the file-system policy (data.yaml) allows any client that comes through a mount
         # target, with or without an access point, so on the resource side only the network stops it.
-        NodeCall("elasticfilesystem:ClientMount", file_system,
-                 {**mount, "elasticfilesystem:AccessPointArn": arn.format("elasticfilesystem", "access-point/fsap-0other")},
-                 "another access point (the role's policy alone)", role_only=True),  # fmt: skip
-        NodeCall("elasticfilesystem:ClientMount", file_system,
-                 {**mount, "aws:SecureTransport": "false", "elasticfilesystem:AccessPointArn": names["FileSystemAccessPointArn"]},
-                 "the site's access point without TLS"),  # fmt: skip
-        NodeCall("elasticache:DescribeCacheClusters", arn.format("elasticache", "cluster:othersite-sessions"),
-                 origin="another cluster"),  # fmt: skip
-        NodeCall("cloudformation:SignalResource", arn.format("cloudformation", f"stack/other/{GROUP_ID}"),
-                 origin="another stack"),  # fmt: skip
+        NodeCall(
+            "elasticfilesystem:ClientMount",
+            file_system,
+            {
+                **mount,
+                "elasticfilesystem:AccessPointArn": arn.format(
+                    "elasticfilesystem", "access-point/fsap-0other"
+                ),
+            },
+            "another access point (the role's policy alone)",
+            role_only=True,
+        ),
+        NodeCall(
+            "elasticfilesystem:ClientMount",
+            file_system,
+            {
+                **mount,
+                "aws:SecureTransport": "false",
+                "elasticfilesystem:AccessPointArn": names["FileSystemAccessPointArn"],
+            },
+            "the site's access point without TLS",
+        ),
+        NodeCall(
+            "elasticache:DescribeCacheClusters",
+            arn.format("elasticache", "cluster:othersite-sessions"),
+            origin="another cluster",
+        ),
+        NodeCall(
+            "cloudformation:SignalResource",
+            arn.format("cloudformation", f"stack/other/{GROUP_ID}"),
+            origin="another stack",
+        ),
     ]
 
 

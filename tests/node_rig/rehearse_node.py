@@ -333,7 +333,9 @@ def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports
         "FileSystemCodeAccessPointId": "fsap-0code",
     }
     # The ARNs the node's policies name (the data stack's outputs), as AWS composes them from the ids.
-    names["AWS::StackId"] = f"arn:aws:cloudformation:us-east-1:123456789012:stack/{names['AWS::StackName']}/{leg}"
+    names["AWS::StackId"] = (
+        f"arn:aws:cloudformation:us-east-1:123456789012:stack/{names['AWS::StackName']}/{leg}"
+    )
     efs = "arn:aws:elasticfilesystem:us-east-1:123456789012:"
     names["FileSystemArn"] = f"{efs}file-system/{names['FileSystemId']}"
     names["FileSystemAccessPointArn"] = f"{efs}access-point/{names['FileSystemAccessPointId']}"
@@ -1050,13 +1052,21 @@ def every_aws_call_a_node_made_is_allowed(site: Site) -> None:
     allowed by the policies templates/app.yaml gives the nodes' role for the values in force then, as an
     offline IAM evaluator decides (tests/node_rig/iam_check.py)."""
     stack = site.names["AWS::StackName"]
-    calls = [(state, call) for state, call in site.aws.node_calls if state and state.names["AWS::StackName"] == stack]
+    calls = [
+        (state, call)
+        for state, call in site.aws.node_calls
+        if state and state.names["AWS::StackName"] == stack
+    ]
     assert calls, "the rig recorded no AWS call of this leg's nodes"
     verdicts = evaluate(calls)
     denied = denied_report(verdicts)
     assert not denied, f"{len(denied.splitlines())} lines of denied calls:\n{denied}"
     # What the check covered, for the log: each distinct action and resource once.
-    print("\n".join(sorted({f"{v.call.action} {v.call.resource} <- {', '.join(v.allowed_by)}" for v in verdicts})))
+    print(
+        "\n".join(
+            sorted({f"{v.call.action} {v.call.resource} <- {', '.join(v.allowed_by)}" for v in verdicts})
+        )
+    )
 
 
 # Last of the module: every call the tests above made.

@@ -18,7 +18,6 @@ from troposphere import (
     NoValue,
     Or,
     Output,
-    Parameter,
     Ref,
     Select,
     Split,
@@ -159,7 +158,12 @@ def conditional_statements(template: Template) -> tuple[If, ...]:
             # Secrets Manager decrypts a secret under the site's key with the caller's permission.
             (HAS_DATA_KMS_KEY, "DecryptSecretsAndFiles", [kms.Decrypt], [Ref(DATA_KMS_KEY_ARN.parameter)]),
             (HAS_CODE_BUNDLE, "ReadTheCodeBundle", [s3.GetObject], [object_arn(moodle.CODE_S3_URI)]),
-            (PLUGINS_IN_S3, "ReadThePluginArchives", [s3.GetObject], [object_arn(moodle.PLUGINS_S3_PREFIX, "*")]),
+            (
+                PLUGINS_IN_S3,
+                "ReadThePluginArchives",
+                [s3.GetObject],
+                [object_arn(moodle.PLUGINS_S3_PREFIX, "*")],
+            ),
             (ANY_MEMCACHED, "ListMemcachedNodes", [elasticache.DescribeCacheClusters], cluster_arns),
         )
     )
