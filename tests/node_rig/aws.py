@@ -247,7 +247,10 @@ def running_aws() -> Iterator[Aws]:
             handler.command, handler.path, body=body or None, headers={**headers, "Host": f"{host}:{port}"}
         )
         response = connection.getresponse()
-        skip = ("transfer-encoding", "connection", "content-length")
+        # A HEAD answer keeps its Content-Length (the object's size, which `aws s3 cp` reads).
+        skip = ("transfer-encoding", "connection") + (
+            () if handler.command == "HEAD" else ("content-length",)
+        )
         return (
             response.status,
             [(k, v) for k, v in response.getheaders() if k.lower() not in skip],
@@ -286,7 +289,8 @@ def running_aws() -> Iterator[Aws]:
             self.send_response(status)
             for key, value in headers:
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(reply)))
+            if not any(key.lower() == "content-length" for key, _ in headers):
+                self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(reply)
