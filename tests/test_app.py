@@ -197,7 +197,9 @@ def policy_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
     role = props(template["Resources"], "WebInstanceRole")
     extra = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Policy"]
     documents = [p["PolicyDocument"] for p in role["Policies"]] + [p["PolicyDocument"] for p in extra]
-    return [s for document in documents for s in document["Statement"]]
+    # A conditional statement (Fn::If [condition, statement, AWS::NoValue]) counts as its statement.
+    statements = [s for document in documents for s in document["Statement"]]
+    return [s["Fn::If"][1] if set(s) == {"Fn::If"} else s for s in statements]
 
 
 # The only actions allowed on "*": they have no resource-level permissions at all.
@@ -226,7 +228,7 @@ def test_instance_role_is_scoped_to_this_stack(app_template):
         s for s in policy_statements(app_template) if s["Sid"] == "MountMoodledataThroughTheAccessPoint"
     )
     assert efs["Condition"] == {
-        "StringEquals": {"elasticfilesystem:AccessPointArn": {"Ref": "FileSystemAccessPointArn"}}
+        "ArnEquals": {"elasticfilesystem:AccessPointArn": {"Ref": "FileSystemAccessPointArn"}}
     }
 
 

@@ -20,6 +20,7 @@ UNSCOPED_ALLOWED = {
     # No resource-level permissions exist for these two actions; PutMetricData is narrowed by namespace.
     ("WebInstanceRole", "AgentMetrics"): "cloudwatch:PutMetricData accepts only *",
     ("WebInstanceRole", "AgentInstanceTags"): "ec2:DescribeTags accepts only *",
+    ("FlowLogRole", "FindTheLogGroup"): "logs:DescribeLogGroups accepts only *",
     (
         "WebInstanceRole",
         "OpenSessionManagerSessions",
@@ -64,6 +65,16 @@ def templates() -> dict[str, dict[str, Any]]:
     return built
 
 
+def every_statement(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with each conditional statement (Fn::If [condition, statement, AWS::NoValue]) in place of
+    its branches: a check of what a role may hold reads every statement any choice gives it."""
+    statements = []
+    for statement in document["Statement"]:
+        branches = statement["Fn::If"][1:] if set(statement) == {"Fn::If"} else [statement]
+        statements.extend(b for b in branches if b != {"Ref": "AWS::NoValue"})
+    return {**document, "Statement": statements}
+
+
 def policy_documents(resource_name: str, resource: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(owner, document) for every permission policy of a resource: inline role policies, IAM policies,
     bucket and file system policies (trust policies grant no permissions and are left out)."""
@@ -72,10 +83,10 @@ def policy_documents(resource_name: str, resource: dict[str, Any]) -> Iterator[t
     # Policies that exist only for some choices: Fn::If [condition, [all policies], [fewer policies]].
     policies = policies["Fn::If"][1] if isinstance(policies, dict) else policies
     for policy in policies:
-        yield resource_name, policy["PolicyDocument"]
+        yield resource_name, every_statement(policy["PolicyDocument"])
     if resource["Type"] == "AWS::IAM::Policy":
         for role in props["Roles"]:
-            yield role["Ref"], props["PolicyDocument"]
+            yield role["Ref"], every_statement(props["PolicyDocument"])
     if resource["Type"] == "AWS::S3::BucketPolicy":
         yield resource_name, props["PolicyDocument"]
     if "FileSystemPolicy" in props:
