@@ -184,3 +184,58 @@ def test_the_web_role_and_the_function_roles_hold_their_policies_inline() -> Non
     assert consumers(load(TEMPLATES / "protection.yaml"), "DeletionProtectionFunctionRole") == [
         "DeletionProtectionFunction"
     ]
+
+
+def test_the_rigs_front_door_records_each_call_as_iam_sees_it() -> None:
+    """The rig's AWS (tests/node_rig/aws.py), with boto3 in place of a node's AWS CLI (same botocore
+    requests): each call reaches its answer through the front door and is recorded with the ARN and keys the
+    fixture's shapes assume, a secret's with the random suffix moto gave it; then the check above decides."""
+    from tests.node_rig.aws import EFS_MOUNT_PATH, running_aws
+
+    state, _ = recorded()[0]
+    group_arn = next(c.resource for _, c in recorded() if ":autoScalingGroup:" in c.resource)
+    group = group_arn.rsplit("/", 1)[1]
+    with running_aws() as aws:
+        names = {**state.names, "DatabaseAppUserSecretArn": aws.secret("rig-moodle", {"password": "x"})}
+        aws.stack = StackState(state.parameters, names)
+        aws.groups[group], aws.group_tags[group] = "1", group_tags(aws.stack)
+        aws.upload("rig-code", "plugins/local_rigcheck.zip", str(FIXTURE))
+        client = {
+            service: __import__("boto3").client(service, region_name="us-east-1", endpoint_url=aws.standin_url,
+                                                aws_access_key_id="rig", aws_secret_access_key="rig")
+            for service in ("secretsmanager", "s3", "ssm", "autoscaling", "cloudformation")
+        }  # fmt: skip
+        client["secretsmanager"].get_secret_value(SecretId="rig-moodle")  # by name: IAM sees the full ARN
+        assert client["s3"].get_object(Bucket="rig-code", Key="plugins/local_rigcheck.zip")["Body"].read()
+        client["ssm"].put_parameter(Name=names["MoodleReleaseParameter"], Value="4.5.0", Type="String")
+        client["autoscaling"].complete_lifecycle_action(
+            LifecycleHookName="moodle-node-ready", AutoScalingGroupName=group, InstanceId="i-0",
+            LifecycleActionResult="CONTINUE",
+        )  # fmt: skip
+        client["cloudformation"].signal_resource(
+            StackName=names["AWS::StackName"],
+            LogicalResourceId="WebAutoScalingGroup",
+            UniqueId="i-0",
+            Status="SUCCESS",
+        )
+        form = {"FileSystemId": names["FileSystemId"], "AccessPointId": names["FileSystemAccessPointId"]}
+        __import__("urllib.request").request.urlopen(
+            aws.standin_url + EFS_MOUNT_PATH, data="&".join(f"{k}={v}" for k, v in form.items()).encode()
+        )
+        calls = list(aws.node_calls)
+    seen = {(call.action, call.resource) for _, call in calls}
+    assert seen == {
+        ("secretsmanager:GetSecretValue", names["DatabaseAppUserSecretArn"]),
+        ("s3:GetObject", "arn:aws:s3:::rig-code/plugins/local_rigcheck.zip"),
+        ("ssm:PutParameter", "arn:aws:ssm:us-east-1:123456789012:parameter/moodle-cfn/rig/moodle-release"),
+        (
+            "autoscaling:CompleteLifecycleAction",
+            next(c.resource for _, c in recorded() if "autoScalingGroup:" in c.resource),
+        ),
+        ("cloudformation:SignalResource", names["AWS::StackId"]),
+        ("elasticfilesystem:ClientMount", names["FileSystemArn"]),
+        ("elasticfilesystem:ClientWrite", names["FileSystemArn"]),
+    }
+    hook = next(c for _, c in calls if c.action == "autoscaling:CompleteLifecycleAction")
+    assert hook.context["autoscaling:ResourceTag/moodle-cfn-site"] == "rig"
+    assert not denied_report(evaluate(calls)), denied_report(evaluate(calls))
