@@ -151,8 +151,9 @@ class Node:
                  check=False)  # fmt: skip
         # The packet filter the node setup put on the machine's shared network stack for this node's metadata
         # stand-in (moodle-metadata.nft): gone with the node.
-        port = urlsplit(self.imds.url).port
-        subprocess.run(["nft", "delete", "table", "inet", f"moodle_cfn_metadata_{port}"], capture_output=True)
+        if shutil.which("nft"):
+            table = f"moodle_cfn_metadata_{urlsplit(self.imds.url).port}"
+            subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
         self.holder.kill()
         self.holder.wait()
         self.holder = None
