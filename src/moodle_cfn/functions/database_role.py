@@ -321,7 +321,11 @@ def rotate(secrets, settings, arn, token, step):
             secrets.put_secret_value(SecretId=arn, ClientRequestToken=token,
                                      SecretString=json.dumps(pending), VersionStages=["AWSPENDING"])  # fmt: skip
     elif step in ("setSecret", "testSecret"):
-        pending = secret(secrets, arn, token=token)
+        # RotateSecret with RotateImmediately false runs testSecret alone, on a version Secrets Manager makes
+        # (RotateSecret API reference): with no such version, the current one is what can be tested.
+        pending = secret(secrets, arn, token=token) or (None if step == "setSecret" else secret(secrets, arn))
+        if pending is None:
+            raise RuntimeError(f"no version {token} of {arn} to set")
         with hiding(pending["password"]):
             if step == "setSecret":
                 connection = as_master(secrets, settings)
