@@ -10,6 +10,8 @@ system user) and psql: `make rehearse-database-role`.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,12 +42,11 @@ HOSTILE_PASSWORDS = (
 
 
 @pytest.fixture(scope="module", params=[17, 16], ids=lambda major: f"postgres{major}")
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[services.Postgres]:
+def server(request: pytest.FixtureRequest) -> Iterator[services.Postgres]:
     """A fresh PostgreSQL of one major with TLS, an RDS-like master and a `moodle` database it owns."""
     major = request.param
-    work = tmp_path_factory.mktemp(f"pg{major}")
+    # Not under pytest's tmp_path: another pytest run on the machine prunes those directories by age.
+    work = Path(tempfile.mkdtemp(prefix=f"moodle-cfn-dbrole-pg{major}-"))
     tls = services.make_ca(work / "tls", [])
     binaries = services.postgres_binaries(major, CACHE)
     pg = services.start_postgres(
@@ -54,8 +55,11 @@ def server(
     # Every statement in the server log: the plaintext password must never be in one.
     pg.sql("ALTER SYSTEM SET log_statement = 'all'")
     pg.sql("SELECT pg_reload_conf()")
-    yield pg
-    pg.stop()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture

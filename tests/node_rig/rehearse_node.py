@@ -36,9 +36,10 @@ import pytest
 from moodle_cfn import bootstrap
 from moodle_cfn.functions import database_role
 from moodle_cfn.layers import moodle
+from moodle_cfn.layers.database_role import OWNER_ROLE
 from moodle_cfn.releases import LINES_FILE
 from tests.node_rig import services
-from tests.node_rig.aws import Aws, DataApi, Imds, running_aws
+from tests.node_rig.aws import Aws, Imds, running_aws
 from tests.node_rig.cfn_init import app_template, init_files
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
 
@@ -424,13 +425,15 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer
 
 
 def run_database_role_function(site: Site, database: str) -> None:
-    """The data stack's database-role custom resource, its own code, through the Data API stand-in."""
-    database_role.ensure_role(DataApi(site.aws, site.postgres.host, site.postgres.port),
-                              site.aws.client("secretsmanager"), {
-        "ClusterArn": "arn:aws:rds:us-east-1:123456789012:cluster:rig",
+    """The data stack's database-role custom resource: its own code and PostgreSQL client, logging in to the
+    rig's server over TLS as the master, as the function does to Aurora from the VPC."""
+    database_role.ensure_site(site.aws.client("secretsmanager"), {
         "MasterSecretArn": site.names["DatabaseMasterSecretArn"],
         "AppSecretArn": site.names["DatabaseAppUserSecretArn"],
+        "Host": site.postgres.host,
+        "Port": str(site.postgres.port),
         "Database": database,
+        "OwnerRole": OWNER_ROLE,
     })  # fmt: skip
 
 
@@ -893,7 +896,7 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
     owners = site.postgres.sql(
         "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", "restored"
     )
-    assert owners == "moodle"
+    assert owners == OWNER_ROLE
     # moodledata: only the files (filedir) come over, as DataSync or an rsync from an old node would copy
     # them; caches, sessions, temp and the old MUC config stay behind.
     shared = site.shared.parent / "efs-restored"

@@ -19,5 +19,7 @@ def read(name: str) -> str:
     """The source of a function shipped in this package, checked against the inline-code budget."""
     text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
     if len(text) > ZIPFILE_LIMIT:
-        raise ValueError(f"{name} is {len(text)} characters; inline functions here hold at most {ZIPFILE_LIMIT}")
+        raise ValueError(
+            f"{name} is {len(text)} characters; inline functions here hold at most {ZIPFILE_LIMIT}"
+        )
     return text

@@ -69,6 +69,21 @@ def verifier(password, salt=None):
     return f"SCRAM-SHA-256${ITERATIONS}:{b64(salt)}${b64(hashlib.sha256(client).digest())}:{b64(server)}"
 
 
+def scram_client_final(password, first_bare, server_first, binding):
+    """The client-final message answering `server_first`, and the server-final that must come back
+    (RFC 5802 section 3, with SHA-256 as RFC 7677)."""
+    fields = dict(item.split(b"=", 1) for item in server_first.split(b","))
+    if not fields[b"r"].startswith(first_bare.split(b",r=", 1)[1]):
+        raise RuntimeError("the server's SCRAM nonce does not extend ours")
+    client_key, server_key = scram_keys(password, base64.b64decode(fields[b"s"]), int(fields[b"i"]))
+    without_proof = b"c=" + base64.b64encode(binding) + b",r=" + fields[b"r"]
+    message = first_bare + b"," + server_first + b"," + without_proof
+    signature = hmac.digest(hashlib.sha256(client_key).digest(), message, "sha256")
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    server_signature = hmac.digest(server_key, message, "sha256")
+    return without_proof + b",p=" + base64.b64encode(proof), b"v=" + base64.b64encode(server_signature)
+
+
 class Connection:
     """One TLS session as one role; query() runs a statement with bound text parameters."""
 
@@ -92,7 +107,7 @@ class Connection:
             ("application_name", "moodle-cfn-database-role")))  # fmt: skip
         self.sock.sendall(struct.pack("!ii", 9 + len(params), 196608) + params + b"\0")
         try:
-            self._authenticate(user, password)
+            self._authenticate(password)
             self._until_ready()
         except BaseException:
             self.close()
@@ -121,18 +136,13 @@ class Connection:
             raise RuntimeError(f"unexpected authentication message {kind!r} {got}")
         return body[4:]
 
-    def _authenticate(self, user, password):
+    def _authenticate(self, password):
         kind, body = self._receive()
         code = struct.unpack("!i", body[:4])[0] if kind == b"R" else None
-        if code == 0:
-            return
-        if code == 5:  # MD5, for a role whose password is still stored that way
-            inner = hashlib.md5(password.encode() + user.encode()).hexdigest().encode()
-            self._send(b"p", b"md5" + hashlib.md5(inner + body[4:8]).hexdigest().encode() + b"\0")
-            self._auth_message(0)
-            return
+        # SCRAM only: a server asking for no password, a cleartext or an MD5 one (which a relay could
+        # replay) is refused; Aurora PostgreSQL 14+ stores SCRAM verifiers (password_encryption default).
         if code != 10:
-            raise RuntimeError(f"unsupported authentication request {kind!r} {code}")
+            raise RuntimeError(f"refusing authentication request {kind!r} {code}: only SCRAM-SHA-256 is used")
         mechanisms = body[4:].split(b"\0")
         nonce = base64.b64encode(os.urandom(18))
         if b"SCRAM-SHA-256-PLUS" in mechanisms:
@@ -146,19 +156,9 @@ class Connection:
         first_bare = b"n=,r=" + nonce
         first = header + first_bare
         self._send(b"p", mechanism + b"\0" + struct.pack("!i", len(first)) + first)
-        server_first = self._auth_message(11)
-        fields = dict(item.split(b"=", 1) for item in server_first.split(b","))
-        if not fields[b"r"].startswith(nonce):
-            raise RuntimeError("the server's SCRAM nonce does not extend ours")
-        client_key, server_key = scram_keys(password, base64.b64decode(fields[b"s"]), int(fields[b"i"]))
-        without_proof = b"c=" + base64.b64encode(binding) + b",r=" + fields[b"r"]
-        message = first_bare + b"," + server_first + b"," + without_proof
-        signature = hmac.digest(hashlib.sha256(client_key).digest(), message, "sha256")
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        self._send(b"p", without_proof + b",p=" + base64.b64encode(proof))
-        final = self._auth_message(12)
-        expected = b"v=" + base64.b64encode(hmac.digest(server_key, message, "sha256"))
-        if not hmac.compare_digest(final.split(b",")[0], expected):
+        final, expected = scram_client_final(password, first_bare, self._auth_message(11), binding)
+        self._send(b"p", final)
+        if not hmac.compare_digest(self._auth_message(12).split(b",")[0], expected):
             raise RuntimeError("the server did not prove it knows the role's password")
         self._auth_message(0)
 
