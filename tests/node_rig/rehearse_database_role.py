@@ -218,6 +218,7 @@ def test_a_rotation_keeps_the_previous_credentials_working(
     rotate(aws, config, TOKENS[0])
     second = current(aws, config["AppSecretArn"])
     assert second["username"] == "moodle_clone" and second["password"] != first["password"]
+    assert len(second["password"]) == 40 and second["password"].isalnum() and second["password"].isascii()
     for login in (first, second):  # the nodes not yet refreshed, and the refreshed ones
         write = f"INSERT INTO mdl_sessions (sid) VALUES ('{login['username']}')"
         assert server.sql_as(login["username"], login["password"], "SELECT current_user", database) == OWNER

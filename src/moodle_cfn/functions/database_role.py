@@ -21,11 +21,15 @@ import json
 import os
 import socket
 import ssl
+import string
 import stringprep
 import struct
 import unicodedata
+from secrets import choice
 
 ITERATIONS = 4096
+PASSWORD_LENGTH = 40
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
 TIMEOUT = 15
 
 
@@ -315,9 +319,9 @@ def rotate(secrets, settings, arn, token, step):
     if step == "createSecret":
         if secret(secrets, arn, token=token) is None:
             current = secret(secrets, arn)
-            password = secrets.get_random_password(PasswordLength=40, ExcludePunctuation=True)
-            pending = {**current, "username": other_login(current["username"]),
-                       "password": password["RandomPassword"]}  # fmt: skip
+            # Letters and digits, as the stack's first password: safe unquoted in config.php and libpq.
+            password = "".join(choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+            pending = {**current, "username": other_login(current["username"]), "password": password}
             secrets.put_secret_value(SecretId=arn, ClientRequestToken=token,
                                      SecretString=json.dumps(pending), VersionStages=["AWSPENDING"])  # fmt: skip
     elif step in ("setSecret", "testSecret"):

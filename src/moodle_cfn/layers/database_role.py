@@ -65,8 +65,6 @@ def role_policies(master_secret_arn: object, app_secret: Secret, log_group: LogG
             ],
             Resource=[Ref(app_secret)],
         ),
-        # GetRandomPassword acts on no resource: "*" is the only resource it accepts.
-        Statement(Effect=Allow, Action=[secretsmanager.GetRandomPassword], Resource=["*"]),
         Statement(
             Effect=Allow,
             Action=[logs.CreateLogStream, logs.PutLogEvents],
