@@ -20,7 +20,9 @@ from moodle_cfn.policies import service_trust_policy
 LOG_RETENTION_DAYS = 90
 
 
-INVOKED_BY_CLOUDFORMATION = "Invoked synchronously by CloudFormation, which receives and reports every failure."
+INVOKED_BY_CLOUDFORMATION = (
+    "Invoked synchronously by CloudFormation, which receives and reports every failure."
+)
 NO_ENVIRONMENT = "The function has no environment variables."
 
 

@@ -30,7 +30,10 @@ from secrets import choice
 ITERATIONS = 4096
 PASSWORD_LENGTH = 40
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
-TIMEOUT = 15
+CONNECT_SECONDS = 15
+# Below the function's timeout (300 s), so a statement stuck behind a live site's locks fails and is reported
+# to CloudFormation, instead of the function dying silently and CloudFormation waiting an hour.
+STATEMENT_SECONDS = 150
 
 
 class PgError(Exception):
@@ -92,7 +95,7 @@ class Connection:
     """One TLS session as one role; query() runs a statement with bound text parameters."""
 
     def __init__(self, host, port, user, password, database):
-        raw = socket.create_connection((host, int(port)), TIMEOUT)
+        raw = socket.create_connection((host, int(port)), CONNECT_SECONDS)
         try:
             raw.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest
             if raw.recv(1) != b"S":
@@ -113,6 +116,7 @@ class Connection:
         try:
             self._authenticate(password)
             self._until_ready()
+            self.sock.settimeout(STATEMENT_SECONDS + CONNECT_SECONDS)
         except BaseException:
             self.close()
             raise
@@ -301,7 +305,7 @@ def ensure_site(secrets, settings):
         connection = as_master(secrets, settings)
         try:
             # A live site's queries hold its tables: wait a while for each lock, never forever.
-            connection.execute("SET lock_timeout = '30s'")
+            connection.execute(f"SET lock_timeout = '30s'; SET statement_timeout = '{STATEMENT_SECONDS}s'")
             set_logins(connection, owner, logins.values())
             connection.run_plan(OWNERS, owner)
             connection.run_plan(GIVE, owner)

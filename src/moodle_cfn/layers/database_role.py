@@ -139,7 +139,7 @@ def add_database_role(
         source="database_role.py",
         description=f"Keeps and rotates Moodle's database roles of ${{{SITE_NAME.name}}} with the master secret",
         policies=lambda log_group: role_policies(settings["MasterSecretArn"], app_secret, log_group),
-        timeout=120,
+        timeout=300,  # above the function's own statement timeout (STATEMENT_SECONDS)
         tag="db-role-function",
         vpc=InVpc(
             subnet_ids=Ref(APP_SUBNET_IDS),

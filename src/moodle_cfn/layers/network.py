@@ -228,7 +228,9 @@ PEER_RULES = (
     PeerRule(WEB_SG, CACHE_SG, MEMCACHED_PORT, "memcached from the web nodes"),
     PeerRule(WEB_SG, CACHE_SG, VALKEY_PORT, "valkey from the web nodes"),
     PeerRule(WEB_SG, FILE_SYSTEM_SG, NFS_PORT, "NFS from the web nodes"),
-    PeerRule(DATABASE_ROLE_FUNCTION_SG, DATABASE_SG, POSTGRES_PORT, "PostgreSQL from the database-role function"),
+    PeerRule(
+        DATABASE_ROLE_FUNCTION_SG, DATABASE_SG, POSTGRES_PORT, "PostgreSQL from the database-role function"
+    ),
 )
 
 # Where the web nodes may reach outside the VPC (through the NAT gateways): package repositories, the Moodle
