@@ -160,7 +160,10 @@ def test_egress_is_narrowed_per_tier(network_template):
         ("0.0.0.0/0", 80),
         ("0.0.0.0/0", 587),
     }
-    assert egress("DatabaseRoleFunctionSecurityGroup") == {("DatabaseSecurityGroup", 5432), ("0.0.0.0/0", 443)}
+    assert egress("DatabaseRoleFunctionSecurityGroup") == {
+        ("DatabaseSecurityGroup", 5432),
+        ("0.0.0.0/0", 443),
+    }
     for data_group in ("DatabaseSecurityGroup", "CacheSecurityGroup", "FileSystemSecurityGroup"):
         assert egress(data_group) == {("127.0.0.1/32", -1)}, f"{data_group} may send traffic"
 
