@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
+from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 
 from moodle_cfn import functions, master
@@ -129,3 +132,54 @@ def test_the_verifier_is_postgresqls_scram_format():
 def test_the_alternate_login_role_toggles():
     assert fn.other_login("moodle") == "moodle_clone"
     assert fn.other_login("moodle_clone") == "moodle"
+
+
+class CfnResponse:
+    """The cfnresponse module CloudFormation provides to inline code, recording what the handler sends."""
+
+    SUCCESS, FAILED = "SUCCESS", "FAILED"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str | None, str]] = []
+
+    def send(self, event, context, status, data, physical_id, reason=None) -> None:
+        self.sent.append((status, reason, physical_id))
+
+
+@pytest.fixture
+def handler_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[CfnResponse, dict[str, str]]]:
+    """moto's Secrets Manager as boto3's, the app and master secrets in it, and cfnresponse."""
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    response = CfnResponse()
+    monkeypatch.setitem(sys.modules, "cfnresponse", response)
+    with mock_aws():
+        secrets = boto3.client("secretsmanager")
+        app = json.dumps({"username": "moodle", "password": "app-pass-1"})
+        master = json.dumps({"username": "master", "password": "master-pass-1"})
+        properties = {
+            "AppSecretArn": secrets.create_secret(Name="app", SecretString=app)["ARN"],
+            "MasterSecretArn": secrets.create_secret(Name="master", SecretString=master)["ARN"],
+            # Nothing listens on port 1: the login fails as an unreachable cluster would.
+            "Host": "127.0.0.1",
+            "Port": "1",
+            "Database": "moodle",
+            "OwnerRole": database_role.OWNER_ROLE,
+        }
+        yield response, properties
+
+
+def test_a_delete_reports_success_without_touching_the_database(handler_world):
+    response, properties = handler_world
+    fn.handler({"RequestType": "Delete", "ResourceProperties": properties}, None)
+    assert response.sent == [("SUCCESS", None, "moodle-database-role")]
+
+
+def test_a_failed_create_is_reported_in_one_line_without_a_password(handler_world):
+    response, properties = handler_world
+    fn.handler({"RequestType": "Create", "ResourceProperties": properties}, None)
+    ((status, reason, physical_id),) = response.sent
+    assert status == "FAILED" and physical_id == "moodle-database-role"
+    assert "ConnectionRefusedError" in reason and "\n" not in reason
+    assert "app-pass-1" not in reason and "master-pass-1" not in reason

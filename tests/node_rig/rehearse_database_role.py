@@ -150,6 +150,7 @@ def test_a_hostile_password_is_set_exactly_and_never_reaches_the_log(
     assert password not in log and "SCRAM-SHA-256$4096:" in log  # the verifier was logged instead
     assert server.sql_as("moodle", password, "SELECT current_user", database) == OWNER  # libpq
     own = fn.Connection(server.host, server.port, "moodle", password, database)  # the function's client
+    assert own.mechanism == "SCRAM-SHA-256-PLUS"  # bound to the TLS channel
     # A bound parameter comes back byte for byte (this one the server does log: a test's own statement).
     assert own.query("SELECT current_user, $1::text", password) == [[OWNER, password]]
     own.close()
@@ -245,6 +246,35 @@ def test_a_rotation_keeps_the_previous_credentials_working(
         )
     rotate(aws, config, TOKENS[1])  # a retried rotation changes nothing
     assert current(aws, config["AppSecretArn"]) == third
+
+
+class RelayedConnection(fn.Connection):
+    """What the server sees from a relay that terminates TLS with a certificate of its own."""
+
+    def _channel_binding(self) -> bytes:
+        return bytes(32)
+
+
+def test_a_login_through_a_relay_is_refused_by_channel_binding(
+    server: services.Postgres, aws: object, database: str
+) -> None:
+    with pytest.raises(fn.PgError, match="channel binding"):
+        RelayedConnection(server.host, server.port, MASTER["username"], MASTER["password"], database)
+    assert fn.Connection(server.host, server.port, MASTER["username"], MASTER["password"], database).query(
+        "SELECT 1"
+    ) == [["1"]]
+
+
+def test_the_rotation_setup_test_checks_the_current_login(
+    server: services.Postgres, aws: object, database: str
+) -> None:
+    """RotateSecret without an immediate rotation runs testSecret alone, with a token of its own."""
+    config = settings(server, aws, database)
+    fn.ensure_site(aws, config)
+    fn.rotate(aws, config, config["AppSecretArn"], "33333333-3333-4333-8333-333333333333", "testSecret")
+    server.sql("ALTER ROLE moodle RESET role", database)
+    with pytest.raises(RuntimeError, match="starts as moodle, not moodle_owner"):
+        fn.rotate(aws, config, config["AppSecretArn"], "33333333-3333-4333-8333-333333333333", "testSecret")
 
 
 def test_a_wrong_master_password_fails_with_one_clear_line(

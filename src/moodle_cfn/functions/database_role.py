@@ -154,13 +154,12 @@ class Connection:
         mechanisms = body[4:].split(b"\0")
         nonce = base64.b64encode(os.urandom(18))
         if b"SCRAM-SHA-256-PLUS" in mechanisms:
-            # tls-server-end-point (RFC 5929): SHA-256 of the server certificate, which RDS signs with
-            # SHA-256 (rds-ca-rsa2048-g1).
             mechanism, header = b"SCRAM-SHA-256-PLUS", b"p=tls-server-end-point,,"
-            binding = header + hashlib.sha256(self.sock.getpeercert(True)).digest()
+            binding = header + self._channel_binding()
         else:
             mechanism, header = b"SCRAM-SHA-256", b"y,,"
             binding = header
+        self.mechanism = mechanism.decode()
         first_bare = b"n=,r=" + nonce
         first = header + first_bare
         self._send(b"p", mechanism + b"\0" + struct.pack("!i", len(first)) + first)
@@ -169,6 +168,12 @@ class Connection:
         if not hmac.compare_digest(self._auth_message(12).split(b",")[0], expected):
             raise RuntimeError("the server did not prove it knows the role's password")
         self._auth_message(0)
+
+    def _channel_binding(self):
+        """tls-server-end-point (RFC 5929): SHA-256 of the server's certificate, which RDS signs with SHA-256
+        (rds-ca-rsa2048-g1). A relay between us and the server presents another certificate: the server
+        then refuses the proof."""
+        return hashlib.sha256(self.sock.getpeercert(True)).digest()
 
     def _until_ready(self, rows=None):
         error = None
