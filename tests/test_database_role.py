@@ -183,3 +183,16 @@ def test_a_failed_create_is_reported_in_one_line_without_a_password(handler_worl
     assert status == "FAILED" and physical_id == "moodle-database-role"
     assert "ConnectionRefusedError" in reason and "\n" not in reason
     assert "app-pass-1" not in reason and "master-pass-1" not in reason
+
+
+@pytest.mark.parametrize("where", [{}, {"network_reason": "why", "vpc": "somewhere"}])
+def test_a_function_is_either_outside_the_vpc_with_a_reason_or_in_it(where):
+    from troposphere import Template
+
+    from moodle_cfn.custom_resource_function import add_custom_resource_function
+
+    with pytest.raises(ValueError, match="either network_reason"):
+        add_custom_resource_function(
+            Template(), "X", source="database_role.py", description="x", policies=lambda _: [], timeout=1,
+            tag="x", **where,
+        )  # fmt: skip
