@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,6 +207,29 @@ def test_an_existing_site_migrates_while_its_sessions_stay_up(
     assert node.query("SELECT count(*) FROM mdl_course") == [["1"]]
     node.close()
     assert server.sql_as("moodle", "first-1", "SELECT current_user", database) == OWNER
+
+
+def test_a_busy_table_is_waited_for_and_the_handover_completes(
+    server: services.Postgres, aws: object, database: str
+) -> None:
+    """A node's transaction holds a table for longer than one lock wait (LOCK_TIMEOUT): the function gives
+    way and tries again rather than queue the site's queries behind it or fail the stack update."""
+    server.sql_as(MASTER["username"], MASTER["password"],
+                  "CREATE ROLE moodle LOGIN PASSWORD 'first-1'; GRANT moodle TO CURRENT_USER", database)  # fmt: skip
+    server.sql(f'ALTER DATABASE "{database}" OWNER TO moodle; ALTER SCHEMA public OWNER TO moodle', database)
+    server.sql_as("moodle", "first-1", "CREATE TABLE mdl_logstore (id bigserial PRIMARY KEY)", database)
+    busy = fn.Connection(server.host, server.port, "moodle", "first-1", database)
+    busy.execute("BEGIN; SELECT count(*) FROM mdl_logstore")  # holds ACCESS SHARE until COMMIT
+    release = threading.Timer(5, busy.execute, ["COMMIT"])
+    release.start()
+    started = time.monotonic()
+    try:
+        fn.ensure_site(aws, settings(server, aws, database))
+    finally:
+        release.join()
+        busy.close()
+    assert time.monotonic() - started >= 4  # it did wait for the lock, through several attempts
+    assert owners(server, database) == {OWNER}
 
 
 def test_a_rotation_keeps_the_previous_credentials_working(

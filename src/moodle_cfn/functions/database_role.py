@@ -24,6 +24,7 @@ import ssl
 import string
 import stringprep
 import struct
+import time
 import unicodedata
 from secrets import choice
 
@@ -34,6 +35,11 @@ CONNECT_SECONDS = 15
 # Below the function's timeout (300 s), so a statement stuck behind a live site's locks fails and is reported
 # to CloudFormation, instead of the function dying silently and CloudFormation waiting an hour.
 STATEMENT_SECONDS = 150
+# An ALTER waiting for a table's lock queues every later query of that table behind it: on a live site each
+# waits briefly, gives way, and tries again (SQLSTATE 55P03, lock_not_available).
+LOCK_TIMEOUT = "2s"
+LOCK_ATTEMPTS = 20
+LOCK_PAUSE_SECONDS = 1
 
 
 class PgError(Exception):
@@ -216,10 +222,18 @@ class Connection:
         self._until_ready()
 
     def run_plan(self, sql, *params):
-        """Run every statement the plan query returns (NULLs skipped): PostgreSQL wrote and quoted them."""
+        """Run every statement the plan query returns (NULLs skipped), each in its own transaction, so a
+        table's lock is held only while its own statement runs: PostgreSQL wrote and quoted them."""
         for row in self.query(sql, *params):
             for statement in filter(None, row):
-                self.execute(statement)
+                for attempt in range(1, LOCK_ATTEMPTS + 1):
+                    try:
+                        self.execute(statement)
+                        break
+                    except PgError as error:
+                        if error.fields.get("C") != "55P03" or attempt == LOCK_ATTEMPTS:
+                            raise
+                        time.sleep(LOCK_PAUSE_SECONDS)
 
 
 OWNER = (
@@ -249,12 +263,12 @@ OWNERS = (
     f" WHERE nspname = 'public' UNION SELECT pg_get_userbyid(relowner) {RELATIONS}) s"
     " WHERE o NOT IN ($1, CURRENT_USER) AND o NOT LIKE 'pg\\_%'"
 )
-# Then the owner role gets the database, its public schema and every relation, in one block.
+# Then the owner role gets the database, its public schema and every relation: one statement each.
 GIVE = (
-    "SELECT format('ALTER DATABASE %I OWNER TO %I', current_database(), $1),"
-    " format('ALTER SCHEMA public OWNER TO %I', $1),"
-    " 'DO $d$BEGIN ' || string_agg(format('ALTER TABLE public.%I OWNER TO %I;', relname, $1), ' ')"
-    f" || ' END$d$' {RELATIONS} AND pg_get_userbyid(relowner) <> $1"
+    "SELECT format('ALTER DATABASE %I OWNER TO %I', current_database(), $1)"
+    " UNION ALL SELECT format('ALTER SCHEMA public OWNER TO %I', $1)"
+    f" UNION ALL SELECT format('ALTER TABLE public.%I OWNER TO %I', relname, $1) {RELATIONS}"
+    " AND pg_get_userbyid(relowner) <> $1"
 )
 
 
@@ -309,8 +323,10 @@ def ensure_site(secrets, settings):
     with hiding(*(c["password"] for c in logins.values())):
         connection = as_master(secrets, settings)
         try:
-            # A live site's queries hold its tables: wait a while for each lock, never forever.
-            connection.execute(f"SET lock_timeout = '30s'; SET statement_timeout = '{STATEMENT_SECONDS}s'")
+            # A live site's queries hold its tables: each lock is waited for briefly, then again (run_plan).
+            connection.execute(
+                f"SET lock_timeout = '{LOCK_TIMEOUT}'; SET statement_timeout = '{STATEMENT_SECONDS}s'"
+            )
             set_logins(connection, owner, logins.values())
             connection.run_plan(OWNERS, owner)
             connection.run_plan(GIVE, owner)
