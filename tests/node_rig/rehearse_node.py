@@ -37,10 +37,11 @@ import pytest
 from moodle_cfn import bootstrap
 from moodle_cfn.functions import database_role
 from moodle_cfn.layers import moodle
+from moodle_cfn.layers.database_role import OWNER_ROLE
 from moodle_cfn.releases import LINES_FILE
 from tests.node_rig import services
 from tests.node_rig.argv_watch import ArgvWatch, watching_argument_lists
-from tests.node_rig.aws import Aws, DataApi, Imds, running_aws
+from tests.node_rig.aws import Aws, Imds, running_aws
 from tests.node_rig.cfn_init import app_template, database_parameters, init_files
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
 
@@ -446,13 +447,15 @@ def apply_cluster_parameters(postgres: services.Postgres) -> None:
 
 
 def run_database_role_function(site: Site, database: str) -> None:
-    """The data stack's database-role custom resource, its own code, through the Data API stand-in."""
-    database_role.ensure_role(DataApi(site.aws, site.postgres.host, site.postgres.port),
-                              site.aws.client("secretsmanager"), {
-        "ClusterArn": "arn:aws:rds:us-east-1:123456789012:cluster:rig",
+    """The data stack's database-role custom resource: its own code and PostgreSQL client, logging in to the
+    rig's server over TLS as the master, as the function does to Aurora from the VPC."""
+    database_role.ensure_site(site.aws.client("secretsmanager"), {
         "MasterSecretArn": site.names["DatabaseMasterSecretArn"],
         "AppSecretArn": site.names["DatabaseAppUserSecretArn"],
+        "Host": site.postgres.host,
+        "Port": str(site.postgres.port),
         "Database": database,
+        "OwnerRole": OWNER_ROLE,
     })  # fmt: skip
 
 
@@ -607,14 +610,17 @@ def test_site_name_and_admin_email_arrive_unchanged(site: Site) -> None:
     assert (settings["SITE_FULL_NAME"], settings["ADMIN_EMAIL"]) == (SITE_FULL_NAME, ADMIN_EMAIL)
 
 
-def test_tables_belong_to_moodle_and_no_node_holds_master_credentials(site: Site) -> None:
+def test_tables_belong_to_moodles_owner_role_and_no_node_holds_master_credentials(site: Site) -> None:
+    """Moodle logs in as `moodle` (or, after a rotation, its alternate), whose sessions act as the owner
+    role: every table the install made belongs to the owner, which cannot log in."""
     # The node is not even told where the master secret is.
     master_arn = site.names["DatabaseMasterSecretArn"]
     assert all(master_arn not in item.content for item in init_files(site.parameters, site.names))
     assert site.db("SELECT rolsuper FROM pg_roles WHERE rolname = 'moodle'") == "f"
-    assert site.db("SELECT datdba::regrole FROM pg_database WHERE datname = 'moodle'") == "moodle"
+    assert site.db(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{OWNER_ROLE}'") == "f"
+    assert site.db("SELECT datdba::regrole FROM pg_database WHERE datname = 'moodle'") == OWNER_ROLE
     owners = site.db("SELECT tableowner, count(*) FROM pg_tables WHERE schemaname = 'public' GROUP BY 1")
-    assert [line.split("|")[0] for line in owners.splitlines()] == ["moodle"]
+    assert [line.split("|")[0] for line in owners.splitlines()] == [OWNER_ROLE]
     assert int(owners.split("|")[1]) > 300
     for node in site.nodes:
         for path in (
@@ -987,7 +993,7 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
     owners = site.postgres.sql(
         "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", "restored"
     )
-    assert owners == "moodle"
+    assert owners == OWNER_ROLE
     # moodledata: only the files (filedir) come over, as DataSync or an rsync from an old node would copy
     # them; caches, sessions, temp and the old MUC config stay behind.
     shared = site.shared.parent / "efs-restored"
