@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -446,17 +447,23 @@ def apply_cluster_parameters(postgres: services.Postgres) -> None:
     postgres.sql("SELECT pg_reload_conf()")
 
 
-def run_database_role_function(site: Site, database: str) -> None:
-    """The data stack's database-role custom resource: its own code and PostgreSQL client, logging in to the
-    rig's server over TLS as the master, as the function does to Aurora from the VPC."""
-    database_role.ensure_site(site.aws.client("secretsmanager"), {
+def role_function_settings(site: Site, database: str) -> dict[str, str]:
+    """What the database-role function is given (its custom resource's properties, or its environment when
+    Secrets Manager runs it to rotate), for the rig's server."""
+    return {
         "MasterSecretArn": site.names["DatabaseMasterSecretArn"],
         "AppSecretArn": site.names["DatabaseAppUserSecretArn"],
         "Host": site.postgres.host,
         "Port": str(site.postgres.port),
         "Database": database,
         "OwnerRole": OWNER_ROLE,
-    })  # fmt: skip
+    }
+
+
+def run_database_role_function(site: Site, database: str) -> None:
+    """The data stack's database-role custom resource: its own code and PostgreSQL client, logging in to the
+    rig's server over TLS as the master, as the function does to Aurora from the VPC."""
+    database_role.ensure_site(site.aws.client("secretsmanager"), role_function_settings(site, database))
 
 
 def start_cron_as_its_unit_runs_it(node: Node) -> subprocess.Popen:
@@ -1035,3 +1042,32 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
         for node in nodes:
             node.stop()
             node.imds.stop()
+
+
+def test_a_rotated_database_login_reaches_every_node_and_the_site_never_stops(site: Site) -> None:
+    """Secrets Manager's rotation of Moodle's login, the function's own four steps (alternating users), twice.
+    After each, both nodes still serve on the login they hold, then take the new one at their hourly check
+    (run here at once) and serve on it; the second rotation retires the first login's password."""
+    secrets = site.aws.client("secretsmanager")
+    arn = site.names["DatabaseAppUserSecretArn"]
+    settings = role_function_settings(site, "moodle")
+    logins = []
+    for _ in range(2):
+        token = str(uuid.uuid4())
+        for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+            database_role.rotate(secrets, settings, arn, token, step)
+        login = json.loads(secrets.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"])
+        logins.append(login["username"])
+        for node in site.nodes:
+            assert Browser(SITE_HOST).request(node, "GET", "/login/index.php")[0] == 200, "before the check"
+            checked = node.run(["bash", "/usr/share/moodle-cfn/moodle-node-setup.sh", "--database-credentials"],
+                               check=False)  # fmt: skip
+            assert checked.returncode == 0, checked.stderr[-2000:]
+            assert f"logs in to the database as {login['username']}" in checked.stderr
+            settings_now = json.loads(node.file("/etc/moodle-cfn/moodle.json"))
+            assert settings_now["database"]["user"] == login["username"]
+            final = Browser(SITE_HOST).log_in(node, "admin", ADMIN_PASSWORD)
+            assert not final.startswith("/login/index.php"), f"{node.name}: login ended at {final}"
+    assert logins == ["moodle_clone", "moodle"]
+    with pytest.raises(services.SqlError):
+        site.postgres.sql_as("moodle", APP_USER["password"], "SELECT 1", "moodle")
