@@ -27,7 +27,7 @@ AWSCLI_VERSION := 1.46.3
 IAM_SIMULATE := .rig/iam-simulate
 IAM_SIMULATE_STAMP := $(IAM_SIMULATE)/.installed
 
-.PHONY: help venv templates test lint lock clean rig-machine rehearse-node rehearse-faults bench-node package-check iam-simulate
+.PHONY: help venv templates test lint lock clean rig-machine rehearse-database-role rehearse-node rehearse-faults bench-node package-check iam-simulate
 
 help: ## Show this help
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ rig-machine: ## Install what the node rehearsal runs on (Debian packages, the AW
 	  $(RIG_AWSCLI)/bin/pip install --quiet awscli==$(AWSCLI_VERSION); }
 	@[ -x $(BENCH_FUSE)/bin/python ] && $(BENCH_FUSE)/bin/python -c 'import mfusepy' 2> /dev/null || { \
 	  $(PYTHON) -m venv $(BENCH_FUSE) && $(BENCH_FUSE)/bin/pip install --quiet mfusepy==$(MFUSEPY_VERSION); }
+
+rehearse-database-role: $(STAMP) rig-machine ## Run the database-role function's own code against real PostgreSQL 17 and 16 (roles, rotation, takeover; needs root)
+	$(BIN)/pytest -p no:cacheprovider -v tests/node_rig/rehearse_database_role.py $(RIG_PYTEST_ARGS)
 
 rehearse-node: $(STAMP) $(IAM_SIMULATE_STAMP) rig-machine ## Boot two real Moodle nodes from the templates' node files, on each cache engine and PostgreSQL 17/16
 	rm -f .rig/timings.json

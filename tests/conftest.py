@@ -39,6 +39,9 @@ REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             # moto would run the custom resource's function in Docker, which CI does not have.
             "DatabaseRoleFunction",
             "DatabaseAppUser",
+            # moto has no Secrets Manager rotation schedules; the permission names the placeholder function.
+            "DatabaseAppUserRotation",
+            "DatabaseRoleRotationPermission",
         },
         {("FileSystem", "Arn"), ("FileSystemAccessPoint", "Arn"), ("FileSystemCodeAccessPoint", "Arn")},
     ),

@@ -224,11 +224,14 @@ def test_instance_role_is_scoped_to_this_stack(app_template):
             assert set(statement["Action"]) <= UNSCOPABLE, statement["Sid"]
     secrets = next(s for s in policy_statements(app_template) if s["Sid"] == "ReadThisSitesSecrets")
     assert {"Ref": "DatabaseAppUserSecretArn"} in secrets["Resource"]
-    efs = next(
-        s for s in policy_statements(app_template) if s["Sid"] == "MountMoodledataThroughTheAccessPoint"
-    )
+    efs = next(s for s in policy_statements(app_template) if s["Sid"] == "MountThroughTheSitesAccessPoints")
     assert efs["Condition"] == {
-        "ArnEquals": {"elasticfilesystem:AccessPointArn": {"Ref": "FileSystemAccessPointArn"}}
+        "ArnEquals": {
+            "elasticfilesystem:AccessPointArn": [
+                {"Ref": "FileSystemAccessPointArn"},
+                {"Ref": "FileSystemCodeAccessPointArn"},
+            ]
+        }
     }
 
 

@@ -39,6 +39,7 @@ MANAGED_POLICIES_ALLOWED = {
     "AmazonRDSEnhancedMonitoringRole",  # RDS enhanced monitoring
     "AWSBackupServiceRolePolicyForBackup",  # AWS Backup
     "AWSBackupServiceRolePolicyForRestores",
+    "AWSLambdaVPCAccessExecutionRole",  # the database-role function's network interfaces in the VPC
 }
 # Stateful resource types and the (DeletionPolicy, UpdateReplacePolicy) that keep their data; every such
 # resource must state them. Kept unless a failed first create made it (tests/test_first_create.py); the

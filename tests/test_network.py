@@ -136,6 +136,7 @@ def test_east_west_ingress_is_exactly_the_tier_policy(network_template):
     assert between_tiers == {
         ("WebSecurityGroup", "AlbSecurityGroup", 80),
         ("DatabaseSecurityGroup", "WebSecurityGroup", 5432),
+        ("DatabaseSecurityGroup", "DatabaseRoleFunctionSecurityGroup", 5432),
         ("CacheSecurityGroup", "WebSecurityGroup", 11211),
         ("CacheSecurityGroup", "WebSecurityGroup", 6379),
         ("FileSystemSecurityGroup", "WebSecurityGroup", 2049),
@@ -158,6 +159,10 @@ def test_egress_is_narrowed_per_tier(network_template):
         ("0.0.0.0/0", 443),
         ("0.0.0.0/0", 80),
         ("0.0.0.0/0", 587),
+    }
+    assert egress("DatabaseRoleFunctionSecurityGroup") == {
+        ("DatabaseSecurityGroup", 5432),
+        ("0.0.0.0/0", 443),
     }
     for data_group in ("DatabaseSecurityGroup", "CacheSecurityGroup", "FileSystemSecurityGroup"):
         assert egress(data_group) == {("127.0.0.1/32", -1)}, f"{data_group} may send traffic"

@@ -87,7 +87,9 @@ def test_tier_security_groups_admit_only_their_peer(deployed):
     by_id = {g["GroupId"]: g for g in groups}
     database = by_id[outputs["DatabaseSecurityGroupId"]]
     (rule,) = database["IpPermissions"]
-    assert (rule["FromPort"], rule["UserIdGroupPairs"][0]["GroupId"]) == (5432, outputs["WebSecurityGroupId"])
+    sources = {pair["GroupId"] for pair in rule["UserIdGroupPairs"]}
+    assert rule["FromPort"] == 5432
+    assert sources == {outputs["WebSecurityGroupId"], outputs["DatabaseRoleFunctionSecurityGroupId"]}
     web = by_id[outputs["WebSecurityGroupId"]]
     (rule,) = web["IpPermissions"]
     assert (rule["FromPort"], rule["UserIdGroupPairs"][0]["GroupId"]) == (80, outputs["AlbSecurityGroupId"])

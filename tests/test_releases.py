@@ -310,4 +310,4 @@ def test_a_snapshot_start_restores_encrypted_without_the_properties_a_restore_in
             assert (inherited not in properties) is restored
         # Encrypted either way: a restore names RDS's key when no customer key is given.
         assert properties.get("StorageEncrypted") is True or properties["KmsKeyId"] == "alias/aws/rds"
-        assert properties["ManageMasterUserPassword"] is True and properties["EnableHttpEndpoint"] is True
+        assert properties["ManageMasterUserPassword"] is True and "EnableHttpEndpoint" not in properties

@@ -5,9 +5,10 @@ the caller gives, and the function with its source from moodle_cfn.functions."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from troposphere import GetAtt, Ref, Sub, Template
-from troposphere.awslambda import Code, Function, LoggingConfig
+from troposphere.awslambda import Code, Environment, Function, LoggingConfig, VPCConfig
 from troposphere.iam import Policy, Role
 from troposphere.logs import LogGroup
 
@@ -19,16 +20,37 @@ from moodle_cfn.policies import service_trust_policy
 LOG_RETENTION_DAYS = 90
 
 
-def function_skips(network_reason: str) -> dict[str, object]:
-    """checkov's Lambda checks that do not apply to a custom resource's function; `network_reason` says
-    why it needs no VPC (what it calls)."""
-    return checkov_skips(
-        CKV_AWS_115="Runs only when CloudFormation creates or updates the stack; no concurrency to reserve.",
-        CKV_AWS_116="Invoked synchronously by CloudFormation, which receives and reports every failure.",
-        CKV_AWS_117=network_reason,
-        CKV_AWS_173="The function has no environment variables.",
-        CKV_AWS_272="Inline code generated and reviewed with the template; there is no package to sign.",
-    )
+INVOKED_BY_CLOUDFORMATION = (
+    "Invoked synchronously by CloudFormation, which receives and reports every failure."
+)
+NO_ENVIRONMENT = "The function has no environment variables."
+
+
+def function_skips(network_reason: str | None, invocation: str, environment: str) -> dict[str, object]:
+    """checkov's Lambda checks that do not apply to a custom resource's function: `network_reason` says why
+    it needs no VPC (None: it runs in one), `invocation` who reports its failures, `environment` why its
+    environment needs no key of its own."""
+    reasons = {
+        "CKV_AWS_115": "Runs only when CloudFormation creates or updates the stack; no concurrency to reserve.",
+        "CKV_AWS_116": invocation,
+        "CKV_AWS_173": environment,
+        "CKV_AWS_272": "Inline code generated and reviewed with the template; there is no package to sign.",
+    }
+    if network_reason is not None:
+        reasons["CKV_AWS_117"] = network_reason
+    return checkov_skips(**dict(sorted(reasons.items())))
+
+
+@dataclass(frozen=True)
+class InVpc:
+    """Where a function runs in the VPC: its subnets and security group, and the checkov reasons that
+    change with it (who invokes it, what its environment holds)."""
+
+    subnet_ids: object
+    security_group_id: object
+    invocation: str
+    environment: dict[str, object]
+    environment_reason: str
 
 
 def add_custom_resource_function(
@@ -40,10 +62,13 @@ def add_custom_resource_function(
     policies: Callable[[LogGroup], list[Policy] | object],
     timeout: int,
     tag: str,
-    network_reason: str,
+    network_reason: str | None = None,
+    vpc: InVpc | None = None,
 ) -> Function:
     """`{name}LogGroup`, `{name}FunctionRole` (its policies made from the log group) and `{name}Function`
-    running functions/`source`; the function."""
+    running functions/`source`, outside the VPC (`network_reason` says why) or in it (`vpc`); the function."""
+    if (network_reason is None) == (vpc is None):
+        raise ValueError(f"{name}: give either network_reason (outside the VPC) or vpc")
     log_group = template.add_resource(
         LogGroup(
             f"{name}LogGroup",
@@ -53,26 +78,33 @@ def add_custom_resource_function(
             **RETAIN_EXCEPT_ON_CREATE,
         )
     )
-    role = template.add_resource(
-        Role(
-            f"{name}FunctionRole",
-            AssumeRolePolicyDocument=service_trust_policy("lambda.amazonaws.com", None),
-            Policies=policies(log_group),
-            Tags=tags(tag),
-        )
+    role = Role(
+        f"{name}FunctionRole",
+        AssumeRolePolicyDocument=service_trust_policy("lambda.amazonaws.com", None),
+        Policies=policies(log_group),
+        Tags=tags(tag),
     )
-    return template.add_resource(
-        Function(
-            f"{name}Function",
-            Description=Sub(description),
-            Runtime="python3.12",
-            Handler="index.handler",
-            Code=Code(ZipFile=functions.read(source)),
-            Role=GetAtt(role, "Arn"),
-            Timeout=timeout,
-            MemorySize=128,
-            LoggingConfig=LoggingConfig(LogGroup=Ref(log_group)),
-            Tags=tags(tag),
-            Metadata=function_skips(network_reason),
-        )
+    function = Function(
+        f"{name}Function",
+        Description=Sub(description),
+        Runtime="python3.12",
+        Handler="index.handler",
+        Code=Code(ZipFile=functions.read(source)),
+        Role=GetAtt(role, "Arn"),
+        Timeout=timeout,
+        MemorySize=128,
+        LoggingConfig=LoggingConfig(LogGroup=Ref(log_group)),
+        Tags=tags(tag),
+        Metadata=function_skips(network_reason, INVOKED_BY_CLOUDFORMATION, NO_ENVIRONMENT),
     )
+    if vpc is not None:
+        # Lambda's managed policy for network interfaces in a VPC (Lambda Developer Guide, "Giving Lambda
+        # functions access to resources in an Amazon VPC"): ENI actions take no resource narrower than "*".
+        role.ManagedPolicyArns = [
+            Sub("arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole")
+        ]
+        function.VpcConfig = VPCConfig(SubnetIds=vpc.subnet_ids, SecurityGroupIds=[vpc.security_group_id])
+        function.Environment = Environment(Variables=vpc.environment)
+        function.Metadata = function_skips(None, vpc.invocation, vpc.environment_reason)
+    template.add_resource(role)
+    return template.add_resource(function)

@@ -131,22 +131,22 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
                 Action=[secretsmanager.GetSecretValue, secretsmanager.DescribeSecret],
                 Resource=resources.secret_arns,
             ),
+            # Only through the site's two access points (moodledata, and the code archives), each of which
+            # acts as its own user: never as root, so no ClientRootAccess.
             Statement(
-                Sid="MountMoodledataThroughTheAccessPoint",
+                Sid="MountThroughTheSitesAccessPoints",
                 Effect=Allow,
                 Action=[elasticfilesystem.ClientMount, elasticfilesystem.ClientWrite],
                 Resource=[resources.file_system_arn],
                 Condition=AwsCondition(
-                    ArnEquals({"elasticfilesystem:AccessPointArn": resources.access_point_arn})
-                ),
-            ),
-            Statement(
-                Sid="MountTheCodeArchivesThroughTheirAccessPoint",
-                Effect=Allow,
-                Action=[elasticfilesystem.ClientMount, elasticfilesystem.ClientWrite],
-                Resource=[resources.file_system_arn],
-                Condition=AwsCondition(
-                    ArnEquals({"elasticfilesystem:AccessPointArn": resources.code_access_point_arn})
+                    ArnEquals(
+                        {
+                            "elasticfilesystem:AccessPointArn": [
+                                resources.access_point_arn,
+                                resources.code_access_point_arn,
+                            ]
+                        }
+                    )
                 ),
             ),
             Statement(

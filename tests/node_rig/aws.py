@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -348,34 +345,3 @@ class Imds:
 
     def stop(self) -> None:
         self.server.shutdown()
-
-
-NULL = "(rig:null)"  # how psql prints NULL for the stand-in (the Data API answers {"isNull": true})
-
-
-class DataApi:
-    """The RDS Data API's ExecuteStatement against the rig's PostgreSQL, for the database-role function:
-    like the real API, it reads the credentials from `secretArn` itself and binds `:name` parameters as
-    values (psql's :'name' quoting) over a TLS connection."""
-
-    def __init__(self, aws: Aws, host: str, port: int) -> None:
-        self.aws, self.host, self.port = aws, host, port
-
-    def execute_statement(self, resourceArn: str, secretArn: str, database: str, sql: str,
-                          parameters: list[dict] | None = None) -> dict:  # fmt: skip
-        credentials = json.loads(
-            self.aws.client("secretsmanager").get_secret_value(SecretId=secretArn)["SecretString"]
-        )
-        variables = [f"--variable={p['name']}={p['value']['stringValue']}" for p in parameters or []]
-        bound = re.sub(r"(?<!:):([a-z_]+)\b", r":'\1'", sql)
-        result = subprocess.run(
-            ["psql", "-h", self.host, "-p", str(self.port), "-U", credentials["username"], "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-qtAX", "-F", "\x1f", "-P", f"null={NULL}", *variables],
-            input=bound, capture_output=True, text=True, check=False,
-            env={**os.environ, "PGPASSWORD": credentials["password"], "PGSSLMODE": "require"},
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise RuntimeError(f"BadRequestException: {result.stderr.strip()}")
-        rows = [line.split("\x1f") for line in result.stdout.splitlines() if line]
-        return {"records": [[{"isNull": True} if value == NULL else {"stringValue": value} for value in row]
-                            for row in rows]}  # fmt: skip

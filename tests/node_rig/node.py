@@ -149,6 +149,11 @@ class Node:
             return
         self.run(["sh", "-c", "apache2ctl stop; for pid in /run/php/php*-fpm.pid; do pkill -QUIT -F $pid; done"],
                  check=False)  # fmt: skip
+        # The packet filter the node setup put on the machine's shared network stack for this node's metadata
+        # stand-in (moodle-metadata.nft): gone with the node.
+        if shutil.which("nft"):
+            table = f"moodle_cfn_metadata_{urlsplit(self.imds.url).port}"
+            subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
         self.holder.kill()
         self.holder.wait()
         self.holder = None

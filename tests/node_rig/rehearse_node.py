@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -37,10 +38,11 @@ import pytest
 from moodle_cfn import bootstrap
 from moodle_cfn.functions import database_role
 from moodle_cfn.layers import moodle
+from moodle_cfn.layers.database_role import OWNER_ROLE
 from moodle_cfn.releases import LINES_FILE
 from tests.node_rig import services
 from tests.node_rig.argv_watch import ArgvWatch, watching_argument_lists
-from tests.node_rig.aws import Aws, DataApi, Imds, running_aws
+from tests.node_rig.aws import Aws, Imds, running_aws
 from tests.node_rig.cfn_init import app_template, database_parameters, init_files, resolve
 from tests.node_rig.iam_check import StackState, denied_report, evaluate, group_tags
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
@@ -461,15 +463,23 @@ def apply_cluster_parameters(postgres: services.Postgres) -> None:
     postgres.sql("SELECT pg_reload_conf()")
 
 
-def run_database_role_function(site: Site, database: str) -> None:
-    """The data stack's database-role custom resource, its own code, through the Data API stand-in."""
-    database_role.ensure_role(DataApi(site.aws, site.postgres.host, site.postgres.port),
-                              site.aws.client("secretsmanager"), {
-        "ClusterArn": "arn:aws:rds:us-east-1:123456789012:cluster:rig",
+def role_function_settings(site: Site, database: str) -> dict[str, str]:
+    """What the database-role function is given (its custom resource's properties, or its environment when
+    Secrets Manager runs it to rotate), for the rig's server."""
+    return {
         "MasterSecretArn": site.names["DatabaseMasterSecretArn"],
         "AppSecretArn": site.names["DatabaseAppUserSecretArn"],
+        "Host": site.postgres.host,
+        "Port": str(site.postgres.port),
         "Database": database,
-    })  # fmt: skip
+        "OwnerRole": OWNER_ROLE,
+    }
+
+
+def run_database_role_function(site: Site, database: str) -> None:
+    """The data stack's database-role custom resource: its own code and PostgreSQL client, logging in to the
+    rig's server over TLS as the master, as the function does to Aurora from the VPC."""
+    database_role.ensure_site(site.aws.client("secretsmanager"), role_function_settings(site, database))
 
 
 def start_cron_as_its_unit_runs_it(node: Node) -> subprocess.Popen:
@@ -623,14 +633,17 @@ def test_site_name_and_admin_email_arrive_unchanged(site: Site) -> None:
     assert (settings["SITE_FULL_NAME"], settings["ADMIN_EMAIL"]) == (SITE_FULL_NAME, ADMIN_EMAIL)
 
 
-def test_tables_belong_to_moodle_and_no_node_holds_master_credentials(site: Site) -> None:
+def test_tables_belong_to_moodles_owner_role_and_no_node_holds_master_credentials(site: Site) -> None:
+    """Moodle logs in as `moodle` (or, after a rotation, its alternate), whose sessions act as the owner
+    role: every table the install made belongs to the owner, which cannot log in."""
     # The node is not even told where the master secret is.
     master_arn = site.names["DatabaseMasterSecretArn"]
     assert all(master_arn not in item.content for item in init_files(site.parameters, site.names))
     assert site.db("SELECT rolsuper FROM pg_roles WHERE rolname = 'moodle'") == "f"
-    assert site.db("SELECT datdba::regrole FROM pg_database WHERE datname = 'moodle'") == "moodle"
+    assert site.db(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{OWNER_ROLE}'") == "f"
+    assert site.db("SELECT datdba::regrole FROM pg_database WHERE datname = 'moodle'") == OWNER_ROLE
     owners = site.db("SELECT tableowner, count(*) FROM pg_tables WHERE schemaname = 'public' GROUP BY 1")
-    assert [line.split("|")[0] for line in owners.splitlines()] == ["moodle"]
+    assert [line.split("|")[0] for line in owners.splitlines()] == [OWNER_ROLE]
     assert int(owners.split("|")[1]) > 300
     for node in site.nodes:
         for path in (
@@ -1003,7 +1016,7 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
     owners = site.postgres.sql(
         "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", "restored"
     )
-    assert owners == "moodle"
+    assert owners == OWNER_ROLE
     # moodledata: only the files (filedir) come over, as DataSync or an rsync from an old node would copy
     # them; caches, sessions, temp and the old MUC config stay behind.
     shared = site.shared.parent / "efs-restored"
@@ -1045,6 +1058,35 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
         for node in nodes:
             node.stop()
             node.imds.stop()
+
+
+def test_a_rotated_database_login_reaches_every_node_and_the_site_never_stops(site: Site) -> None:
+    """Secrets Manager's rotation of Moodle's login, the function's own four steps (alternating users), twice.
+    After each, both nodes still serve on the login they hold, then take the new one at their hourly check
+    (run here at once) and serve on it; the second rotation retires the first login's password."""
+    secrets = site.aws.client("secretsmanager")
+    arn = site.names["DatabaseAppUserSecretArn"]
+    settings = role_function_settings(site, "moodle")
+    logins = []
+    for _ in range(2):
+        token = str(uuid.uuid4())
+        for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+            database_role.rotate(secrets, settings, arn, token, step)
+        login = json.loads(secrets.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"])
+        logins.append(login["username"])
+        for node in site.nodes:
+            assert Browser(SITE_HOST).request(node, "GET", "/login/index.php")[0] == 200, "before the check"
+            checked = node.run(["bash", "/usr/share/moodle-cfn/moodle-node-setup.sh", "--database-credentials"],
+                               check=False)  # fmt: skip
+            assert checked.returncode == 0, checked.stderr[-2000:]
+            assert f"logs in to the database as {login['username']}" in checked.stderr
+            settings_now = json.loads(node.file("/etc/moodle-cfn/moodle.json"))
+            assert settings_now["database"]["user"] == login["username"]
+            final = Browser(SITE_HOST).log_in(node, "admin", ADMIN_PASSWORD)
+            assert not final.startswith("/login/index.php"), f"{node.name}: login ended at {final}"
+    assert logins == ["moodle_clone", "moodle"]
+    with pytest.raises(services.SqlError):
+        site.postgres.sql_as("moodle", APP_USER["password"], "SELECT 1", "moodle")
 
 
 def every_aws_call_a_node_made_is_allowed(site: Site) -> None:

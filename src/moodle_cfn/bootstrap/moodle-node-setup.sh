@@ -84,10 +84,12 @@ site_settings=$(jq -r 'to_entries[] | "\(.key)=\(.value | tostring | @sh)"' "$et
   die "cannot read $etc_dir/site.json (written by cfn-init)"
 eval "$site_settings"
 
+# The current version, named: after a rotation the secret has two (README: Moodle's database user and its
+# rotation).
 secret() {
   local value
-  value=$(aws secretsmanager get-secret-value --region "$AWS_REGION" --secret-id "$1" --query SecretString \
-    --output text 2>&1) || die "cannot read the secret $1: $(tail -n 1 <<< "$value")"
+  value=$(aws secretsmanager get-secret-value --region "$AWS_REGION" --secret-id "$1" --version-stage AWSCURRENT \
+    --query SecretString --output text 2>&1) || die "cannot read the secret $1: $(tail -n 1 <<< "$value")"
   printf '%s' "$value"
 }
 
@@ -274,6 +276,7 @@ memcached_nodes() {
 
 # One cache's settings for config.php and muc-configure.php. valkey: the bare endpoint (Moodle adds the
 # TLS scheme itself and splits host:port on ':') and the system CA bundle, so the server is verified.
+# Secrets reach jq on stdin, never as arguments (/proc/PID/cmdline is readable by every local user).
 cache_settings() {
   local engine=$1 id=$2 endpoint=$3 port=$4 auth_arn=$5
   if [[ $engine == memcached ]]; then
@@ -283,9 +286,8 @@ cache_settings() {
   else
     local auth
     auth=$(secret "$auth_arn") || exit 1
-    jq -n --arg host "$endpoint" --arg port "$port" --arg cafile "$ca_bundle" \
-      --arg auth "$(jq -r .token <<< "$auth")" \
-      '{engine: "valkey", host: $host, port: ($port | tonumber), auth: $auth, cafile: $cafile}'
+    jq --arg host "$endpoint" --arg port "$port" --arg cafile "$ca_bundle" \
+      '{engine: "valkey", host: $host, port: ($port | tonumber), auth: .token, cafile: $cafile}' <<< "$auth"
   fi
 }
 
@@ -300,11 +302,12 @@ write_settings() {
   [[ -d $moodle_dir/public ]] && public=$moodle_dir/public
   [[ ${moodle_release%%.*} -ge 5 ]] && router=true
   umask 027
-  jq -n \
+  # The secrets on stdin (the login, then each cache's settings), never as arguments.
+  printf '%s\n' "$database" "$session" "$application" | jq -s \
     --arg wwwroot "$WWWROOT" --arg host "$DATABASE_HOST" --arg port "$DATABASE_PORT" --arg name "$DATABASE_NAME" \
-    --argjson credentials "$database" --argjson router "$router" --arg data "$moodledata" \
-    --arg localcache "$local_cache" --argjson session "$session" --argjson application "$application" \
-    '{wwwroot: $wwwroot, router: $router,
+    --argjson router "$router" --arg data "$moodledata" --arg localcache "$local_cache" \
+    '.[0] as $credentials | .[1] as $session | .[2] as $application |
+     {wwwroot: $wwwroot, router: $router,
       database: {host: $host, port: ($port | tonumber), name: $name,
                  user: $credentials.username, password: $credentials.password},
       paths: {dataroot: ($data + "/data"), cachedir: ($data + "/cache"), tempdir: ($data + "/temp"),
@@ -559,10 +562,33 @@ record_release() {
     log "warning: cannot publish the release to the SSM parameter $RELEASE_PARAMETER: $(tail -n 1 <<< "$published")"
 }
 
+# Moodle's login rotates (Secrets Manager, alternating users): the previous one keeps working until the
+# rotation after it, so nodes bring the current one to moodle.json within the hour (moodle-credentials.timer),
+# where config.php reads it at the next request; open connections stay logged in.
+refresh_database_credentials() {
+  step "bringing Moodle's database login up to date with its secret"
+  [[ -s $settings_file ]] || die "$settings_file is missing: this node's setup has not run"
+  local credentials login
+  credentials=$(secret "$DATABASE_APP_SECRET_ARN")
+  login=$(jq -r .username <<< "$credentials")
+  # Both documents on stdin (the password never an argument): moodle.json, then the secret.
+  if [[ $(jq -s '.[0].database.user == .[1].username and .[0].database.password == .[1].password' \
+    "$settings_file" - <<< "$credentials") == true ]]; then
+    return
+  fi
+  umask 027
+  jq -s '.[0].database.user = .[1].username | .[0].database.password = .[1].password | .[0]' \
+    "$settings_file" - <<< "$credentials" > "$settings_file.partial"
+  chgrp "$web_user" "$settings_file.partial"
+  mv "$settings_file.partial" "$settings_file"
+  umask 022
+  log "Moodle now logs in to the database as $login"
+}
+
 start_cron_and_logs() {
   step "starting cron and log shipping"
   local unit
-  for unit in moodle-cron.service moodle-cron.timer; do
+  for unit in moodle-cron.service moodle-cron.timer moodle-credentials.service moodle-credentials.timer; do
     install_rendered "$unit" "/etc/systemd/system/$unit" "WEB_USER=$web_user"
   done
   platform_start_cron
@@ -570,6 +596,10 @@ start_cron_and_logs() {
 }
 
 main() {
+  if [[ ${1:-} == --database-credentials ]]; then
+    refresh_database_credentials
+    return
+  fi
   install_base_packages
   protect_instance_metadata
   mount_moodledata

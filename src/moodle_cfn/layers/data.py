@@ -31,7 +31,8 @@ def build() -> Template:
         Description="moodle-cfn data: Aurora PostgreSQL cluster and the EFS file system for moodledata"
     )
     declare_parameters(template, (SITE_NAME, AVAILABILITY_ZONE_COUNT, *PARAMETERS))
-    for parameter in dict.fromkeys((*database.NETWORK_INPUTS, *file_system.NETWORK_INPUTS)):
+    network_inputs = (*database.NETWORK_INPUTS, *database_role.NETWORK_INPUTS, *file_system.NETWORK_INPUTS)
+    for parameter in dict.fromkeys(network_inputs):
         template.add_parameter(parameter)
     add_az_condition(template)
     add_key_condition(template)

@@ -1,10 +1,10 @@
 """Aurora PostgreSQL for Moodle: a cluster with a writer and a reader in different AZs, TLS required.
 
 Database credentials: RDS owns the master user's password (ManageMasterUserPassword) in a secret it rotates.
-Moodle never uses that user. It connects as its own application user, whose password lives in a separate
-secret that is not rotated automatically; a custom resource (layers/database_role.py) uses the master
-secret once, through the RDS Data API, to create that user with that password and give it the Moodle
-database. Web nodes never read the master secret, and its rotation never changes config.php.
+Moodle never uses that user. It connects with its own login role, whose name and password live in a separate
+secret; a function in the VPC (layers/database_role.py) uses the master secret to keep that role, its
+alternate and the NOLOGIN role owning Moodle's objects, and rotates the app secret by alternating the two
+login roles. Web nodes never read the master secret, and its rotation never changes config.php.
 """
 
 from __future__ import annotations
@@ -347,9 +347,13 @@ def add_database(template: Template) -> tuple[DBCluster, Secret]:
             DatabaseName=If(FROM_SNAPSHOT, NoValue, Ref(DATABASE_NAME.parameter)),
             MasterUsername=If(FROM_SNAPSHOT, NoValue, Ref(DATABASE_MASTER_USERNAME.parameter)),
             ManageMasterUserPassword=True,
-            # The RDS Data API, for the custom resource that creates Moodle's role (Aurora PostgreSQL
-            # provisioned and Serverless v2: RDS Data API reference, "Welcome").
-            EnableHttpEndpoint=True,
+            # No EnableHttpEndpoint: the RDS Data API would let anyone allowed rds-data and the master secret
+            # run SQL as the master from anywhere, and Aurora refuses it on T instance classes (Aurora User
+            # Guide, Data API limitations). Left out, not false, and still switched off on an existing
+            # cluster, in place: not a create-only property (the resource schema), and CloudFormation's RDS
+            # handler calls DisableHttpEndpoint when the previous template had true and this one has no true
+            # (aws-cloudformation-resource-providers-rds, aws-rds-dbcluster UpdateHandler with
+            # BaseHandlerStd.shouldUpdateHttpEndpointV2, Aurora PostgreSQL provisioned and Serverless v2).
             MasterUserSecret=If(HAS_DATA_KMS_KEY, {"KmsKeyId": Ref(DATA_KMS_KEY_ARN.parameter)}, NoValue),
             Port=POSTGRES_PORT,
             StorageEncrypted=If(FROM_SNAPSHOT, NoValue, True),
@@ -419,8 +423,9 @@ def add_database(template: Template) -> tuple[DBCluster, Secret]:
         generated_secret(
             "DatabaseAppUserSecret",
             Sub(
-                f"Moodle's own PostgreSQL user ({APP_USER_NAME}) for ${{{SITE_NAME.name}}}; not rotated "
-                "automatically, so config.php stays valid when RDS rotates the master password."
+                f"Moodle's own PostgreSQL login ({APP_USER_NAME} or {APP_USER_NAME}_clone, alternating) for "
+                f"${{{SITE_NAME.name}}}; rotated by the site's database-role function, the previous login "
+                "working until the next rotation."
             ),
             GenerateSecretString(
                 SecretStringTemplate=f'{{"username": "{APP_USER_NAME}"}}',

@@ -202,7 +202,12 @@ CACHE_SG = TierSecurityGroup("Cache", "ElastiCache session and application cache
 FILE_SYSTEM_SG = TierSecurityGroup(
     "FileSystem", "EFS mount targets for moodledata: NFS from the web nodes only"
 )
-SECURITY_GROUPS = (ALB_SG, WEB_SG, DATABASE_SG, CACHE_SG, FILE_SYSTEM_SG)
+DATABASE_ROLE_FUNCTION_SG = TierSecurityGroup(
+    "DatabaseRoleFunction",
+    "Database-role and rotation function: PostgreSQL to the database, HTTPS to Secrets Manager and S3",
+)
+# Destinations after their sources: add_security_groups builds them in reverse.
+SECURITY_GROUPS = (ALB_SG, WEB_SG, DATABASE_ROLE_FUNCTION_SG, DATABASE_SG, CACHE_SG, FILE_SYSTEM_SG)
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,9 @@ PEER_RULES = (
     PeerRule(WEB_SG, CACHE_SG, MEMCACHED_PORT, "memcached from the web nodes"),
     PeerRule(WEB_SG, CACHE_SG, VALKEY_PORT, "valkey from the web nodes"),
     PeerRule(WEB_SG, FILE_SYSTEM_SG, NFS_PORT, "NFS from the web nodes"),
+    PeerRule(
+        DATABASE_ROLE_FUNCTION_SG, DATABASE_SG, POSTGRES_PORT, "PostgreSQL from the database-role function"
+    ),
 )
 
 # Where the web nodes may reach outside the VPC (through the NAT gateways): package repositories, the Moodle
@@ -232,6 +240,10 @@ WEB_INTERNET_PORTS = (
     (HTTP_PORT, "HTTP to package mirrors that do not redirect to HTTPS"),
     (SMTP_SUBMISSION_PORT, "SMTP submission (STARTTLS) to Amazon SES or the site's mail relay"),
 )
+# The database-role function (in the app subnets) calls Secrets Manager through the NAT gateways and answers
+# CloudFormation at an S3 URL (through the S3 gateway endpoint); nothing else.
+FUNCTION_INTERNET_PORTS = ((HTTPS_PORT, "HTTPS to Secrets Manager and CloudFormation's S3 response URL"),)
+INTERNET_PORTS = {WEB_SG: WEB_INTERNET_PORTS, DATABASE_ROLE_FUNCTION_SG: FUNCTION_INTERNET_PORTS}
 ANYWHERE = "0.0.0.0/0"
 # A security group with explicit egress loses the default allow-all rule; this one matches nothing routable.
 NO_EGRESS = SecurityGroupRule(
@@ -458,7 +470,7 @@ def add_flow_logs(template: Template, vpc: VPC) -> None:
 
 
 def egress_rules(group: TierSecurityGroup, groups: dict[str, SecurityGroup]) -> list[SecurityGroupRule]:
-    """Inline egress of one group: its peer rules, plus the web tier's Internet ports (else nothing)."""
+    """Inline egress of one group: its peer rules, plus its Internet ports if it has any (else nothing)."""
     rules = [
         SecurityGroupRule(
             IpProtocol="tcp",
@@ -470,11 +482,10 @@ def egress_rules(group: TierSecurityGroup, groups: dict[str, SecurityGroup]) -> 
         for rule in PEER_RULES
         if rule.source == group
     ]
-    if group == WEB_SG:
-        rules += [
-            SecurityGroupRule(IpProtocol="tcp", FromPort=port, ToPort=port, CidrIp=ANYWHERE, Description=what)
-            for port, what in WEB_INTERNET_PORTS
-        ]
+    rules += [
+        SecurityGroupRule(IpProtocol="tcp", FromPort=port, ToPort=port, CidrIp=ANYWHERE, Description=what)
+        for port, what in INTERNET_PORTS.get(group, ())
+    ]
     return rules or [NO_EGRESS]
 
 
