@@ -882,6 +882,36 @@ def test_a_failure_is_one_line_that_says_what_failed(site: Site) -> None:
     assert status == 0, output[-4000:]
 
 
+def test_a_rotated_database_login_reaches_every_node_and_the_site_never_stops(site: Site) -> None:
+    """Secrets Manager's rotation of Moodle's login, the function's own four steps (alternating users), twice.
+    After each, both nodes still serve on the login they hold, then take the new one at their hourly check
+    (run here at once) and serve on it; the second rotation retires the first login's password. Before the
+    restore below, which stops these nodes."""
+    secrets = site.aws.client("secretsmanager")
+    arn = site.names["DatabaseAppUserSecretArn"]
+    settings = role_function_settings(site, "moodle")
+    logins = []
+    for _ in range(2):
+        token = str(uuid.uuid4())
+        for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
+            database_role.rotate(secrets, settings, arn, token, step)
+        login = json.loads(secrets.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"])
+        logins.append(login["username"])
+        for node in site.nodes:
+            assert Browser(SITE_HOST).request(node, "GET", "/login/index.php")[0] == 200, "before the check"
+            checked = node.run(["bash", "/usr/share/moodle-cfn/moodle-node-setup.sh", "--database-credentials"],
+                               check=False)  # fmt: skip
+            assert checked.returncode == 0, checked.stderr[-2000:]
+            assert f"logs in to the database as {login['username']}" in checked.stderr
+            settings_now = json.loads(node.file("/etc/moodle-cfn/moodle.json"))
+            assert settings_now["database"]["user"] == login["username"]
+            final = Browser(SITE_HOST).log_in(node, "admin", ADMIN_PASSWORD)
+            assert not final.startswith("/login/index.php"), f"{node.name}: login ended at {final}"
+    assert logins == ["moodle_clone", "moodle"]
+    with pytest.raises(services.SqlError):
+        site.postgres.sql_as("moodle", APP_USER["password"], "SELECT 1", "moodle")
+
+
 def assert_router_answers(node: Node) -> None:
     """Moodle 5.x: a path no file serves goes to r.php (FallbackResource), and Moodle's router (Slim)
     answers it with its own 404 page, not Apache's ("...was not found on this server")."""
@@ -1058,35 +1088,6 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
         for node in nodes:
             node.stop()
             node.imds.stop()
-
-
-def test_a_rotated_database_login_reaches_every_node_and_the_site_never_stops(site: Site) -> None:
-    """Secrets Manager's rotation of Moodle's login, the function's own four steps (alternating users), twice.
-    After each, both nodes still serve on the login they hold, then take the new one at their hourly check
-    (run here at once) and serve on it; the second rotation retires the first login's password."""
-    secrets = site.aws.client("secretsmanager")
-    arn = site.names["DatabaseAppUserSecretArn"]
-    settings = role_function_settings(site, "moodle")
-    logins = []
-    for _ in range(2):
-        token = str(uuid.uuid4())
-        for step in ("createSecret", "setSecret", "testSecret", "finishSecret"):
-            database_role.rotate(secrets, settings, arn, token, step)
-        login = json.loads(secrets.get_secret_value(SecretId=arn, VersionStage="AWSCURRENT")["SecretString"])
-        logins.append(login["username"])
-        for node in site.nodes:
-            assert Browser(SITE_HOST).request(node, "GET", "/login/index.php")[0] == 200, "before the check"
-            checked = node.run(["bash", "/usr/share/moodle-cfn/moodle-node-setup.sh", "--database-credentials"],
-                               check=False)  # fmt: skip
-            assert checked.returncode == 0, checked.stderr[-2000:]
-            assert f"logs in to the database as {login['username']}" in checked.stderr
-            settings_now = json.loads(node.file("/etc/moodle-cfn/moodle.json"))
-            assert settings_now["database"]["user"] == login["username"]
-            final = Browser(SITE_HOST).log_in(node, "admin", ADMIN_PASSWORD)
-            assert not final.startswith("/login/index.php"), f"{node.name}: login ended at {final}"
-    assert logins == ["moodle_clone", "moodle"]
-    with pytest.raises(services.SqlError):
-        site.postgres.sql_as("moodle", APP_USER["password"], "SELECT 1", "moodle")
 
 
 def every_aws_call_a_node_made_is_allowed(site: Site) -> None:
