@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 
 from tests.node_rig.aws import Aws, Imds
-from tests.node_rig.cfn_init import init_files
 from tests.node_rig.node import Browser, Node
 from tests.node_rig.rehearse_node import (  # noqa: F401  (aws and tls are fixtures)
     ADMIN_PASSWORD,
@@ -278,8 +277,8 @@ def use_bundle(site: Site, node: Node, bundle: Path, name: str) -> dict[str, str
     """Point `node`'s launch-template inputs at another code bundle; the inputs it had before."""
     previous = dict(site.parameters)
     uri = site.aws.upload("rig-code", name, str(bundle))
-    node.install_init_files(init_files({**site.parameters, "MoodleCodeS3Uri": uri,
-                                        "MoodleCodeSha256": sha256(bundle)}, site.names))  # fmt: skip
+    # Through the site, so that the rig's AWS checks the node's calls against the policies of these inputs.
+    site.write_init_files(node, MoodleCodeS3Uri=uri, MoodleCodeSha256=sha256(bundle))
     return previous | {"MoodleCodeS3Uri": uri, "MoodleCodeSha256": sha256(bundle)}
 
 
@@ -380,7 +379,7 @@ def test_after_an_upgrade_a_node_with_the_previous_inputs_serves_the_database_co
         "an older MoodleVersion": {**original, "MoodleVersion": "4.4.0"},
     }
     for case, inputs in cases.items():
-        node2.install_init_files(init_files({**site.parameters, **inputs}, site.names))
+        site.write_init_files(node2, **inputs)
         instance = node2.imds.metadata["instance-id"]
         started = time.monotonic()
         status, output = node2.setup()
@@ -412,7 +411,7 @@ def test_an_interrupted_first_install_is_started_again_by_the_next_node(site: Si
     node = Node("interrupted", SPARE_ADDRESS, shared.parent / "interrupted", environment, imds=imds)
     try:
         node.boot_namespace()
-        node.install_init_files(init_files({**site.parameters, "DatabaseName": database}, site.names))
+        site.write_init_files(node, DatabaseName=database)
         process = node.start_setup()
         started = time.monotonic()
         tables_at = None

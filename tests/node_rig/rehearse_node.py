@@ -1066,7 +1066,7 @@ def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(
     try:
         for node in nodes:
             node.boot_namespace()
-            node.install_init_files(init_files({**site.parameters, "DatabaseName": "restored"}, site.names))
+            site.write_init_files(node, DatabaseName="restored")
 
         def boot() -> list[tuple[str, int]]:
             processes = [node.start_setup() for node in nodes]
