@@ -479,7 +479,7 @@ def test_a_tampered_code_archive_stops_the_node_with_one_line(site: Site) -> Non
     with one line and abandons its launch, and runs again once the archive is whole."""
     node = site.nodes[1]
     name = json.loads((site.shared / ".moodle-cfn" / "database-code.json").read_text())["archive"]
-    archive = site.shared.parent / "efs-code" / "releases" / f"{name}.tar.gz"
+    archive = site.code_releases / f"{name}.tar.gz"
     whole = archive.read_bytes()
     instance = node.imds.metadata["instance-id"]
     archive.write_bytes(whole + b"tampered")

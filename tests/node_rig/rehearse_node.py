@@ -116,6 +116,8 @@ SITE_HOST = "moodle.rig.test"
 SITE_FULL_NAME = "".join(chr(c) for c in range(33, 127)) + " é学"
 ADMIN_EMAIL = "o'neil!#$%&*+/=?^_`{|}~-x.y@mail-1.example.edu"
 ADMIN_PASSWORD = "Rig-Admin-Pass-1!x"
+# The code archives' "EFS" directory, beside the moodledata one in each leg's work directory.
+CODE_DIR = "efs-code"
 # The web server's user on the rig's platform (platform-debian.sh), what Moodle's PHP runs as.
 WEB_USER = "www-data"
 MASTER = {"username": "moodleadmin", "password": "Master-Pass-1"}
@@ -235,6 +237,11 @@ class Site:
             return run()
         finally:
             self.steps[step] = round(time.monotonic() - started, 1)
+
+    @property
+    def code_releases(self) -> Path:
+        """The code archives' access point's directory of releases (RIG_CODE_DIR, beside "EFS")."""
+        return self.shared.parent / CODE_DIR / "releases"
 
     def write_init_files(self, node: Node, **changes: str) -> None:
         """What a stack create or update gives a node: its files, and the role's policies for the same
@@ -394,7 +401,7 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer
     caches, cache_ports = start_caches(engine, workdir, tls, PORTS + 100 + 10 * index)
     shared = workdir / "efs"
     shared.mkdir()
-    code = workdir / "efs-code"
+    code = workdir / CODE_DIR
     code.mkdir()
     layer = shared_layer(workdir, shared) if shared_layer else nullcontext()
     layer.__enter__()
@@ -682,7 +689,7 @@ def test_only_root_reaches_the_instance_metadata_service(site: Site) -> None:
 def test_the_web_user_can_neither_rewrite_nor_reach_the_code_archives(site: Site) -> None:
     """The archives every node unpacks, and the digests they are checked against, are on their own access
     point, mounted under a root-only directory: Moodle's user cannot read, let alone rewrite, them."""
-    releases = site.shared.parent / "efs-code" / "releases"
+    releases = site.code_releases
     archives = sorted(releases.glob("*.tar.gz"))
     assert archives and all(Path(f"{archive}.sha256").is_file() for archive in archives)
     assert not list((site.shared / ".moodle-cfn").glob("**/*.tar.gz")), "code archives left on moodledata"
