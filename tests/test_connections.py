@@ -8,15 +8,19 @@ from moodle_cfn.cli import main
 from moodle_cfn.layers import connections, database
 
 BASE = {"DatabaseCapacityMode": "provisioned", "DatabaseInstanceClass": "db.r7g.large", "DatabaseMinCapacity": "0.5",
-        "DatabaseMaxCapacity": "16", "WebMaxSize": "6"}  # fmt: skip
+        "DatabaseMaxCapacity": "16", "WebMaxSize": "6", "WebInstanceType": "m7g.large"}  # fmt: skip
 
 
 def test_every_instance_class_the_template_admits_has_its_memory():
     assert set(connections.CLASS_MEMORY_GIB) == set(database.INSTANCE_CLASSES)
 
 
-def test_the_pool_size_comes_from_the_shipped_pool_file():
-    assert connections.fpm_max_children() > 0
+def test_the_pool_size_follows_the_instance_type():
+    assert connections.fpm_max_children(BASE) == 16  # 2 vCPUs x 8
+    assert connections.fpm_max_children({**BASE, "WebInstanceType": "m7g.4xlarge"}) == 128
+    # Twice the workers per node halves the nodes the same database admits.
+    large = {**BASE, "WebInstanceType": "m7g.xlarge", "WebMaxSize": "100"}
+    assert "use at most 44 nodes" in connections.connections_problem(large)[1]
 
 
 def test_max_connections_follows_the_aurora_formula():
@@ -51,5 +55,5 @@ def test_too_many_nodes_for_the_database_is_one_line_naming_file_and_key(tmp_pat
     assert main([command, str(path)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1, err
-    assert err.startswith(f"moodle-cfn: error: {path}: WebMaxSize: 12 web nodes x ("), err
+    assert err.startswith(f"moodle-cfn: error: {path}: WebMaxSize: 12 m7g.large web nodes x (16 PHP-FPM"), err
     assert "DatabaseMaxCapacity 1 ACU allows" in err

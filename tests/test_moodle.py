@@ -69,7 +69,10 @@ def platform_names(path: Path) -> set[str]:
 
 def test_the_rehearsal_platform_defines_what_the_al2023_one_does():
     assert platform_names(RIG_PLATFORM) >= platform_names(BOOTSTRAP_DIR / "platform-al2023.sh")
-    scripts = bootstrap.read("moodle-node-setup.sh") + bootstrap.read("moodle-node-ready.sh")
+    scripts = "".join(
+        bootstrap.read(f"{name}.sh")
+        for name in ("moodle-node-setup", "moodle-node-ready", "moodle-node-drain")
+    )
     used = set(re.findall(r"\b(platform_\w+)\b", scripts))
     assert used == {
         n for n in platform_names(BOOTSTRAP_DIR / "platform-al2023.sh") if n.startswith("platform_")
@@ -316,7 +319,7 @@ def test_node_files_digest_is_in_the_launch_template_data(app_template):
 
 def test_the_group_waits_for_each_node_through_a_launch_hook(app_template):
     group = app_template["Resources"]["WebAutoScalingGroup"]["Properties"]
-    (hook,) = group["LifecycleHookSpecificationList"]
+    hook, _ = group["LifecycleHookSpecificationList"]
     assert hook["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"
     assert hook["DefaultResult"] == "ABANDON" and hook["LifecycleHookName"] == "moodle-node-ready"
     ready = bootstrap.read("moodle-node-ready.sh")
@@ -327,6 +330,25 @@ def test_the_group_waits_for_each_node_through_a_launch_hook(app_template):
     assert "complete_hook ABANDON" in ready[ready.index("fail() {") : ready.index("trap 'fail")]
     assert "--lifecycle-action-result ABANDON" in user_data
     assert user_data.index('abandon "cannot install aws-cfn-bootstrap"') < user_data.index("exec /usr/share")
+
+
+def test_the_group_waits_for_a_leaving_node_to_finish_its_task(app_template):
+    _, drain = app_template["Resources"]["WebAutoScalingGroup"]["Properties"][
+        "LifecycleHookSpecificationList"
+    ]
+    assert drain["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert (drain["LifecycleHookName"], drain["DefaultResult"]) == ("moodle-node-drain", "CONTINUE")
+    script = bootstrap.read("moodle-node-drain.sh")
+    heartbeat = int(re.search(r"MOODLE_CFN_HEARTBEAT_SECONDS:-(\d+)", script).group(1))
+    budget = int(re.search(r"^readonly drain_budget=(\d+)$", script, re.M).group(1))
+    # Heartbeats well inside the hook's timeout; the whole wait inside what a lifecycle action allows (48 hours
+    # or 100 heartbeat timeouts, whichever is less: EC2 Auto Scaling User Guide, lifecycle hooks).
+    assert heartbeat * 2 <= drain["HeartbeatTimeout"]
+    assert budget <= min(48 * 3600, 100 * drain["HeartbeatTimeout"])
+    # In order: no new cron run, the running one asked to finish, the wait, then the completion.
+    steps = ["platform_stop_cron_timer", "kill -TERM", "while kill -0", "complete-lifecycle-action"]
+    assert [script.index(step) for step in steps] == sorted(script.index(step) for step in steps)
+    assert "moodle-node-drain.service" in bootstrap.read("platform-al2023.sh")
 
 
 # What an operator may type reaches the node (the rehearsal proves the rest of the way, into Moodle) ------

@@ -74,7 +74,7 @@ def without(sid: str, removed: list[str]) -> Any:
     "sid, action",
     [
         ("ReadThisSitesSecrets", "secretsmanager:GetSecretValue"),
-        ("KeepAndCompleteThisGroupsLaunchHook", "autoscaling:RecordLifecycleActionHeartbeat"),
+        ("KeepAndCompleteThisGroupsLifecycleHooks", "autoscaling:RecordLifecycleActionHeartbeat"),
         ("SignalAndReadThisStack", "cloudformation:SignalResource"),
         ("PublishTheSitesMoodleRelease", "ssm:PutParameter"),
         ("ReadTheCodeBundle", "s3:GetObject"),

@@ -162,9 +162,9 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
                 Resource=resources.log_group_arns,
             ),
             # The group's ARN holds a generated id the launch template cannot know (the group is made after
-            # it), so the site's own tag on the group scopes the hook's heartbeats and its completion.
+            # it), so the site's own tag on the group scopes the hooks' heartbeats and completions (launch and drain).
             Statement(
-                Sid="KeepAndCompleteThisGroupsLaunchHook",
+                Sid="KeepAndCompleteThisGroupsLifecycleHooks",
                 Effect=Allow,
                 Action=[autoscaling.RecordLifecycleActionHeartbeat, autoscaling.CompleteLifecycleAction],
                 Resource=[

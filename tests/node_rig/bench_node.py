@@ -57,8 +57,22 @@ BOOTSTRAP = "src/moodle_cfn/bootstrap"
 PHP_VERSION = machine_php()
 INI = f"/etc/php/{PHP_VERSION}/fpm/conf.d/90-moodle.ini"
 POOL = f"/etc/php/{PHP_VERSION}/fpm/pool.d/www.conf"
+
+
+def pool_size() -> dict[str, str]:
+    """The PHP-FPM pool a node on this machine sizes for itself (php-fpm-size.sh, from its memory and CPUs)."""
+    memory_mib = (
+        int(re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M).group(1)) // 1024
+    )
+    sizes = subprocess.run(["bash", str(ROOT / BOOTSTRAP / "php-fpm-size.sh"), str(memory_mib), str(os.cpu_count())],
+                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    return dict(
+        zip(("MAX_CHILDREN", "START_SERVERS", "MIN_SPARE_SERVERS", "MAX_SPARE_SERVERS"), sizes, strict=True)
+    )
+
+
 MARKERS = {"WEB_USER": "www-data", "FPM_SOCKET": "/run/php-fpm/www.sock",
-           "PHP_ERROR_LOG": "/var/log/php-fpm/www-error.log"}  # fmt: skip
+           "PHP_ERROR_LOG": "/var/log/php-fpm/www-error.log", **pool_size()}  # fmt: skip
 WEB_RUN = ["runuser", "-u", "www-data", "--", "env", "MOODLE_DIR=/var/www/moodle",
            "MOODLE_CFN_SETTINGS=/etc/moodle-cfn/moodle.json", "php"]  # fmt: skip
 
@@ -96,7 +110,8 @@ CHANGES = (
            (("ini", "opcache.validate_timestamps = 1", "opcache.validate_timestamps = 0"),)),
     Change("shipped + opcache.jit=tracing", (("ini", "", "opcache.jit = tracing\nopcache.jit_buffer_size = 64M\n"),)),
     Change("shipped + memcached without compression", muc=((TWEAK, "compression=0"),)),
-    Change("shipped + pm.max_children=12", (("pool", "pm.max_children = 40", "pm.max_children = 12"),)),
+    Change("shipped + pm.max_children=12",
+           (("pool", f"pm.max_children = {MARKERS['MAX_CHILDREN']}", "pm.max_children = 12"),)),
 )  # fmt: skip
 
 

@@ -90,8 +90,27 @@ platform_start_web() {
   apache2ctl restart
 }
 
+# The rig's node may be told it is smaller than the machine (RIG_MEMORY_MIB, RIG_VCPUS), as an instance
+# type would be; the rig then holds its PHP-FPM to that memory (tests/node_rig/rehearse_node.py).
+platform_memory_mib() {
+  if [[ -n ${RIG_MEMORY_MIB:-} ]]; then echo "$RIG_MEMORY_MIB"; else awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo; fi
+}
+platform_vcpus() { echo "${RIG_VCPUS:-$(nproc)}"; }
+
 # No systemd here: the rig runs the installed unit's ExecStart as its User.
 platform_start_cron() { :; }
+
+# No timer here (the rig starts cron runs itself): a marker says the drain stopped it. The running cron is
+# the php process of this node's namespace (the rig's nodes share the machine's process table).
+platform_stop_cron_timer() { touch /run/moodle-cron-timer-stopped; }
+platform_cron_pid() {
+  local pid own
+  own=$(readlink /proc/self/ns/mnt)
+  for pid in $(pgrep -f '^/usr/bin/php .*/admin/cli/cron\.php'); do
+    [[ $(readlink "/proc/$pid/ns/mnt" 2> /dev/null) == "$own" ]] && echo "$pid" && return 0
+  done
+  return 0
+}
 
 # No systemd here: the rig runs moodle-node-ready.sh itself at each boot it plays.
 platform_enable_ready_unit() { :; }

@@ -182,7 +182,31 @@ def local_plugin_zip() -> Path:
         archive.writestr(f"rigcheck/lang/en/{component}.php", (
             f"<?php\ndefined('MOODLE_INTERNAL') || die();\n$string['pluginname'] = '{LOCAL_PLUGIN['name']}';\n"
         ))  # fmt: skip
+        archive.writestr("rigcheck/classes/task/busy_task.php", BUSY_TASK)
     return target
+
+
+# An ad-hoc task of the rig's plugin: busy for `seconds` (its custom data), as a course backup or restore
+# is; it fails when asked to (`fail`). Sleeps in 1-second steps, so a signal cannot cut it short.
+BUSY_TASK = """<?php
+namespace local_rigcheck\\task;
+
+defined('MOODLE_INTERNAL') || die();
+
+class busy_task extends \\core\\task\\adhoc_task {
+    public function execute() {
+        $data = $this->get_custom_data();
+        if (!empty($data->fail)) {
+            throw new \\coding_exception('the rig asked this task to fail');
+        }
+        $end = time() + (int) $data->seconds;
+        while (time() < $end) {
+            sleep(1);
+        }
+        mtrace('rig busy task done after ' . (int) $data->seconds . ' s');
+    }
+}
+"""
 
 
 @dataclass(frozen=True)
@@ -741,6 +765,75 @@ def test_cron_as_its_unit_runs_it(site: Site) -> None:
     output, errors = site.cron.communicate(timeout=900)
     assert site.cron.returncode == 0, output[-3000:] + errors[-3000:]
     assert "Cron run completed correctly" in output
+
+
+# The leg whose node 2 leaves the group while it runs a long ad-hoc task (one leg: the task takes its time).
+DRAIN_LEG = "valkey-17-5.1"
+BUSY_SECONDS = 30
+
+
+def queue_busy_task(node: Node, seconds: int, fail: bool = False) -> None:
+    """Queue the rig plugin's busy task through Moodle's task API, as a course backup queues its own."""
+    php = ("define('CLI_SCRIPT', true); require getenv('MOODLE_DIR') . '/config.php';"
+           " $task = new \\local_rigcheck\\task\\busy_task();"
+           f" $task->set_custom_data(['seconds' => {seconds}, 'fail' => {'true' if fail else 'false'}]);"
+           " \\core\\task\\manager::queue_adhoc_task($task);")  # fmt: skip
+    result = as_web_user(node, f"MOODLE_DIR=/var/www/moodle MOODLE_CFN_SETTINGS=/etc/moodle-cfn/moodle.json "
+                               f"php -r {shlex.quote(php)}")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def busy_tasks(site: Site) -> str:
+    """The rig's busy tasks in Moodle's queue: 'id:started' per row, started 't' once a runner took it."""
+    return site.db("SELECT coalesce(string_agg(id || ':' || (timestarted IS NOT NULL), ','), '') FROM mdl_task_adhoc "
+                   "WHERE classname = '\\local_rigcheck\\task\\busy_task'")  # fmt: skip
+
+
+def test_a_node_leaving_the_group_finishes_its_running_task_before_its_hook_completes(site: Site) -> None:
+    """Scale-in while a long ad-hoc task runs on the node: the drain (moodle-node-drain.sh, as its unit runs
+    it) starts no new cron run, lets the running one finish its task, heartbeats the terminate hook while it
+    waits, and completes the hook only then; no task is left marked running."""
+    if site.leg != DRAIN_LEG:
+        pytest.skip(f"the drain is rehearsed on {DRAIN_LEG}")
+    if site.cron is not None and site.cron.poll() is None:
+        site.cron.communicate(timeout=900)  # node 1's cron run (keeps alive 3 minutes) must not take the task
+    node = site.nodes[1]
+    instance = node.imds.metadata["instance-id"]
+    assert busy_tasks(site) == ""
+    queue_busy_task(node, BUSY_SECONDS)
+    cron = start_cron_as_its_unit_runs_it(node)
+    deadline = time.monotonic() + 120
+    while not busy_tasks(site).endswith(":true"):
+        assert time.monotonic() < deadline and cron.poll() is None, "node 2's cron never took the busy task"
+        time.sleep(0.5)
+    taken = time.monotonic()
+    node.imds.metadata["autoscaling/target-lifecycle-state"] = "Terminated"
+    try:
+        drain = node.run(["env", "MOODLE_CFN_DRAIN_POLL_SECONDS=1", "bash", "/usr/share/moodle-cfn/moodle-node-drain.sh"],
+                         check=False, timeout=600)  # fmt: skip
+    finally:
+        node.imds.metadata["autoscaling/target-lifecycle-state"] = "InService"
+    drained = time.monotonic()
+    output, errors = cron.communicate(timeout=60)
+    site.steps["drain of a node running a 30 s ad-hoc task"] = round(drained - taken, 1)
+    assert drain.returncode == 0, drain.stdout + drain.stderr
+    assert node.run(["test", "-e", "/run/moodle-cron-timer-stopped"], check=False).returncode == 0
+    # Moodle's cron took the signal as "finish this task, then exit", and did.
+    assert "rig busy task done after 30 s" in output, output[-3000:] + errors[-3000:]
+    assert cron.returncode == 0, output[-3000:] + errors[-3000:]
+    assert busy_tasks(site) == "", "a task is left in the queue or marked running"
+    assert site.db("SELECT count(*) FROM mdl_task_adhoc WHERE timestarted IS NOT NULL") == "0"
+    (completion,) = [c for c in site.aws.calls_of("CompleteLifecycleAction", instance)
+                     if c["LifecycleHookName"] == "moodle-node-drain"]  # fmt: skip
+    assert completion["LifecycleActionResult"] == "CONTINUE"
+    heartbeats = [c for c in site.aws.calls_of("RecordLifecycleActionHeartbeat", instance)
+                  if c["LifecycleHookName"] == "moodle-node-drain"]  # fmt: skip
+    assert heartbeats and site.aws.calls.index(heartbeats[-1]) < site.aws.calls.index(completion)
+    # The hook waited for the task: at least the task's remaining time passed after the runner took it.
+    assert drained - taken >= BUSY_SECONDS - 5, drained - taken
+    assert "drained in" in drain.stderr and "asking it to finish its current task" in drain.stderr, (
+        drain.stderr
+    )
 
 
 def node_state(site: Site, node: Node) -> str:

@@ -51,6 +51,15 @@ $CFG->directorypermissions = 02770;
 // Locks through PostgreSQL advisory locks: no lock files on the shared disk.
 $CFG->lock_factory = '\core\lock\postgres_lock_factory';
 
+// Task runners across the fleet. Every node runs one cron.php at a time (moodle-cron.service), so runners
+// are at most the nodes; these limits are the whole site's (Moodle counts them with its locks). Scheduled
+// tasks are many short ones: 2 runners keep them on time while the other nodes' cron runs take ad-hoc work.
+// Ad-hoc tasks are the long ones (backups, restores, course copies, bulk messages): 4 runners instead of
+// Moodle's 3 shorten a queue of them without letting a whole fleet load the database at once. A node
+// leaving the group finishes its running task first (moodle-node-drain.sh).
+$CFG->task_scheduled_concurrency_limit = 2;
+$CFG->task_adhoc_concurrency_limit = 4;
+
 $session = $settings['session'];
 if ($session['engine'] === 'memcached') {
     $CFG->session_handler_class = '\core\session\memcached';

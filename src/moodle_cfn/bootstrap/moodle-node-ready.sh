@@ -27,14 +27,8 @@ source "${MOODLE_CFN_PLATFORM:-$share_dir/platform-al2023.sh}"
 
 log() { printf '%s moodle-node-ready: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
 
-# IMDSv2 (the launch template requires tokens).
-imds() {
-  local token
-  token=$(curl -fsS -X PUT "$imds_url/latest/api/token" -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
-  curl -fsS -H "X-aws-ec2-metadata-token: $token" "$imds_url/latest/meta-data/$1"
-}
-
-site() { jq -r --arg key "$1" '.[$key]' "$etc_dir/site.json"; }
+# shellcheck source-path=SCRIPTDIR source=moodle-lifecycle.sh
+source "$share_dir/moodle-lifecycle.sh"
 
 instance_id=$(imds instance-id)
 # Instance tags are in the metadata (InstanceMetadataTags); colons are allowed in those keys (EC2 guide,
@@ -44,15 +38,11 @@ group=$(imds tags/instance/aws:autoscaling:groupName)
 target_state=$(imds autoscaling/target-lifecycle-state || echo InService)
 readonly instance_id group target_state
 
+# A reboot of a node in service has no pending lifecycle action: nothing to complete (status 2).
 complete_hook() {
-  local result=$1 output
-  output=$(aws autoscaling complete-lifecycle-action --region "$(site AWS_REGION)" \
-    --lifecycle-hook-name "$(site LIFECYCLE_HOOK)" --auto-scaling-group-name "$group" \
-    --instance-id "$instance_id" --lifecycle-action-result "$result" 2>&1) && return 0
-  # A reboot of a node in service has no pending lifecycle action: nothing to complete.
-  grep -q 'No active Lifecycle Action found' <<< "$output" && return 0
-  log "completing the lifecycle hook with $result failed: $output"
-  return 1
+  local status=0
+  lifecycle_action complete-lifecycle-action "$(site LIFECYCLE_HOOK)" --lifecycle-action-result "$1" || status=$?
+  [[ $status != 1 ]]
 }
 
 # CreationPolicy and rolling updates wait for one signal per new node; a warm-pool node signals when it
@@ -73,17 +63,15 @@ heartbeat_pid=""
 # pending lifecycle action: the first answer says so, and the heartbeats stop.
 keep_lease() {
   trap - ERR
-  local started=$SECONDS output
+  local started=$SECONDS status
   while sleep "$heartbeat_seconds" > /dev/null 2>&1; do
     if (( SECONDS - started > heartbeat_budget )); then
       log "the setup has run for more than ${heartbeat_budget}s: no more lifecycle heartbeats"
       return 0
     fi
-    output=$(aws autoscaling record-lifecycle-action-heartbeat --region "$(site AWS_REGION)" \
-      --lifecycle-hook-name "$(site LIFECYCLE_HOOK)" --auto-scaling-group-name "$group" \
-      --instance-id "$instance_id" 2>&1) && continue
-    grep -q 'No active Lifecycle Action found' <<< "$output" && return 0
-    log "warning: recording a lifecycle heartbeat failed: $output"
+    status=0
+    lifecycle_action record-lifecycle-action-heartbeat "$(site LIFECYCLE_HOOK)" || status=$?
+    [[ $status == 2 ]] && return 0
   done
 }
 

@@ -49,6 +49,8 @@ source "${MOODLE_CFN_PLATFORM:-$share_dir/platform-al2023.sh}"
 source "$share_dir/moodle-release.sh"
 # shellcheck source-path=SCRIPTDIR source=moodle-plugins.sh
 source "$share_dir/moodle-plugins.sh"
+# shellcheck source-path=SCRIPTDIR source=php-fpm-size.sh
+source "$share_dir/php-fpm-size.sh"
 
 # To stderr, so that a line logged inside a command substitution or a redirected call still reaches the log.
 log() { printf '%s moodle-node-setup: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
@@ -340,8 +342,14 @@ configure_web_server() {
   local router=""
   [[ ${moodle_release%%.*} -ge 5 ]] && router="FallbackResource /r.php"
   install_rendered php-moodle.ini "$php_ini_path"
+  local memory_mib vcpus
+  memory_mib=$(platform_memory_mib)
+  vcpus=$(platform_vcpus)
+  size_php_fpm_pool "$memory_mib" "$vcpus" "$share_dir/php-fpm-sizing.json" "$share_dir/php-moodle.ini"
+  log "PHP-FPM: $fpm_max_children workers for $memory_mib MiB and $vcpus vCPUs"
   install_rendered php-fpm-moodle.conf "$fpm_pool_path" "WEB_USER=$web_user" "FPM_SOCKET=$fpm_socket" \
-    "PHP_ERROR_LOG=$php_error_log"
+    "PHP_ERROR_LOG=$php_error_log" "MAX_CHILDREN=$fpm_max_children" "START_SERVERS=$fpm_start_servers" \
+    "MIN_SPARE_SERVERS=$fpm_min_spare_servers" "MAX_SPARE_SERVERS=$fpm_max_spare_servers"
   install_rendered moodle-vhost.conf "$vhost_path" "DOCUMENT_ROOT=$MOODLE_PUBLIC" "ROUTER=$router" \
     "FPM_SOCKET=$fpm_socket" "HEALTH_PATH=$HEALTH_CHECK_PATH"
   platform_start_web
@@ -588,7 +596,8 @@ refresh_database_credentials() {
 start_cron_and_logs() {
   step "starting cron and log shipping"
   local unit
-  for unit in moodle-cron.service moodle-cron.timer moodle-credentials.service moodle-credentials.timer; do
+  for unit in moodle-cron.service moodle-cron.timer moodle-credentials.service moodle-credentials.timer \
+    moodle-node-drain.service; do
     install_rendered "$unit" "/etc/systemd/system/$unit" "WEB_USER=$web_user"
   done
   platform_start_cron

@@ -100,10 +100,25 @@ platform_start_web() {
   systemctl restart php-fpm httpd
 }
 
+# What the PHP-FPM pool is sized from (php-fpm-size.sh): the memory the kernel manages (MemTotal, a little
+# under the instance type's nominal memory) and the vCPUs.
+platform_memory_mib() { awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo; }
+platform_vcpus() { nproc; }
+
 # The units are in /etc/systemd/system already (the node setup renders them).
 platform_start_cron() {
   systemctl daemon-reload
-  systemctl enable --now moodle-cron.timer moodle-credentials.timer
+  systemctl enable --now moodle-cron.timer moodle-credentials.timer moodle-node-drain.service
+}
+
+# For moodle-node-drain.sh: no new cron run, and the one running now (its unit's main process is the php
+# process: the unit execs it).
+platform_stop_cron_timer() { systemctl stop moodle-cron.timer; }
+platform_cron_pid() {
+  local pid
+  pid=$(systemctl show --property MainPID --value moodle-cron.service)
+  [[ $pid != 0 ]] && echo "$pid"
+  return 0
 }
 
 platform_start_log_shipping() {

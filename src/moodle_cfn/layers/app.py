@@ -218,6 +218,7 @@ def node_settings(host: If, admin_secret: object, release_parameter: object) -> 
         "INIT_RESOURCE": web_tier.LAUNCH_TEMPLATE_TITLE,
         "SIGNAL_RESOURCE": web_tier.ASG_TITLE,
         "LIFECYCLE_HOOK": web_tier.LIFECYCLE_HOOK,
+        "DRAIN_HOOK": web_tier.DRAIN_HOOK,
         "HEALTH_CHECK_PATH": load_balancer.HEALTH_CHECK_PATH,
         "WWWROOT": Sub("https://${Host}", Host=host),
         "MOODLE_VERSION": Ref(moodle.MOODLE_VERSION.parameter),

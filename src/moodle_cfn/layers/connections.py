@@ -1,8 +1,8 @@
 """The database connections the largest web fleet could open, against what the chosen Aurora size allows.
 
 Each PHP-FPM worker of a web node keeps one persistent connection (config.php: dbpersist), so a node holds
-at most `pm.max_children` connections (read from the shipped pool file, the one source of that number),
-plus one for its cron run (moodle-cron.service runs one cron.php at a time) and one for a setup or upgrade
+at most `pm.max_children` connections (sized at boot from its memory and vCPUs; node_sizing.py applies the
+same rule to WebInstanceType), plus one for its cron run (moodle-cron.service runs one cron.php at a time) and one for a setup or upgrade
 CLI run. At WebMaxSize nodes that must fit in the writer's max_connections, less what AWS keeps for itself.
 
 Aurora PostgreSQL's default max_connections is LEAST({DBInstanceClassMemory/9531392}, 5000) (Aurora User
@@ -17,10 +17,8 @@ memory is counted at 90% here).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
-from moodle_cfn import bootstrap
 from moodle_cfn.checks import FindingCheck, number
 from moodle_cfn.layers.database import (
     DATABASE_CAPACITY_MODE,
@@ -28,7 +26,8 @@ from moodle_cfn.layers.database import (
     DATABASE_MAX_CAPACITY,
     DATABASE_MIN_CAPACITY,
 )
-from moodle_cfn.layers.web_tier import WEB_MAX_SIZE
+from moodle_cfn.layers.web_tier import WEB_INSTANCE_TYPE, WEB_MAX_SIZE
+from moodle_cfn.node_sizing import instance_fpm_workers
 
 BYTES_PER_CONNECTION = 9531392
 CONNECTIONS_CEILING = 5000
@@ -49,12 +48,9 @@ CLASS_MEMORY_GIB = {
 PER_NODE_CLI = 2
 
 
-def fpm_max_children() -> int:
-    """pm.max_children of the PHP-FPM pool the web nodes install."""
-    found = re.search(r"^pm\.max_children\s*=\s*(\d+)\s*$", bootstrap.read("php-fpm-moodle.conf"), re.M)
-    if found is None:
-        raise ValueError("php-fpm-moodle.conf has no pm.max_children")
-    return int(found.group(1))
+def fpm_max_children(values: Mapping[str, str]) -> int:
+    """pm.max_children of a node of the chosen WebInstanceType."""
+    return instance_fpm_workers(values[WEB_INSTANCE_TYPE.name])
 
 
 def max_connections(values: Mapping[str, str]) -> tuple[int, str]:
@@ -78,7 +74,7 @@ def max_connections(values: Mapping[str, str]) -> tuple[int, str]:
 
 def fleet_connections(values: Mapping[str, str]) -> int:
     """Connections WebMaxSize nodes could hold at once."""
-    return int(number(values, WEB_MAX_SIZE.name)) * (fpm_max_children() + PER_NODE_CLI)
+    return int(number(values, WEB_MAX_SIZE.name)) * (fpm_max_children(values) + PER_NODE_CLI)
 
 
 def connections_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
@@ -89,9 +85,9 @@ def connections_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
     if needed <= budget:
         return None
     nodes = int(number(values, WEB_MAX_SIZE.name))
-    fits = budget // (fpm_max_children() + PER_NODE_CLI)
+    fits = budget // (fpm_max_children(values) + PER_NODE_CLI)
     return WEB_MAX_SIZE.name, (
-        f"{nodes} web nodes x ({fpm_max_children()} PHP-FPM workers, each with a persistent database connection, "
+        f"{nodes} {values[WEB_INSTANCE_TYPE.name]} web nodes x ({fpm_max_children(values)} PHP-FPM workers, each with a persistent database connection, "
         f"+ {PER_NODE_CLI} CLI) = {needed} connections, more than the {budget} that {where} allows "
         f"(max_connections {allowed} less {AWS_RESERVED} for AWS); use at most {fits} nodes or a larger database"
     )

@@ -28,6 +28,9 @@ ETC_DIR = "/etc/moodle-cfn"
 # Files copied verbatim to SHARE_DIR: (file, mode).
 SHARED_FILES = (
     ("moodle-node-ready.sh", "000755"),
+    ("moodle-node-drain.sh", "000755"),
+    ("moodle-lifecycle.sh", "000644"),
+    ("moodle-node-drain.service", "000644"),
     ("moodle-node-setup.sh", "000755"),
     ("moodle-release.sh", "000644"),
     ("moodle-plugins.sh", "000644"),
@@ -43,6 +46,8 @@ SHARED_FILES = (
     ("moodle-vhost.conf", "000644"),
     ("php-moodle.ini", "000644"),
     ("php-fpm-moodle.conf", "000644"),
+    ("php-fpm-size.sh", "000644"),
+    ("php-fpm-sizing.json", "000644"),
     ("moodle-cron.service", "000644"),
     ("moodle-cron.timer", "000644"),
     ("moodle-credentials.service", "000644"),
@@ -407,7 +412,8 @@ def settings_names() -> set[str]:
             bootstrap.read("moodle-node-setup.sh") + bootstrap.read(releases.NODE_PLATFORM_FILE),
         )
     )
-    ready = set(re.findall(r"\bsite ([A-Z][A-Z0-9_]+)", bootstrap.read("moodle-node-ready.sh")))
+    lookups = bootstrap.read("moodle-node-ready.sh") + bootstrap.read("moodle-node-drain.sh")
+    ready = set(re.findall(r"\bsite ([A-Z][A-Z0-9_]+)", lookups))
     return (setup - NOT_SITE_SETTINGS) | ready
 
 

@@ -114,6 +114,12 @@ ASG_TITLE = "WebAutoScalingGroup"
 # minutes (its setup hung or died) is abandoned.
 LIFECYCLE_HOOK = "moodle-node-ready"
 LIFECYCLE_HEARTBEAT_SECONDS = 900
+# The terminate lifecycle hook a node completes itself (moodle-node-drain.sh) once the Moodle task it was
+# running has finished, recording a heartbeat every 2 minutes meanwhile (for up to an hour). A node that
+# dies or hangs while it drains is terminated 5 minutes after its last heartbeat (CONTINUE: there is
+# nothing left to keep on a node that cannot answer).
+DRAIN_HOOK = "moodle-node-drain"
+DRAIN_HEARTBEAT_SECONDS = 300
 # The tag that lets a node complete its own group's lifecycle actions (policies.web_node_policy).
 GROUP_SITE_TAG = "moodle-cfn-site"
 LAUNCH_TEMPLATE_TITLE = "WebLaunchTemplate"
@@ -452,7 +458,13 @@ def add_auto_scaling_group(
                     LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
                     HeartbeatTimeout=LIFECYCLE_HEARTBEAT_SECONDS,
                     DefaultResult="ABANDON",
-                )
+                ),
+                LifecycleHookSpecification(
+                    LifecycleHookName=DRAIN_HOOK,
+                    LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING",
+                    HeartbeatTimeout=DRAIN_HEARTBEAT_SECONDS,
+                    DefaultResult="CONTINUE",
+                ),
             ],
             CreationPolicy=CreationPolicy(
                 ResourceSignal=ResourceSignal(Count=Ref(WEB_MIN_SIZE.parameter), Timeout=SIGNAL_TIMEOUT),
