@@ -999,7 +999,7 @@ def test_a_rotated_database_login_reaches_every_node_and_the_site_never_stops(si
         logins.append(login["username"])
         for node in site.nodes:
             assert Browser(SITE_HOST).request(node, "GET", "/login/index.php")[0] == 200, "before the check"
-            checked = node.run(["bash", "/usr/share/moodle-cfn/moodle-node-setup.sh", "--database-credentials"],
+            checked = node.run(["bash", "/usr/share/moodle-cfn/moodle-node-setup.sh", "--refresh-settings"],
                                check=False)  # fmt: skip
             assert checked.returncode == 0, checked.stderr[-2000:]
             assert f"logs in to the database as {login['username']}" in checked.stderr

@@ -570,33 +570,62 @@ record_release() {
     log "warning: cannot publish the release to the SSM parameter $RELEASE_PARAMETER: $(tail -n 1 <<< "$published")"
 }
 
-# Moodle's login rotates (Secrets Manager, alternating users): the previous one keeps working until the
-# rotation after it, so nodes bring the current one to moodle.json within the hour (moodle-credentials.timer),
-# where config.php reads it at the next request; open connections stay logged in.
-refresh_database_credentials() {
-  step "bringing Moodle's database login up to date with its secret"
-  [[ -s $settings_file ]] || die "$settings_file is missing: this node's setup has not run"
-  local credentials login
-  credentials=$(secret "$DATABASE_APP_SECRET_ARN")
-  login=$(jq -r .username <<< "$credentials")
-  # Both documents on stdin (the password never an argument): moodle.json, then the secret.
-  if [[ $(jq -s '.[0].database.user == .[1].username and .[0].database.password == .[1].password' \
-    "$settings_file" - <<< "$credentials") == true ]]; then
-    return
-  fi
+# moodle.json with a jq filter applied to [moodle.json, the document on stdin], replaced atomically and
+# readable by the web server's group only: a secret travels on stdin, never as an argument.
+update_settings() {
+  local filter=$1
   umask 027
-  jq -s '.[0].database.user = .[1].username | .[0].database.password = .[1].password | .[0]' \
-    "$settings_file" - <<< "$credentials" > "$settings_file.partial"
+  jq -s "$filter" "$settings_file" - > "$settings_file.partial"
   chgrp "$web_user" "$settings_file.partial"
   mv "$settings_file.partial" "$settings_file"
   umask 022
-  log "Moodle now logs in to the database as $login"
+}
+
+# What changes under a running node (moodle-settings-refresh.timer, every 5 minutes), brought to
+# moodle.json, where config.php reads it at the next request:
+#   - Moodle's login rotates (Secrets Manager, alternating users); the previous one keeps working until
+#     the rotation after it; open connections stay logged in;
+#   - a memcached cluster resized (ElastiCache adds or removes nodes) has a new node list. The sessions'
+#     list is read by config.php; the application cache's is in Moodle's cache configuration on EFS,
+#     shared by every node, rewritten by the first node to see the change (under the install lock).
+refresh_settings() {
+  step "bringing moodle.json up to date with the login's secret and the caches' nodes"
+  [[ -s $settings_file ]] || die "$settings_file is missing: this node's setup has not run"
+  local credentials
+  credentials=$(secret "$DATABASE_APP_SECRET_ARN")
+  # Both documents on stdin (the password never an argument): moodle.json, then the secret.
+  if [[ $(jq -s '.[0].database.user == .[1].username and .[0].database.password == .[1].password' \
+    "$settings_file" - <<< "$credentials") != true ]]; then
+    update_settings '.[0].database.user = .[1].username | .[0].database.password = .[1].password | .[0]' \
+      <<< "$credentials"
+    log "Moodle now logs in to the database as $(jq -r .username <<< "$credentials")"
+  fi
+  refresh_cache_nodes session "$SESSION_CACHE_ENGINE" "$SESSION_CACHE_ID"
+  refresh_cache_nodes application "$APPLICATION_CACHE_ENGINE" "$APPLICATION_CACHE_ID"
+}
+
+refresh_cache_nodes() {
+  local role=$1 engine=$2 id=$3 servers
+  [[ $engine == memcached ]] || return 0
+  servers=$(memcached_nodes "$id")
+  [[ $(jq -r --arg role "$role" '.[$role].servers | join(",")' "$settings_file") != "$servers" ]] || return 0
+  update_settings '.[0][.[1].role].servers = .[1].servers | .[0]' \
+    <<< "$(jq -n --arg role "$role" --arg servers "$servers" '{role: $role, servers: ($servers | split(","))}')"
+  log "the $role cache cluster $id now has the nodes $servers"
+  if [[ $role == application ]]; then
+    # shellcheck source=/dev/null
+    source "$etc_dir/runtime.env"
+    (
+      flock 9
+      as_web_user php "$share_dir/muc-configure.php"
+    ) 9> "$state_dir/install.lock"
+  fi
 }
 
 start_cron_and_logs() {
   step "starting cron and log shipping"
   local unit
-  for unit in moodle-cron.service moodle-cron.timer moodle-credentials.service moodle-credentials.timer \
+  for unit in moodle-cron.service moodle-cron.timer moodle-settings-refresh.service moodle-settings-refresh.timer \
     moodle-node-drain.service; do
     install_rendered "$unit" "/etc/systemd/system/$unit" "WEB_USER=$web_user"
   done
@@ -605,8 +634,8 @@ start_cron_and_logs() {
 }
 
 main() {
-  if [[ ${1:-} == --database-credentials ]]; then
-    refresh_database_credentials
+  if [[ ${1:-} == --refresh-settings ]]; then
+    refresh_settings
     return
   fi
   install_base_packages

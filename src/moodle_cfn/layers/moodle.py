@@ -50,8 +50,8 @@ SHARED_FILES = (
     ("php-fpm-sizing.json", "000644"),
     ("moodle-cron.service", "000644"),
     ("moodle-cron.timer", "000644"),
-    ("moodle-credentials.service", "000644"),
-    ("moodle-credentials.timer", "000644"),
+    ("moodle-settings-refresh.service", "000644"),
+    ("moodle-settings-refresh.timer", "000644"),
 )
 # Node logs shipped by the CloudWatch agent: file -> log group suffix (web_tier.LOG_NAMES).
 SHIPPED_LOGS = {
