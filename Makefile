@@ -15,7 +15,7 @@ CHECKOV := $(BIN)/checkov -d $(TEMPLATES) --framework cloudformation --skip-down
 # Debian's default PHP (8.2 on Debian 12, 8.4 on Debian 13) through its version-less packages.
 RIG_PACKAGES := apache2 php-fpm php-cli php-pgsql php-intl php-mbstring php-gd php-soap \
 	php-xml php-zip php-curl php-memcached php-redis php-apcu memcached redis-server \
-	postgresql-client jq git unzip openssl ca-certificates util-linux procps
+	postgresql-client jq git unzip openssl ca-certificates util-linux procps nftables logrotate
 # make bench-node also needs a load generator and FUSE (the EFS latency model runs on libfuse3 through mfusepy).
 BENCH_PACKAGES := wrk fuse3 libfuse3-3
 BENCH_FUSE := .rig/fuse

@@ -28,6 +28,8 @@ readonly fpm_socket=/run/php-fpm/www.sock
 readonly vhost_path=/etc/apache2/sites-enabled/moodle.conf
 # In the node's private /etc/moodle-cfn: the rig's nodes share the machine's /etc/nftables.
 readonly metadata_rules_path=/etc/moodle-cfn/metadata.nft
+# In the node's private /etc/moodle-cfn: the rig's nodes share the machine's /etc/logrotate.d.
+readonly logrotate_path=/etc/moodle-cfn/logrotate.conf
 readonly php_error_log=/var/log/php-fpm/www-error.log
 readonly ca_bundle=/etc/ssl/certs/ca-certificates.crt
 readonly imds_url=${RIG_IMDS_URL:?set by the rehearsal rig}
@@ -41,7 +43,7 @@ platform_install_base_packages() {
   # What AL2023's platform file installs the client by (the cluster's major): it must reach the node.
   [[ ${DATABASE_MAJOR_VERSION:-} =~ ^[0-9]+$ ]] ||
     die "site.json gives no PostgreSQL major version (DATABASE_MAJOR_VERSION='${DATABASE_MAJOR_VERSION:-}')"
-  apt_install apache2 postgresql-client nftables curl jq git tar unzip
+  apt_install apache2 postgresql-client nftables logrotate curl jq git tar unzip
 }
 
 platform_install_php() {

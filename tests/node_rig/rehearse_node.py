@@ -45,6 +45,7 @@ from tests.node_rig.argv_watch import ArgvWatch, watching_argument_lists
 from tests.node_rig.aws import Aws, Imds, running_aws
 from tests.node_rig.cfn_init import app_template, database_parameters, init_files, resolve
 from tests.node_rig.iam_check import StackState, denied_report, evaluate, group_tags
+from tests.node_rig.memory_cgroup import MemoryCgroup, namespace_processes
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +128,12 @@ NODE_ADDRESSES = ("127.0.0.11", "127.0.0.12")
 HEALTH_PATH = "/lb-health"
 NODE_SETUP_FAILED = "moodle-node-setup: FAILED"
 HEARTBEAT_SECONDS = 10
+# Node 2 is told it is a t4g.medium (4 GiB, 2 vCPUs): its PHP-FPM pool is sized from that
+# (platform-debian.sh), and a test holds it to that memory.
+SMALL_NODE = {"RIG_MEMORY_MIB": "4096", "RIG_VCPUS": "2"}
+# The heaviest pages a logged-in user of the rig's site opens (the dashboard, the admin tree, the course
+# list, the profile): what fills a PHP-FPM worker's memory.
+LOAD_PAGES = ("/my/", "/admin/search.php", "/course/index.php", "/user/profile.php")
 # The rig's servers listen from here: below Linux's ephemeral range (32768-60999), so that while one is
 # stopped (a fault) no client's connection to it can take its port (a TCP self-connect), which would
 # keep it from starting again. Seen: PostgreSQL on 55400 could not restart after a 60 s outage.
@@ -453,6 +460,8 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer
             "autoscaling/target-lifecycle-state": "InService",
         })  # fmt: skip
         node_environment = {**environment, "RIG_IMDS_URL": imds.url, "RIG_NODE_ADDRESS": address}
+        if n == 2:
+            node_environment.update(SMALL_NODE)
         nodes.append(Node(f"node{n}", address, workdir / f"node{n}", node_environment, imds=imds))
     site = Site(
         leg, engine, release, postgres, aws, tls, nodes, parameters, names, shared, cache_ports, caches
@@ -765,6 +774,118 @@ def test_cron_as_its_unit_runs_it(site: Site) -> None:
     output, errors = site.cron.communicate(timeout=900)
     assert site.cron.returncode == 0, output[-3000:] + errors[-3000:]
     assert "Cron run completed correctly" in output
+
+
+def test_a_4_gib_node_sizes_its_pool_to_fit_and_holds_under_load(site: Site) -> None:
+    """Node 2 is told it is a 4 GiB, 2 vCPU node (a t4g.medium): its PHP-FPM pool is sized from that at boot,
+    then held to 4 GiB (a memory cgroup, as MemoryMax= would) while twice as many logged-in users as it has
+    workers load the heaviest pages the rig has, for 20 s. No worker is killed for memory, every page is
+    served, and the peak stays under the limit."""
+    node = site.nodes[1]
+    pool = node.file(f"/etc/php/{machine_php()}/fpm/pool.d/www.conf")
+    workers = int(re.search(r"^pm\.max_children = (\d+)$", pool, re.M).group(1))
+    expected = subprocess.run(["bash", str(ROOT / "src/moodle_cfn/bootstrap/php-fpm-size.sh"), SMALL_NODE["RIG_MEMORY_MIB"],
+                               SMALL_NODE["RIG_VCPUS"]], capture_output=True, text=True, check=True).stdout.split()[0]  # fmt: skip
+    assert workers == int(expected)
+    try:
+        cgroup = MemoryCgroup.create(f"moodle-cfn-rig-{site.leg}", int(SMALL_NODE["RIG_MEMORY_MIB"]) * 2**20)
+    except (RuntimeError, OSError) as error:
+        pytest.skip(f"no memory cgroup to hold the node to 4 GiB: {error}")
+    try:
+        cgroup.adopt(namespace_processes(node.holder.pid, "php-fpm"))
+        users = 2 * workers
+        browsers = [Browser(SITE_HOST) for _ in range(users)]
+        for browser in browsers:
+            browser.log_in(node, "admin", ADMIN_PASSWORD)
+        statuses: list[int] = []
+        peak = [0]
+        stop = time.monotonic() + 20
+
+        def load(browser: Browser) -> None:
+            while time.monotonic() < stop:
+                for path in LOAD_PAGES:
+                    statuses.append(browser.request(node, "GET", path)[0])
+                    peak[0] = max(peak[0], cgroup.current())
+
+        threads = [threading.Thread(target=load, args=(browser,)) for browser in browsers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        measured = max(peak[0], cgroup.peak() or 0)
+        site.steps[f"4 GiB node under {users} users: peak MiB of PHP-FPM ({workers} workers)"] = (
+            measured // 2**20
+        )
+        site.steps[f"4 GiB node under {users} users: pages served in 20 s"] = len(statuses)
+        assert cgroup.oom_kills() == 0
+        assert statuses and set(statuses) == {200}, sorted(set(statuses))
+        assert measured < int(SMALL_NODE["RIG_MEMORY_MIB"]) * 2**20
+    finally:
+        cgroup.remove()
+
+
+def test_the_node_logs_rotate(site: Site) -> None:
+    """The node's logrotate file, as logrotate.timer runs it: the cron log is rotated, the writer's file
+    truncated in place (it keeps it open), the old lines kept beside it."""
+    node = site.nodes[0]
+    conf = "/etc/moodle-cfn/logrotate.conf"
+    node.run(["sh", "-c", 'for i in $(seq 1 200); do echo "cron line $i"; done >> /var/log/moodle-cron.log'])
+    checked = node.run(["logrotate", "-d", "-s", "/var/lib/moodle-cfn/logrotate.state", conf], check=False)
+    assert checked.returncode == 0 and "error" not in checked.stderr.lower(), checked.stderr
+    node.run(["logrotate", "-f", "-s", "/var/lib/moodle-cfn/logrotate.state", conf])
+    assert node.file("/var/log/moodle-cron.log") == ""
+    assert "cron line 200" in node.file("/var/log/moodle-cron.log.1")
+
+
+def test_a_resized_memcached_cluster_is_used_without_a_reboot(site: Site) -> None:
+    """ElastiCache adds a node to each memcached cluster: each node's 5-minute refresh (run here at once)
+    puts it in moodle.json (sessions) and, once for the site, in Moodle's cache configuration on EFS
+    (application cache). Both nodes then hash keys over the same servers: a session opened on node 1 holds
+    on node 2, and the new servers receive keys. (Sessions hashed to other servers before the resize are
+    gone: memcached sessions do not survive a resize, README.) Then the clusters shrink back the same way."""
+    if site.engine != "memcached":
+        pytest.skip("valkey has one endpoint whatever its size")
+    extra = {
+        role: services.start_memcached(port + 50, site.shared.parent)
+        for role, port in site.cache_ports.items()
+    }
+    clusters = {role: f"rig-{site.leg}-{role}" for role in site.cache_ports}
+
+    def resize(grown: bool) -> None:
+        for role, port in site.cache_ports.items():
+            site.aws.clusters[clusters[role]] = [("127.0.0.1", port)] + (
+                [("127.0.0.1", port + 50)] if grown else []
+            )
+        for node in site.nodes:
+            refreshed = node.run(
+                ["bash", "/usr/share/moodle-cfn/moodle-node-setup.sh", "--refresh-settings"], check=False
+            )
+            assert refreshed.returncode == 0, refreshed.stderr[-2000:]
+            settings = json.loads(node.file("/etc/moodle-cfn/moodle.json"))
+            for role, port in site.cache_ports.items():
+                assert settings[role]["servers"] == [f"127.0.0.1:{port}"] + (
+                    [f"127.0.0.1:{port + 50}"] if grown else []
+                )
+
+    try:
+        resize(grown=True)
+        muc = (site.shared / "data/muc/config.php").read_text()
+        assert str(site.cache_ports["application"] + 50) in muc, (
+            "the application cache's store misses the new node"
+        )
+        for _ in range(8):  # 8 sessions: each lands on either server
+            browser = Browser(SITE_HOST)
+            browser.log_in(site.nodes[0], "admin", ADMIN_PASSWORD)
+            final = browser.request(site.nodes[1], "GET", "/my/")[1]
+            assert not final.startswith("/login/"), (
+                f"the session opened on node 1 is not found on node 2 ({final})"
+            )
+        for role in site.cache_ports:
+            assert services.memcached_keys(site.cache_ports[role] + 50), f"the new {role} node holds no key"
+    finally:
+        resize(grown=False)
+        for server in extra.values():
+            server.stop()
 
 
 # The leg whose node 2 leaves the group while it runs a long ad-hoc task (one leg: the task takes its time).

@@ -629,6 +629,7 @@ start_cron_and_logs() {
     moodle-node-drain.service; do
     install_rendered "$unit" "/etc/systemd/system/$unit" "WEB_USER=$web_user"
   done
+  install_rendered moodle-logrotate.conf "$logrotate_path"
   platform_start_cron
   platform_start_log_shipping "$etc_dir/cloudwatch-agent.json"
 }

@@ -12,6 +12,7 @@ readonly fpm_socket=/run/php-fpm/www.sock
 readonly vhost_path=/etc/httpd/conf.d/moodle.conf
 # The packet filter that keeps the instance metadata service root's (moodle-metadata.nft).
 readonly metadata_rules_path=/etc/nftables/moodle-cfn-metadata.nft
+readonly logrotate_path=/etc/logrotate.d/moodle-cfn
 readonly php_error_log=/var/log/php-fpm/www-error.log
 # The system trust store: ElastiCache's certificates chain to a public root in it.
 readonly ca_bundle=/etc/pki/tls/certs/ca-bundle.crt
@@ -54,7 +55,7 @@ platform_install_base_packages() {
   [[ ${DATABASE_MAJOR_VERSION:-} =~ ^[0-9]+$ ]] ||
     die "site.json gives no PostgreSQL major version (DATABASE_MAJOR_VERSION='${DATABASE_MAJOR_VERSION:-}')"
   dnf install -y --setopt=install_weak_deps=False \
-    httpd amazon-efs-utils amazon-cloudwatch-agent nftables "postgresql$DATABASE_MAJOR_VERSION" jq git tar unzip
+    httpd amazon-efs-utils amazon-cloudwatch-agent nftables logrotate "postgresql$DATABASE_MAJOR_VERSION" jq git tar unzip
 }
 
 # phpredis is packaged (php8.3-pecl-redis6, php8.4-pecl-redis6 from 2023.8.20250818, "Core New Packages",

@@ -46,6 +46,7 @@ SHARED_FILES = (
     ("moodle-vhost.conf", "000644"),
     ("php-moodle.ini", "000644"),
     ("php-fpm-moodle.conf", "000644"),
+    ("moodle-logrotate.conf", "000644"),
     ("php-fpm-size.sh", "000644"),
     ("php-fpm-sizing.json", "000644"),
     ("moodle-cron.service", "000644"),
