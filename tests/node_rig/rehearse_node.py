@@ -935,9 +935,11 @@ def test_a_node_leaving_the_group_finishes_its_running_task_before_its_hook_comp
     finally:
         node.imds.metadata["autoscaling/target-lifecycle-state"] = "InService"
     drained = time.monotonic()
+    processes = subprocess.run(["pgrep", "-af", "cron"], capture_output=True, text=True).stdout
+    assert drain.returncode == 0, drain.stdout + drain.stderr
+    assert "asking it to finish its current task" in drain.stderr, drain.stderr + processes
     output, errors = cron.communicate(timeout=60)
     site.steps["drain of a node running a 30 s ad-hoc task"] = round(drained - taken, 1)
-    assert drain.returncode == 0, drain.stdout + drain.stderr
     assert node.run(["test", "-e", "/run/moodle-cron-timer-stopped"], check=False).returncode == 0
     # Moodle's cron took the signal as "finish this task, then exit", and did.
     assert "rig busy task done after 30 s" in output, output[-3000:] + errors[-3000:]
