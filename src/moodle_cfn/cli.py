@@ -8,19 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from moodle_cfn import __version__, cost, deploy, diagram, master, publish
 from moodle_cfn import params as params_file
 from moodle_cfn.build import write_templates
 from moodle_cfn.common import SITE_NAME
-from moodle_cfn.errors import InputError
+from moodle_cfn.errors import AWS_ERRORS, EXIT_AWS_FAILED, EXIT_BAD_INPUT, InputError, one_line
 from moodle_cfn.files import write_atomic
 from moodle_cfn.layers import all_checks, all_expanders
 from moodle_cfn.rules import effective_values
 
 PROG = "moodle-cfn"
-EXIT_BAD_INPUT = 2
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -111,6 +108,11 @@ def site_of(args: argparse.Namespace) -> deploy.Site:
     return deploy.Site(client, args.stack)
 
 
+def has_terminal() -> bool:
+    """Whether a person can answer: stdin and stdout both terminals (not `| tee`, not a CI job)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Publish the templates, then create or update the site through a previewed, guarded change set."""
     values = load_params(args.params)
@@ -120,7 +122,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     options = deploy.DeployOptions(
         preview_only=args.preview,
         assume_yes=args.yes,
-        interactive=sys.stdin.isatty() and sys.stdout.isatty(),
+        interactive=has_terminal(),
         allowed=frozenset(args.allow_replace),
     )
     parameters = {**values, **location.parameters(stack_region)}
@@ -150,7 +152,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         try:
             client = publish.session(args.profile, "us-east-1").client("pricing", region_name="us-east-1")
             prices = cost.live(args.region, prices, wanted, client)
-        except (BotoCoreError, ClientError) as error:
+        except AWS_ERRORS as error:
             raise publish.aws_error("AWS Price List API", error) from None
     lines = cost.estimate(values, prices, assumptions)
     if args.format == "json":
@@ -276,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except InputError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return error.exit_code
     except BrokenPipeError:
         return 0
+    except AWS_ERRORS as error:
+        # The last line of defence: an AWS call a command did not wrap still ends in one line.
+        print(f"{PROG}: error: AWS call failed: {one_line(error)}", file=sys.stderr)
+        return EXIT_AWS_FAILED
