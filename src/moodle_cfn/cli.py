@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +17,8 @@ from moodle_cfn.build import write_templates
 from moodle_cfn.common import SITE_NAME
 from moodle_cfn.errors import AWS_ERRORS, EXIT_AWS_FAILED, EXIT_BAD_INPUT, InputError, one_line
 from moodle_cfn.files import write_atomic
-from moodle_cfn.layers import all_checks, all_expanders
+from moodle_cfn.layers import LAYERS, all_checks, all_expanders
+from moodle_cfn.regions import check_region
 from moodle_cfn.rules import effective_values
 
 PROG = "moodle-cfn"
@@ -41,12 +45,29 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check a params file; print a one-line summary."""
+    """Check a params file as a deploy would (Region rules when the Region is known); a one-line summary."""
     template = master_template()
-    values = load_params(args.params)
+    region = known_region(args)
+    values = load_deployable(args.params, region)
     defaults = len(template["Parameters"]) - len(values)
-    print(f"{args.params}: valid ({len(values)} parameters set, {defaults} left at their defaults)")
+    where = (
+        f"Region rules checked for {region}"
+        if region
+        else ("Region rules not checked: give --region, or a profile or AWS_REGION with a Region")
+    )
+    print(f"{args.params}: valid ({len(values)} parameters set, {defaults} left at their defaults; {where})")
     return 0
+
+
+def known_region(args: argparse.Namespace) -> str | None:
+    """--region, else AWS_REGION, else the Region of --profile / AWS_DEFAULT_REGION (read offline), else None."""
+    if args.region:
+        return check_region(args.region)
+    # AWS_REGION first, as the AWS CLI v2 and SDKs read it; boto3 itself reads only AWS_DEFAULT_REGION.
+    if os.environ.get("AWS_REGION"):
+        return check_region(os.environ["AWS_REGION"], "AWS_REGION")
+    region = publish.session(getattr(args, "profile", None), None).region_name
+    return check_region(region, "the profile's region") if region else None
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -62,9 +83,33 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_params(path: str) -> dict[str, str]:
+def load_params(path: str, region: str | None = None) -> dict[str, str]:
     """A params file, fully validated against the master template."""
-    return params_file.load(Path(path), master_template(), all_checks(), all_expanders())
+    return params_file.load(Path(path), master_template(), all_checks(), all_expanders(), region)
+
+
+def load_deployable(path: str, region: str | None) -> dict[str, str]:
+    """A params file about to become a stack: validated, and ready for production if it says it is."""
+    values, environment = params_file.read(
+        Path(path), master_template(), all_checks(), all_expanders(), region
+    )
+    params_file.check_ready_for_production(values, environment, path)
+    return values
+
+
+def check_allowed_replacements(names: list[str]) -> frozenset[str]:
+    """--allow-replace names, each the logical id of a stateful resource in the templates."""
+    stateful = deploy.stateful_resources(layer.build().to_dict() for layer in LAYERS)
+    for name in names:
+        if name not in stateful:
+            close = difflib.get_close_matches(name, sorted(stateful), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"they are: {', '.join(sorted(stateful))}"
+            raise InputError(
+                name,
+                f"not a stateful resource of the templates (only those need allowing); {hint}",
+                "--allow-replace",
+            )
+    return frozenset(names)
 
 
 def stack_name(args: argparse.Namespace, values: dict[str, str]) -> str:
@@ -74,7 +119,7 @@ def stack_name(args: argparse.Namespace, values: dict[str, str]) -> str:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Upload templates/ to S3, verify it, print the master URL and the quick-create link."""
-    values = load_params(args.params) if args.params else {}
+    values = load_deployable(args.params, args.region) if args.params else {}
     location, keys = publish.publish(
         args.bucket, args.prefix, Path(args.templates), args.region, args.profile
     )
@@ -91,7 +136,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_quick_create_url(args: argparse.Namespace) -> int:
     """Print the console quick-create link for a params file (no AWS call)."""
     publish.check_location_arguments(args.bucket, args.prefix, args.region)
-    values = load_params(args.params)
+    if args.bucket_region:
+        check_region(args.bucket_region, "--bucket-region")
+    values = load_deployable(args.params, args.region)
     location = publish.Location(args.bucket, args.prefix, args.bucket_region or args.region)
     link_values = {**values, **location.parameters(args.region)}
     print(
@@ -104,6 +151,8 @@ def cmd_quick_create_url(args: argparse.Namespace) -> int:
 
 def site_of(args: argparse.Namespace) -> deploy.Site:
     """The site's stack through a CloudFormation client of --profile / --region."""
+    if args.region:
+        check_region(args.region)
     client = publish.session(args.profile, args.region).client("cloudformation")
     return deploy.Site(client, args.stack)
 
@@ -115,15 +164,19 @@ def has_terminal() -> bool:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Publish the templates, then create or update the site through a previewed, guarded change set."""
-    values = load_params(args.params)
+    allowed = check_allowed_replacements(args.allow_replace)
+    values = load_deployable(args.params, known_region(args))
     location, _ = publish.publish(args.bucket, args.prefix, Path(args.templates), args.region, args.profile)
     stack_region = args.region or location.region
+    if not args.region:
+        # The stack goes where the bucket is: the Region rules are checked for that Region now.
+        values = load_deployable(args.params, stack_region)
     args.region = stack_region
     options = deploy.DeployOptions(
         preview_only=args.preview,
         assume_yes=args.yes,
         interactive=has_terminal(),
-        allowed=frozenset(args.allow_replace),
+        allowed=allowed,
     )
     parameters = {**values, **location.parameters(stack_region)}
     return deploy.run_deploy(site_of(args), publish.master_url(location), parameters, options, sys.stdout)
@@ -136,30 +189,43 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    """Print the monthly estimate of a params file."""
-    template = master_template()
-    values = effective_values(template["Parameters"], load_params(args.params))
+    """Print the monthly estimate of a params file (markdown/totals: a comparison of several)."""
+    if len(args.params) > 1 and args.format in ("table", "json"):
+        raise InputError(" ".join(args.params), f"--format {args.format} takes one params file", "cost")
+    check_region(args.region)
     assumptions = cost.Assumptions(**{name: getattr(args, name) for name, _ in cost.assumption_fields()})
-    prices = cost.PriceTable.bundled(cost.BUNDLED_REGIONS[0] if args.live else args.region)
-    if args.live:
-        wanted = {
-            "ec2_instance_hour": [values["WebInstanceType"]],
-            "aurora_instance_hour": [values["DatabaseInstanceClass"]],
-            "elasticache_node_hour": sorted(
-                {values["SessionCacheNodeType"], values["ApplicationCacheNodeType"]}
-            ),
-        }
-        try:
-            client = publish.session(args.profile, "us-east-1").client("pricing", region_name="us-east-1")
-            prices = cost.live(args.region, prices, wanted, client)
-        except AWS_ERRORS as error:
-            raise publish.aws_error("AWS Price List API", error) from None
-    lines = cost.estimate(values, prices, assumptions)
+    estimates, prices = {}, None
+    for path in args.params:
+        values = effective_values(master_template()["Parameters"], load_params(path, args.region))
+        prices = live_or_bundled_prices(args, values)
+        estimates[Path(path).name] = cost.estimate(values, prices, assumptions)
+    lines = next(iter(estimates.values()))
     if args.format == "json":
         sys.stdout.write(cost.render_json(lines, prices, assumptions))
+    elif args.format == "markdown":
+        sys.stdout.write(cost.render_markdown(estimates))
+    elif args.format == "totals":
+        sys.stdout.write(cost.render_totals(estimates))
     else:
         sys.stdout.write(cost.render_table(lines, prices))
     return 0
+
+
+def live_or_bundled_prices(args: argparse.Namespace, values: dict[str, str]) -> cost.PriceTable:
+    """The bundled price table, or with --live the instances' prices from the AWS Price List API."""
+    prices = cost.PriceTable.bundled(cost.BUNDLED_REGIONS[0] if args.live else args.region)
+    if not args.live:
+        return prices
+    wanted = {
+        "ec2_instance_hour": [values["WebInstanceType"]],
+        "aurora_instance_hour": [values["DatabaseInstanceClass"]],
+        "elasticache_node_hour": sorted({values["SessionCacheNodeType"], values["ApplicationCacheNodeType"]}),
+    }
+    try:
+        client = publish.session(args.profile, "us-east-1").client("pricing", region_name="us-east-1")
+        return cost.live(args.region, prices, wanted, client)
+    except AWS_ERRORS as error:
+        raise publish.aws_error("AWS Price List API", error) from None
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
@@ -170,6 +236,17 @@ def cmd_diagram(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(f"{nodes} nodes, {edges} edges")
     return 0
+
+
+def non_negative(text: str) -> float:
+    """A usage assumption: a finite number, 0 or more (a negative one would print a negative cost)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, not {text}")
+    return number
 
 
 def parser() -> argparse.ArgumentParser:
@@ -190,6 +267,9 @@ def parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a params file against the master template")
     validate.add_argument("params", metavar="PARAMS.yaml")
+    validate.add_argument("--region", help="check the Region-dependent rules for this Region "
+                          "(default: the profile's or AWS_REGION's, when set)")  # fmt: skip
+    validate.add_argument("--profile", help="AWS profile whose Region to use (read locally, no AWS call)")
     validate.set_defaults(func=cmd_validate)
 
     to_json = commands.add_parser("params", help="print a params file as AWS CLI parameter JSON")
@@ -252,13 +332,14 @@ def parser() -> argparse.ArgumentParser:
     state.set_defaults(func=cmd_status)
 
     estimate = commands.add_parser("cost", help="estimate the monthly cost of a params file")
-    estimate.add_argument("params", metavar="PARAMS.yaml")
+    estimate.add_argument("params", metavar="PARAMS.yaml", nargs="+",
+                          help="a params file (several with --format markdown or totals, compared)")  # fmt: skip
     estimate.add_argument("--region", default="us-east-1", help="region of the stack (default: us-east-1)")
-    estimate.add_argument("--format", choices=["table", "json"], default="table")
+    estimate.add_argument("--format", choices=["table", "json", "markdown", "totals"], default="table")
     estimate.add_argument("--live", action="store_true", help="price instances from the AWS Price List API")
     estimate.add_argument("--profile", help="AWS profile for --live")
     for name, default in cost.assumption_fields():
-        estimate.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, metavar="N",
+        estimate.add_argument(f"--{name.replace('_', '-')}", type=non_negative, default=default, metavar="N",
                               help=f"usage assumption (default: {default:g})")  # fmt: skip
     estimate.set_defaults(func=cmd_cost)
 

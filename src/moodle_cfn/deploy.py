@@ -134,6 +134,16 @@ def preview_table(changes: list[Change]) -> str:
     return "\n".join(lines) + f"\n{summary}\n"
 
 
+def stateful_resources(templates: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """{logical id: type} of every resource the guard protects, across the layers' templates."""
+    return {
+        name: resource["Type"]
+        for template in templates
+        for name, resource in template.get("Resources", {}).items()
+        if resource["Type"] in STATEFUL_TYPES
+    }
+
+
 def refused(changes: list[Change], allowed: set[str]) -> list[Change]:
     """The stateful replacements and removals that no --allow names."""
     return [c for c in changes if c.endangers_data() and c.logical_id not in allowed]

@@ -21,10 +21,10 @@ from botocore.exceptions import ClientError, NoCredentialsError, ProfileNotFound
 from moodle_cfn import master
 from moodle_cfn.build import MASTER_FILE, build_all
 from moodle_cfn.errors import CALL_ERRORS, AwsFailure, InputError, one_line
+from moodle_cfn.regions import check_region
 
 BUCKET_PATTERN = master.TEMPLATES_BUCKET_NAME.parameter.AllowedPattern
 PREFIX_PATTERN = master.TEMPLATES_KEY_PREFIX.parameter.AllowedPattern
-REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$"
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ def check_location_arguments(bucket: str, prefix: str, region: str | None) -> No
             "the prefix must be empty or end with '/' (like moodle-cfn/)",
             "--prefix",
         )
-    if region is not None and not re.fullmatch(REGION_PATTERN, region):
-        raise InputError(region, "not an AWS region code such as eu-west-1", "--region")
+    if region is not None:
+        check_region(region)
 
 
 def quick_create_url(stack_region: str, template_url: str, stack_name: str, values: Mapping[str, str]) -> str:
