@@ -1,4 +1,5 @@
-"""The `moodle-cfn` command: build templates, validate params files, print them for the AWS CLI."""
+"""The `moodle-cfn` command: build, validate, params, publish, quick-create-url, deploy, status, cost and
+diagram (`moodle-cfn --help` says what each does)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import difflib
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,11 +92,41 @@ def load_params(path: str, region: str | None = None) -> dict[str, str]:
 
 def load_deployable(path: str, region: str | None) -> dict[str, str]:
     """A params file about to become a stack: validated, and ready for production if it says it is."""
+    return load_site(path, region)[0]
+
+
+def load_site(path: str, region: str | None) -> tuple[dict[str, str], str | None]:
+    """load_deployable's values, and the file's Environment."""
     values, environment = params_file.read(
         Path(path), master_template(), all_checks(), all_expanders(), region
     )
     params_file.check_ready_for_production(values, environment, path)
-    return values
+    return values, environment
+
+
+# CloudFormation stack tags (Tag data type): key 1-128 characters, not starting with aws:, value up to 256.
+TAG_TEXT = r"[\w .:/=+\-@]"
+ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}"
+TAG_SHAPE = "expected KEY=VALUE (key 1-128, value up to 256 letters, digits, spaces and _.:/=+-@)"
+
+
+def stack_tags(pairs: list[str]) -> dict[str, str]:
+    """--tag KEY=VALUE options as a mapping; one line naming the bad one."""
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not (
+            equals
+            and re.fullmatch(f"{TAG_TEXT}{{1,128}}", key)
+            and re.fullmatch(f"{TAG_TEXT}{{0,256}}", value)
+        ):
+            raise InputError(pair, TAG_SHAPE, "--tag")
+        if key.lower().startswith("aws:"):
+            raise InputError(pair, "keys starting with aws: are reserved for AWS", "--tag")
+        if key in tags:
+            raise InputError(pair, f"{key} is given twice", "--tag")
+        tags[key] = value
+    return tags
 
 
 def check_allowed_replacements(names: list[str]) -> frozenset[str]:
@@ -165,7 +197,15 @@ def has_terminal() -> bool:
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Publish the templates, then create or update the site through a previewed, guarded change set."""
     allowed = check_allowed_replacements(args.allow_replace)
-    values = load_deployable(args.params, known_region(args))
+    tags = stack_tags(args.tag)
+    if args.role_arn and not re.fullmatch(ROLE_ARN_PATTERN, args.role_arn):
+        raise InputError(
+            args.role_arn, "not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)", "--role-arn"
+        )
+    values, environment = load_site(args.params, known_region(args))
+    protect = (
+        environment == "production" if args.termination_protection is None else args.termination_protection
+    )
     location, _ = publish.publish(args.bucket, args.prefix, Path(args.templates), args.region, args.profile)
     stack_region = args.region or location.region
     if not args.region:
@@ -177,6 +217,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         assume_yes=args.yes,
         interactive=has_terminal(),
         allowed=allowed,
+        tags=tags,
+        role_arn=args.role_arn,
+        protect=protect,
     )
     parameters = {**values, **location.parameters(stack_region)}
     return deploy.run_deploy(site_of(args), publish.master_url(location), parameters, options, sys.stdout)
@@ -284,7 +327,8 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--prefix", default="moodle-cfn/", help="key prefix, ending in / (default: moodle-cfn/)"
         )
-        command.add_argument("--stack-name", help="stack name in the link (default: the SiteName)")
+        command.add_argument("--stack", "--stack-name", dest="stack_name",
+                             help="stack name in the link (default: the SiteName)")  # fmt: skip
 
     upload = commands.add_parser("publish", help="upload templates/ to S3 and print the quick-create link")
     location_options(upload)
@@ -311,7 +355,7 @@ def parser() -> argparse.ArgumentParser:
         "deploy", help="publish, preview and create or update the site stack (change set with nested stacks)"
     )
     ship.add_argument("params", metavar="PARAMS.yaml")
-    ship.add_argument("--stack", required=True, help="name of the site's stack")
+    ship.add_argument("--stack", "--stack-name", required=True, help="name of the site's stack")
     ship.add_argument("--bucket", required=True, help="S3 bucket the templates are published to")
     ship.add_argument(
         "--prefix", default="moodle-cfn/", help="key prefix, ending in / (default: moodle-cfn/)"
@@ -323,10 +367,17 @@ def parser() -> argparse.ArgumentParser:
     ship.add_argument("--yes", action="store_true", help="do not ask before deploying")
     ship.add_argument("--allow-replace", action="append", default=[], metavar="NAME",
                       help="allow replacing or removing this stateful resource (logical id); repeatable")  # fmt: skip
+    ship.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                      help="stack tag, propagated to every resource that takes tags (cost allocation); repeatable")  # fmt: skip
+    ship.add_argument(
+        "--role-arn", metavar="ARN", help="service role CloudFormation uses for the stack's operations"
+    )
+    ship.add_argument("--termination-protection", action=argparse.BooleanOptionalAction, default=None,
+                      help="protect a stack this run creates from deletion (default: on for Environment: production)")  # fmt: skip
     ship.set_defaults(func=cmd_deploy)
 
     state = commands.add_parser("status", help="the site's stacks, their states and outputs")
-    state.add_argument("--stack", required=True, help="name of the site's stack")
+    state.add_argument("--stack", "--stack-name", required=True, help="name of the site's stack")
     state.add_argument("--region", help="region of the stack")
     state.add_argument("--profile", help="AWS profile to use")
     state.set_defaults(func=cmd_status)

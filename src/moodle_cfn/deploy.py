@@ -13,12 +13,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
 from botocore.exceptions import ClientError, NoCredentialsError, ProfileNotFound, WaiterError
 
+from moodle_cfn.changes import (  # noqa: F401 (re-exported: deploy.Change and friends)
+    NESTED_STACK_TYPE,
+    ROOT_LABEL,
+    STATEFUL_TYPES,
+    Change,
+    changes_of,
+    preview_table,
+    refused,
+    stateful_resources,
+    why,
+)
 from moodle_cfn.errors import CALL_ERRORS, AwsFailure, InputError, one_line
 from moodle_cfn.publish import aws_error
 
@@ -27,19 +38,7 @@ EXIT_OK = 0
 EXIT_REFUSED = 3
 EXIT_FAILED = 4
 
-STATEFUL_TYPES = frozenset(
-    {
-        "AWS::RDS::DBCluster",
-        "AWS::RDS::DBInstance",
-        "AWS::EFS::FileSystem",
-        "AWS::SecretsManager::Secret",
-        "AWS::Backup::BackupVault",
-        "AWS::S3::Bucket",
-    }
-)
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
-ROOT_LABEL = "(site)"
-NESTED_STACK_TYPE = "AWS::CloudFormation::Stack"
 # Outputs worth printing at the end of a run.
 KEY_OUTPUTS = ("SiteUrl", "MoodleAdminSecretArn", "DashboardName")
 CANCELLED = ("cancelled", "canceled")
@@ -50,103 +49,6 @@ CHANGE_SET_PREFIX = "moodle-cfn-"
 # the next deploy deletes it. One still being created belongs to a run in progress and is left alone.
 LEFTOVER_STATUSES = frozenset({"CREATE_COMPLETE", "FAILED"})
 LEFTOVER_EXECUTION_STATUSES = frozenset({"AVAILABLE", "UNAVAILABLE", "OBSOLETE", "EXECUTE_FAILED"})
-
-
-@dataclass(frozen=True)
-class Change:
-    """One resource change of a change set, flattened across nested stacks."""
-
-    stack: str
-    action: str
-    logical_id: str
-    resource_type: str
-    replacement: str
-    why: str
-
-    @property
-    def kind(self) -> str:
-        """add, modify, replace or remove, as an operator reads it."""
-        if self.action == "Modify" and self.replacement in ("True", "Conditional"):
-            return "replace" if self.replacement == "True" else "may replace"
-        return {"Add": "add", "Remove": "remove", "Modify": "modify"}.get(self.action, self.action.lower())
-
-    def endangers_data(self) -> bool:
-        """Whether it would replace or remove a resource that holds the site's data or secrets."""
-        return self.resource_type in STATEFUL_TYPES and self.kind in ("replace", "may replace", "remove")
-
-
-def why(details: Iterable[Mapping[str, Any]]) -> str:
-    """What causes a change: the properties that change and the parameter or resource behind each."""
-    causes = []
-    for detail in details:
-        target = detail.get("Target", {})
-        what = target.get("Name") or target.get("Attribute", "")
-        cause = detail.get("CausingEntity")
-        text = f"{what} <- {cause}" if cause else what
-        if text and text not in causes:
-            causes.append(text)
-    return ", ".join(causes)
-
-
-def changes_of(
-    describe: Callable[[str], Mapping[str, Any]], change_set_id: str, label: str = ROOT_LABEL
-) -> list[Change]:
-    """Every resource change of a change set and of the nested change sets it points to."""
-    found: list[Change] = []
-    answer = describe(change_set_id)
-    for item in answer.get("Changes", []):
-        change = item.get("ResourceChange", {})
-        if change.get("ResourceType") == NESTED_STACK_TYPE and change.get("ChangeSetId"):
-            found.extend(changes_of(describe, change["ChangeSetId"], change["LogicalResourceId"]))
-            continue
-        found.append(
-            Change(
-                stack=label,
-                action=change.get("Action", ""),
-                logical_id=change.get("LogicalResourceId", ""),
-                resource_type=change.get("ResourceType", ""),
-                replacement=change.get("Replacement", ""),
-                why=why(change.get("Details", [])),
-            )
-        )
-    return found
-
-
-def preview_table(changes: list[Change]) -> str:
-    """The changes as an aligned table, stack by stack; stateful replacements and removals marked."""
-    if not changes:
-        return "no changes\n"
-    header = ("STACK", "CHANGE", "RESOURCE", "TYPE", "WHY")
-    rows = [
-        (c.stack, c.kind + (" !" if c.endangers_data() else ""), c.logical_id, c.resource_type, c.why or "-")
-        for c in sorted(changes, key=lambda c: (c.stack != ROOT_LABEL, c.stack, c.logical_id))
-    ]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(4)]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
-        for row in (header, *rows)
-    ]
-    counts = {
-        kind: sum(1 for c in changes if c.kind == kind)
-        for kind in ("add", "modify", "replace", "may replace", "remove")
-    }
-    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-    return "\n".join(lines) + f"\n{summary}\n"
-
-
-def stateful_resources(templates: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """{logical id: type} of every resource the guard protects, across the layers' templates."""
-    return {
-        name: resource["Type"]
-        for template in templates
-        for name, resource in template.get("Resources", {}).items()
-        if resource["Type"] in STATEFUL_TYPES
-    }
-
-
-def refused(changes: list[Change], allowed: set[str]) -> list[Change]:
-    """The stateful replacements and removals that no --allow names."""
-    return [c for c in changes if c.endangers_data() and c.logical_id not in allowed]
 
 
 @dataclass(frozen=True)
@@ -233,6 +135,8 @@ class Site:
         # Once a change set is made, its stack's id: unlike the name, it cannot point at an older stack
         # of the same name (one a failed first run left and this run deleted).
         self.stack_id: str | None = None
+        # Whether the last change set creates the stack (rather than updating it).
+        self.creating = False
 
     @property
     def ref(self) -> str:
@@ -331,18 +235,34 @@ class Site:
         return events
 
     def change_set(
-        self, template_url: str, parameters: Mapping[str, str], name: str
+        self,
+        template_url: str,
+        parameters: Mapping[str, str],
+        name: str,
+        tags: Mapping[str, str] | None = None,
+        role_arn: str | None = None,
     ) -> tuple[str, list[Change]]:
-        """Create the change set (nested stacks included), wait for it, return its id and changes."""
+        """Create the change set (nested stacks included), wait for it, return its id and changes.
+
+        Stack tags go to every nested stack and every resource that takes tags (CloudFormation propagates
+        them), so they can serve as cost-allocation tags; `role_arn` is the service role CloudFormation acts as.
+        """
+        self.creating = not self.exists()
+        optional: dict[str, Any] = {}
+        if tags:
+            optional["Tags"] = [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+        if role_arn:
+            optional["RoleARN"] = role_arn
         created = self.call(
             "create_change_set",
             StackName=self.stack,
             ChangeSetName=name,
-            ChangeSetType="UPDATE" if self.exists() else "CREATE",
+            ChangeSetType="CREATE" if self.creating else "UPDATE",
             TemplateURL=template_url,
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
             Capabilities=CAPABILITIES,
             IncludeNestedStacks=True,
+            **optional,
         )
         change_set_id = created["Id"]
         self.stack_id = created.get("StackId")
@@ -418,6 +338,11 @@ class DeployOptions:
     interactive: bool = False
     allowed: frozenset[str] = frozenset()
     interval: float = 10.0
+    # Stack tags (propagated to every resource that takes tags), the service role, and whether a stack this
+    # run creates gets termination protection once it is complete.
+    tags: Mapping[str, str] = field(default_factory=dict)
+    role_arn: str | None = None
+    protect: bool = False
 
 
 NO_TERMINAL = (
@@ -455,7 +380,11 @@ def run_deploy(
     for leftover in site.prepare():
         out.write(f"deleted a change set an earlier run left unexecuted: {leftover}\n")
     change_set_id, changes = site.change_set(
-        template_url, parameters, f"{CHANGE_SET_PREFIX}{time.time_ns() // 1_000_000}"
+        template_url,
+        parameters,
+        f"{CHANGE_SET_PREFIX}{time.time_ns() // 1_000_000}",
+        options.tags,
+        options.role_arn,
     )
     out.write(preview_table(changes))
 
@@ -488,6 +417,14 @@ def run_deploy(
     elapsed = f"{(time.monotonic() - started) / 60:.1f} min"
     if succeeded(status):
         out.write(f"{site.stack}: {status} in {elapsed}\n{outputs_text(site.describe())}")
+        if site.creating and options.protect:
+            # Only once the create succeeded: a protected stack would have to be unprotected before a
+            # failed first create (ROLLBACK_COMPLETE) could be deleted.
+            site.call("update_termination_protection", EnableTerminationProtection=True, StackName=site.stack)
+            out.write(
+                f"termination protection is on: aws cloudformation update-termination-protection "
+                f"--no-enable-termination-protection --stack-name {site.stack} turns it off before a delete\n"
+            )
         return EXIT_OK
     out.write(f"{site.stack}: {status} after {elapsed}\n")
     cause = root_cause(site.events_since(started_at))
