@@ -11,7 +11,8 @@ import pytest
 from botocore.validate import ParamValidator
 
 from moodle_cfn import deploy
-from moodle_cfn.cli import main, parser, stack_tags
+from moodle_cfn.cli import main, parser
+from moodle_cfn.cli_stack import stack_tags
 
 TEMPLATE = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
 ROLE = "arn:aws:iam::123456789012:role/cloudformation-moodle"

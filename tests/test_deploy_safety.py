@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from botocore.parsers import ResponseParserError
 from urllib3.exceptions import ProtocolError
 
-from moodle_cfn import cli, deploy
+from moodle_cfn import cli, cli_stack, deploy
 
 GOOD = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
 # moto 5.2 crashes on this while executing (put_parameter with Name None): HTTP 500 with an HTML body.
@@ -63,9 +63,9 @@ def test_the_command_sees_a_pipe_as_no_terminal(monkeypatch):
     """What cmd_deploy passes on: stdin a terminal but stdout a pipe (| tee deploy.log) is not interactive."""
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
-    assert cli.has_terminal() is False
+    assert cli_stack.has_terminal() is False
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    assert cli.has_terminal() is True
+    assert cli_stack.has_terminal() is True
 
 
 def test_a_500_on_execute_is_one_line_and_the_next_deploy_continues(site, urls, capsys):
@@ -154,7 +154,7 @@ class Raising:
     ],
 )  # fmt: skip
 def test_every_class_of_aws_error_is_one_line_and_a_non_zero_exit(monkeypatch, capsys, error, says):
-    monkeypatch.setattr(cli, "site_of", lambda args: deploy.Site(Raising(error), "moodle"))
+    monkeypatch.setattr(cli_stack, "site_of", lambda args: deploy.Site(Raising(error), "moodle"))
     code = cli.main(["status", "--stack", "moodle", "--region", "eu-west-1"])
     err = capsys.readouterr().err
     assert code != 0

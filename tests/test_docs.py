@@ -18,7 +18,7 @@ from tests.docs_commands import DOCUMENTS, ROOT, generated_blocks, output_of, sh
 # The placeholders the documents use for what only the reader knows.
 READER_VALUES = {"YOUR-BUCKET": "your-bucket"}
 # Commands that need an AWS account: parsed by the CLI's own parser, not run.
-NEEDS_AWS = {"deploy", "status", "publish"}
+NEEDS_AWS = {"deploy", "status", "publish", "delete"}
 SCREEN_LINES = 50
 
 

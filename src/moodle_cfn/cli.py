@@ -1,25 +1,30 @@
-"""The `moodle-cfn` command: build, validate, params, publish, quick-create-url, deploy, status, cost and
-diagram (`moodle-cfn --help` says what each does)."""
+"""The `moodle-cfn` command: build, validate, params, publish, quick-create-url, deploy, status, delete
+(--dry-run), cost and diagram (`moodle-cfn --help` says what each does)."""
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
-import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from moodle_cfn import __version__, cost, deploy, diagram, master, publish
+from moodle_cfn import __version__, cost, diagram, publish
 from moodle_cfn import params as params_file
 from moodle_cfn.build import write_templates
+from moodle_cfn.cli_stack import (
+    cmd_delete,
+    cmd_deploy,
+    cmd_status,
+    known_region,
+    load_deployable,
+    load_params,
+    master_template,
+)
 from moodle_cfn.common import SITE_NAME
 from moodle_cfn.errors import AWS_ERRORS, EXIT_AWS_FAILED, EXIT_BAD_INPUT, InputError, one_line
 from moodle_cfn.files import write_atomic
-from moodle_cfn.layers import LAYERS, all_checks, all_expanders
 from moodle_cfn.regions import check_region
 from moodle_cfn.rules import effective_values
 
@@ -31,11 +36,6 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see {PROG} --help)\n")
-
-
-def master_template() -> dict[str, Any]:
-    """The master template as data, built in memory (always current, no files read)."""
-    return master.build().to_dict()
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -61,17 +61,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def known_region(args: argparse.Namespace) -> str | None:
-    """--region, else AWS_REGION, else the Region of --profile / AWS_DEFAULT_REGION (read offline), else None."""
-    if args.region:
-        return check_region(args.region)
-    # AWS_REGION first, as the AWS CLI v2 and SDKs read it; boto3 itself reads only AWS_DEFAULT_REGION.
-    if os.environ.get("AWS_REGION"):
-        return check_region(os.environ["AWS_REGION"], "AWS_REGION")
-    region = publish.session(getattr(args, "profile", None), None).region_name
-    return check_region(region, "the profile's region") if region else None
-
-
 def cmd_params(args: argparse.Namespace) -> int:
     """Print a params file as AWS CLI / StackSets parameter JSON."""
     text = params_file.to_cli_json(load_params(args.params))
@@ -83,65 +72,6 @@ def cmd_params(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-def load_params(path: str, region: str | None = None) -> dict[str, str]:
-    """A params file, fully validated against the master template."""
-    return params_file.load(Path(path), master_template(), all_checks(), all_expanders(), region)
-
-
-def load_deployable(path: str, region: str | None) -> dict[str, str]:
-    """A params file about to become a stack: validated, and ready for production if it says it is."""
-    return load_site(path, region)[0]
-
-
-def load_site(path: str, region: str | None) -> tuple[dict[str, str], str | None]:
-    """load_deployable's values, and the file's Environment."""
-    values, environment = params_file.read(
-        Path(path), master_template(), all_checks(), all_expanders(), region
-    )
-    params_file.check_ready_for_production(values, environment, path)
-    return values, environment
-
-
-# CloudFormation stack tags (Tag data type): key 1-128 characters, not starting with aws:, value up to 256.
-TAG_TEXT = r"[\w .:/=+\-@]"
-ROLE_ARN_PATTERN = r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}"
-TAG_SHAPE = "expected KEY=VALUE (key 1-128, value up to 256 letters, digits, spaces and _.:/=+-@)"
-
-
-def stack_tags(pairs: list[str]) -> dict[str, str]:
-    """--tag KEY=VALUE options as a mapping; one line naming the bad one."""
-    tags: dict[str, str] = {}
-    for pair in pairs:
-        key, equals, value = pair.partition("=")
-        if not (
-            equals
-            and re.fullmatch(f"{TAG_TEXT}{{1,128}}", key)
-            and re.fullmatch(f"{TAG_TEXT}{{0,256}}", value)
-        ):
-            raise InputError(pair, TAG_SHAPE, "--tag")
-        if key.lower().startswith("aws:"):
-            raise InputError(pair, "keys starting with aws: are reserved for AWS", "--tag")
-        if key in tags:
-            raise InputError(pair, f"{key} is given twice", "--tag")
-        tags[key] = value
-    return tags
-
-
-def check_allowed_replacements(names: list[str]) -> frozenset[str]:
-    """--allow-replace names, each the logical id of a stateful resource in the templates."""
-    stateful = deploy.stateful_resources(layer.build().to_dict() for layer in LAYERS)
-    for name in names:
-        if name not in stateful:
-            close = difflib.get_close_matches(name, sorted(stateful), n=1)
-            hint = f"did you mean {close[0]}?" if close else f"they are: {', '.join(sorted(stateful))}"
-            raise InputError(
-                name,
-                f"not a stateful resource of the templates (only those need allowing); {hint}",
-                "--allow-replace",
-            )
-    return frozenset(names)
 
 
 def stack_name(args: argparse.Namespace, values: dict[str, str]) -> str:
@@ -178,56 +108,6 @@ def cmd_quick_create_url(args: argparse.Namespace) -> int:
             args.region, publish.master_url(location), stack_name(args, values), link_values
         )
     )
-    return 0
-
-
-def site_of(args: argparse.Namespace) -> deploy.Site:
-    """The site's stack through a CloudFormation client of --profile / --region."""
-    if args.region:
-        check_region(args.region)
-    client = publish.session(args.profile, args.region).client("cloudformation")
-    return deploy.Site(client, args.stack)
-
-
-def has_terminal() -> bool:
-    """Whether a person can answer: stdin and stdout both terminals (not `| tee`, not a CI job)."""
-    return sys.stdin.isatty() and sys.stdout.isatty()
-
-
-def cmd_deploy(args: argparse.Namespace) -> int:
-    """Publish the templates, then create or update the site through a previewed, guarded change set."""
-    allowed = check_allowed_replacements(args.allow_replace)
-    tags = stack_tags(args.tag)
-    if args.role_arn and not re.fullmatch(ROLE_ARN_PATTERN, args.role_arn):
-        raise InputError(
-            args.role_arn, "not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)", "--role-arn"
-        )
-    values, environment = load_site(args.params, known_region(args))
-    protect = (
-        environment == "production" if args.termination_protection is None else args.termination_protection
-    )
-    location, _ = publish.publish(args.bucket, args.prefix, Path(args.templates), args.region, args.profile)
-    stack_region = args.region or location.region
-    if not args.region:
-        # The stack goes where the bucket is: the Region rules are checked for that Region now.
-        values = load_deployable(args.params, stack_region)
-    args.region = stack_region
-    options = deploy.DeployOptions(
-        preview_only=args.preview,
-        assume_yes=args.yes,
-        interactive=has_terminal(),
-        allowed=allowed,
-        tags=tags,
-        role_arn=args.role_arn,
-        protect=protect,
-    )
-    parameters = {**values, **location.parameters(stack_region)}
-    return deploy.run_deploy(site_of(args), publish.master_url(location), parameters, options, sys.stdout)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """The site's stacks, their states and the outputs."""
-    sys.stdout.write(deploy.status_text(site_of(args)))
     return 0
 
 
@@ -381,6 +261,15 @@ def parser() -> argparse.ArgumentParser:
     state.add_argument("--region", help="region of the stack")
     state.add_argument("--profile", help="AWS profile to use")
     state.set_defaults(func=cmd_status)
+
+    remove = commands.add_parser(
+        "delete", help="with --dry-run: what a delete of the site keeps and how to remove it"
+    )
+    remove.add_argument("--stack", "--stack-name", required=True, help="name of the site's stack")
+    remove.add_argument("--region", help="region of the stack")
+    remove.add_argument("--profile", help="AWS profile to use")
+    remove.add_argument("--dry-run", action="store_true", help="report only (required: nothing is deleted)")
+    remove.set_defaults(func=cmd_delete)
 
     estimate = commands.add_parser("cost", help="estimate the monthly cost of a params file")
     estimate.add_argument("params", metavar="PARAMS.yaml", nargs="+",
