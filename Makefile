@@ -27,7 +27,7 @@ AWSCLI_VERSION := 1.46.3
 IAM_SIMULATE := .rig/iam-simulate
 IAM_SIMULATE_STAMP := $(IAM_SIMULATE)/.installed
 
-.PHONY: help venv templates test lint lock clean rig-machine rehearse-database-role rehearse-node rehearse-faults bench-node package-check iam-simulate
+.PHONY: help venv templates readme test lint lock clean rig-machine rehearse-database-role rehearse-node rehearse-faults bench-node package-check iam-simulate
 
 help: ## Show this help
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ templates: $(STAMP) ## Regenerate templates/ (and params/*.json for taskcat) and
 	$(BIN)/moodle-cfn build --out $(TEMPLATES)
 	for params in params/*.yaml; do $(BIN)/moodle-cfn params "$$params" --out "$${params%.yaml}.json" || exit 1; done
 	$(CFN_LINT) '$(TEMPLATES)/*.yaml'
+
+readme: $(STAMP) ## Write the README's generated blocks again (the cost tables, from moodle-cfn cost)
+	$(BIN)/python -m tests.docs_commands
 
 test: $(STAMP) $(IAM_SIMULATE_STAMP) ## Run the whole test suite (golden, cfn-lint, checkov, params, moto rehearsal)
 	$(BIN)/pytest

@@ -190,3 +190,30 @@ def rehearsal(aws, master_template) -> Callable[[str], dict[str, Any]]:
         return deployed[params_file]
 
     return deploy_layers
+
+
+# What an operator replaces in a copy of params/production.yaml before the first deploy.
+PRODUCTION_EDITS = {
+    "MoodleAdminEmail": "moodle-admins@university.edu",
+    "AlarmEmail": "ops@university.edu",
+    "TemplatesBucketName": "university-moodle-cfn-templates",
+}
+
+
+def params_copy(path: Path, edits: dict[str, Any], removed: tuple[str, ...] = ()) -> Path:
+    """A copy of params/production.yaml (or dev.yaml) with keys set or removed, written to `path`."""
+    import yaml
+
+    source = PARAMS_DIR / ("dev.yaml" if "dev" in path.name else "production.yaml")
+    document = yaml.safe_load(source.read_text())
+    document.update(edits)
+    for key in removed:
+        document.pop(key, None)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def my_site(tmp_path) -> Path:
+    """params/production.yaml as an operator edits it: the three example values replaced."""
+    return params_copy(tmp_path / "my-site.yaml", PRODUCTION_EDITS)

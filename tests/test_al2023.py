@@ -277,6 +277,6 @@ def test_validate_refuses_a_bad_ami_in_one_line_naming_file_key_and_reason(tmp_p
         assert err.count("\n") == 1 and err.startswith(f"moodle-cfn: error: {path}: {message}"), err
 
 
-def test_the_readme_states_the_minimum_release():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert f"**release {MINIMUM} or newer**" in readme and f"That is **{MINIMUM}**" in readme
+def test_the_design_notes_state_the_minimum_release():
+    design = (Path(__file__).resolve().parents[1] / "docs" / "design.md").read_text()
+    assert f"**release {MINIMUM} or newer**" in design and f"That is **{MINIMUM}**" in design

@@ -109,6 +109,8 @@ def test_a_replacement_of_the_database_cluster_is_refused_before_anything_runs()
         stubber.add_response("describe_stacks", {"Stacks": [{
             "StackName": "moodle", "StackId": STACK_ID, "CreationTime": T0, "StackStatus": "UPDATE_COMPLETE"}]},
             {"StackName": "moodle"})  # fmt: skip
+        stubber.add_response("list_change_sets", {"Summaries": []}, {"StackName": "moodle"})
+        stubber.add_response("describe_stacks", stack(STACK_ID, "UPDATE_COMPLETE"), {"StackName": "moodle"})
         stubber.add_response("create_change_set", {"Id": ROOT_ID, "StackId": STACK_ID}, {
             "StackName": "moodle", "ChangeSetName": ANY, "ChangeSetType": "UPDATE", "TemplateURL": ANY,
             "Parameters": ANY, "Capabilities": ANY, "IncludeNestedStacks": True})  # fmt: skip
@@ -304,25 +306,27 @@ def test_a_failed_update_reports_the_root_cause_from_the_nested_stack():
 
     def calls(stubber: Stubber) -> None:
         stubber.add_response("describe_stacks", stack(STACK_ID, "UPDATE_COMPLETE"), {"StackName": "moodle"})
+        stubber.add_response("list_change_sets", {"Summaries": []}, {"StackName": "moodle"})
+        stubber.add_response("describe_stacks", stack(STACK_ID, "UPDATE_COMPLETE"), {"StackName": "moodle"})
         stubber.add_response("create_change_set", {"Id": ROOT_ID, "StackId": STACK_ID}, None)
         stubber.add_response("describe_change_set", root_changes, {"ChangeSetName": ROOT_ID})
         stubber.add_response("describe_change_set", root_changes, {"ChangeSetName": ROOT_ID})
         stubber.add_response("describe_change_set", app_changes, {"ChangeSetName": APP_CHANGE_SET_ID})
         stubber.add_response("execute_change_set", {}, {"ChangeSetName": ROOT_ID})
         stubber.add_response(
-            "describe_stacks", stack(STACK_ID, "UPDATE_ROLLBACK_IN_PROGRESS"), {"StackName": "moodle"}
+            "describe_stacks", stack(STACK_ID, "UPDATE_ROLLBACK_IN_PROGRESS"), {"StackName": STACK_ID}
         )
-        stubber.add_response("list_stack_resources", root_resources, {"StackName": "moodle"})
-        stubber.add_response("list_stack_resources", root_resources, {"StackName": "moodle"})
+        stubber.add_response("list_stack_resources", root_resources, {"StackName": STACK_ID})
+        stubber.add_response("list_stack_resources", root_resources, {"StackName": STACK_ID})
         stubber.add_response(
             "describe_stacks", stack(APP_STACK_ID, "UPDATE_ROLLBACK_COMPLETE"), {"StackName": APP_STACK_ID}
         )
         stubber.add_response("list_stack_resources", app_resources, {"StackName": APP_STACK_ID})
         stubber.add_response(
-            "describe_stacks", stack(STACK_ID, "UPDATE_ROLLBACK_COMPLETE"), {"StackName": "moodle"}
+            "describe_stacks", stack(STACK_ID, "UPDATE_ROLLBACK_COMPLETE"), {"StackName": STACK_ID}
         )
-        stubber.add_response("list_stack_resources", root_resources, {"StackName": "moodle"})
-        stubber.add_response("describe_stack_events", root_events, {"StackName": "moodle"})
+        stubber.add_response("list_stack_resources", root_resources, {"StackName": STACK_ID})
+        stubber.add_response("describe_stack_events", root_events, {"StackName": STACK_ID})
         stubber.add_response("describe_stack_events", app_events, {"StackName": APP_STACK_ID})
 
     site, stubber = stubbed_site(calls)

@@ -10,13 +10,15 @@ from moodle_cfn.errors import InputError
 from moodle_cfn.layers import LAYERS
 from tests.conftest import TEMPLATES_DIR
 
-# "Template body size in an Amazon S3 object", for a CreateStack/UpdateStack/ValidateTemplate request with an
-# S3 template URL (AWS CloudFormation quotas; 460,800 bytes in the CloudFormation User Guide's table, raised
-# to 1 MB since: the smaller value holds either way). The 51,200-byte quota applies only to a template body
-# passed inline, and no way of deploying this site passes the master inline: it needs its nested templates
-# in S3 anyway, `moodle-cfn deploy` creates its change set with TemplateURL (tests/test_deploy.py checks the
-# request), the quick-create link carries templateURL, and the README's AWS CLI and StackSets commands use
-# --template-url. The master outgrew 51,200 bytes with the protection layer's nested stack.
+# "Template body size in an Amazon S3 object: 1 MB" (AWS CloudFormation quotas,
+# https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/cloudformation-limits.html), for a
+# CreateStack/UpdateStack/CreateChangeSet request with a TemplateURL. The API reference still gives 460,800
+# bytes for TemplateURL (ValidateTemplate, CreateStack), so the tests hold the smaller value: it holds either
+# way. The 51,200-byte quota applies only to a template body passed inline, and no way of deploying this site
+# passes the master inline: its nested templates must be in S3 anyway, `moodle-cfn deploy` creates its change
+# set with TemplateURL (tests/test_deploy.py checks the request), the quick-create link carries templateURL,
+# and the README's AWS CLI and StackSets commands use --template-url. So descriptions say what an operator
+# needs; none is cut to fit the inline limit.
 CLOUDFORMATION_TEMPLATE_URL_LIMIT = 460_800
 
 
@@ -119,3 +121,27 @@ def test_the_master_outputs_the_admin_secret_its_parameters_promise(master_templ
     assert master_template["Outputs"]["MoodleAdminSecretArn"]["Value"] == {
         "Fn::GetAtt": ["AppStack", "Outputs.MoodleAdminSecretArn"]
     }
+
+
+def test_the_scaling_windows_are_a_console_form_of_their_own(master_template):
+    """Console users never see the params file's ScheduledScaling list: the twelve window fields are grouped
+    together, labelled by window, and each description says how to use it without pointing elsewhere."""
+    interface = master_template["Metadata"]["AWS::CloudFormation::Interface"]
+    (group,) = [
+        g for g in interface["ParameterGroups"] if g["Label"]["default"].startswith("Exam-time scaling")
+    ]
+    windows = [name for name in master_template["Parameters"] if name.startswith("ScalingWindow")]
+    assert len(windows) == 12 and sorted(group["Parameters"]) == sorted([*windows, "ScalingTimeZone"])
+    for name in windows:
+        description = master_template["Parameters"][name]["Description"]
+        assert "ScheduledScaling" not in description and "see " not in description.lower(), name
+        assert interface["ParameterLabels"][name]["default"].startswith(
+            f"Window {name[len('ScalingWindow')]}:"
+        )
+    assert "'30 7 * * 1-5'" in master_template["Parameters"]["ScalingWindow1Start"]["Description"]
+
+
+def test_no_description_points_at_a_params_file_only_key(master_template):
+    for name, spec in master_template["Parameters"].items():
+        for key in ("ScheduledScaling", "Environment:"):
+            assert key not in spec["Description"], name

@@ -55,8 +55,8 @@ def test_publish_uploads_every_template_and_verifies_it(aws, capsys):
     assert (query["param_TemplatesBucketName"], query["param_TemplatesKeyPrefix"]) == ("publish-test", "v1/")
 
 
-def test_quick_create_url_fills_the_params_file_and_the_location(capsys):
-    path = PARAMS_DIR / "production.yaml"
+def test_quick_create_url_fills_the_params_file_and_the_location(capsys, my_site):
+    path = my_site  # params/production.yaml with its three example values replaced
     assert (
         main(
             [
@@ -153,7 +153,10 @@ def test_a_corrupted_read_back_is_detected():
             ["--bucket", "good-bucket", "--prefix", "no-slash"],
             "--prefix: the prefix must be empty or end with '/'",
         ),
-        (["--bucket", "good-bucket", "--region", "europe"], "--region: not an AWS region code"),
+        (
+            ["--bucket", "good-bucket", "--region", "europe"],
+            "--region: not an AWS Region this version of botocore knows",
+        ),
     ],
 )
 def test_bad_location_arguments_are_refused(capsys, arguments, message):

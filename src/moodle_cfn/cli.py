@@ -1,26 +1,34 @@
-"""The `moodle-cfn` command: build templates, validate params files, print them for the AWS CLI."""
+"""The `moodle-cfn` command: build, validate, params, publish, quick-create-url, deploy, status, delete
+(--dry-run), cost and diagram (`moodle-cfn --help` says what each does)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from moodle_cfn import __version__, cost, deploy, diagram, master, publish
+from moodle_cfn import __version__, cost, diagram, publish
 from moodle_cfn import params as params_file
 from moodle_cfn.build import write_templates
+from moodle_cfn.cli_stack import (
+    cmd_delete,
+    cmd_deploy,
+    cmd_status,
+    known_region,
+    load_deployable,
+    load_params,
+    master_template,
+)
 from moodle_cfn.common import SITE_NAME
-from moodle_cfn.errors import InputError
+from moodle_cfn.errors import AWS_ERRORS, EXIT_AWS_FAILED, EXIT_BAD_INPUT, InputError, one_line
 from moodle_cfn.files import write_atomic
-from moodle_cfn.layers import all_checks, all_expanders
+from moodle_cfn.regions import check_region
 from moodle_cfn.rules import effective_values
 
 PROG = "moodle-cfn"
-EXIT_BAD_INPUT = 2
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -28,11 +36,6 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see {PROG} --help)\n")
-
-
-def master_template() -> dict[str, Any]:
-    """The master template as data, built in memory (always current, no files read)."""
-    return master.build().to_dict()
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -44,11 +47,17 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check a params file; print a one-line summary."""
+    """Check a params file as a deploy would (Region rules when the Region is known); a one-line summary."""
     template = master_template()
-    values = load_params(args.params)
+    region = known_region(args)
+    values = load_deployable(args.params, region)
     defaults = len(template["Parameters"]) - len(values)
-    print(f"{args.params}: valid ({len(values)} parameters set, {defaults} left at their defaults)")
+    where = (
+        f"Region rules checked for {region}"
+        if region
+        else ("Region rules not checked: give --region, or a profile or AWS_REGION with a Region")
+    )
+    print(f"{args.params}: valid ({len(values)} parameters set, {defaults} left at their defaults; {where})")
     return 0
 
 
@@ -65,11 +74,6 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_params(path: str) -> dict[str, str]:
-    """A params file, fully validated against the master template."""
-    return params_file.load(Path(path), master_template(), all_checks(), all_expanders())
-
-
 def stack_name(args: argparse.Namespace, values: dict[str, str]) -> str:
     """--stack-name, else the site name."""
     return args.stack_name or values.get(SITE_NAME.name, str(SITE_NAME.parameter.Default))
@@ -77,7 +81,7 @@ def stack_name(args: argparse.Namespace, values: dict[str, str]) -> str:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Upload templates/ to S3, verify it, print the master URL and the quick-create link."""
-    values = load_params(args.params) if args.params else {}
+    values = load_deployable(args.params, args.region) if args.params else {}
     location, keys = publish.publish(
         args.bucket, args.prefix, Path(args.templates), args.region, args.profile
     )
@@ -94,7 +98,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_quick_create_url(args: argparse.Namespace) -> int:
     """Print the console quick-create link for a params file (no AWS call)."""
     publish.check_location_arguments(args.bucket, args.prefix, args.region)
-    values = load_params(args.params)
+    if args.bucket_region:
+        check_region(args.bucket_region, "--bucket-region")
+    values = load_deployable(args.params, args.region)
     location = publish.Location(args.bucket, args.prefix, args.bucket_region or args.region)
     link_values = {**values, **location.parameters(args.region)}
     print(
@@ -105,59 +111,44 @@ def cmd_quick_create_url(args: argparse.Namespace) -> int:
     return 0
 
 
-def site_of(args: argparse.Namespace) -> deploy.Site:
-    """The site's stack through a CloudFormation client of --profile / --region."""
-    client = publish.session(args.profile, args.region).client("cloudformation")
-    return deploy.Site(client, args.stack)
-
-
-def cmd_deploy(args: argparse.Namespace) -> int:
-    """Publish the templates, then create or update the site through a previewed, guarded change set."""
-    values = load_params(args.params)
-    location, _ = publish.publish(args.bucket, args.prefix, Path(args.templates), args.region, args.profile)
-    stack_region = args.region or location.region
-    args.region = stack_region
-    options = deploy.DeployOptions(
-        preview_only=args.preview,
-        assume_yes=args.yes,
-        interactive=sys.stdin.isatty() and sys.stdout.isatty(),
-        allowed=frozenset(args.allow_replace),
-    )
-    parameters = {**values, **location.parameters(stack_region)}
-    return deploy.run_deploy(site_of(args), publish.master_url(location), parameters, options, sys.stdout)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """The site's stacks, their states and the outputs."""
-    sys.stdout.write(deploy.status_text(site_of(args)))
-    return 0
-
-
 def cmd_cost(args: argparse.Namespace) -> int:
-    """Print the monthly estimate of a params file."""
-    template = master_template()
-    values = effective_values(template["Parameters"], load_params(args.params))
+    """Print the monthly estimate of a params file (markdown/totals: a comparison of several)."""
+    if len(args.params) > 1 and args.format in ("table", "json"):
+        raise InputError(" ".join(args.params), f"--format {args.format} takes one params file", "cost")
+    check_region(args.region)
     assumptions = cost.Assumptions(**{name: getattr(args, name) for name, _ in cost.assumption_fields()})
-    prices = cost.PriceTable.bundled(cost.BUNDLED_REGIONS[0] if args.live else args.region)
-    if args.live:
-        wanted = {
-            "ec2_instance_hour": [values["WebInstanceType"]],
-            "aurora_instance_hour": [values["DatabaseInstanceClass"]],
-            "elasticache_node_hour": sorted(
-                {values["SessionCacheNodeType"], values["ApplicationCacheNodeType"]}
-            ),
-        }
-        try:
-            client = publish.session(args.profile, "us-east-1").client("pricing", region_name="us-east-1")
-            prices = cost.live(args.region, prices, wanted, client)
-        except (BotoCoreError, ClientError) as error:
-            raise publish.aws_error("AWS Price List API", error) from None
-    lines = cost.estimate(values, prices, assumptions)
+    estimates, prices = {}, None
+    for path in args.params:
+        values = effective_values(master_template()["Parameters"], load_params(path, args.region))
+        prices = live_or_bundled_prices(args, values)
+        estimates[Path(path).name] = cost.estimate(values, prices, assumptions)
+    lines = next(iter(estimates.values()))
     if args.format == "json":
         sys.stdout.write(cost.render_json(lines, prices, assumptions))
+    elif args.format == "markdown":
+        sys.stdout.write(cost.render_markdown(estimates))
+    elif args.format == "totals":
+        sys.stdout.write(cost.render_totals(estimates))
     else:
         sys.stdout.write(cost.render_table(lines, prices))
     return 0
+
+
+def live_or_bundled_prices(args: argparse.Namespace, values: dict[str, str]) -> cost.PriceTable:
+    """The bundled price table, or with --live the instances' prices from the AWS Price List API."""
+    prices = cost.PriceTable.bundled(cost.BUNDLED_REGIONS[0] if args.live else args.region)
+    if not args.live:
+        return prices
+    wanted = {
+        "ec2_instance_hour": [values["WebInstanceType"]],
+        "aurora_instance_hour": [values["DatabaseInstanceClass"]],
+        "elasticache_node_hour": sorted({values["SessionCacheNodeType"], values["ApplicationCacheNodeType"]}),
+    }
+    try:
+        client = publish.session(args.profile, "us-east-1").client("pricing", region_name="us-east-1")
+        return cost.live(args.region, prices, wanted, client)
+    except AWS_ERRORS as error:
+        raise publish.aws_error("AWS Price List API", error) from None
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
@@ -168,6 +159,17 @@ def cmd_diagram(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(f"{nodes} nodes, {edges} edges")
     return 0
+
+
+def non_negative(text: str) -> float:
+    """A usage assumption: a finite number, 0 or more (a negative one would print a negative cost)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, not {text}")
+    return number
 
 
 def parser() -> argparse.ArgumentParser:
@@ -188,6 +190,9 @@ def parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a params file against the master template")
     validate.add_argument("params", metavar="PARAMS.yaml")
+    validate.add_argument("--region", help="check the Region-dependent rules for this Region "
+                          "(default: the profile's or AWS_REGION's, when set)")  # fmt: skip
+    validate.add_argument("--profile", help="AWS profile whose Region to use (read locally, no AWS call)")
     validate.set_defaults(func=cmd_validate)
 
     to_json = commands.add_parser("params", help="print a params file as AWS CLI parameter JSON")
@@ -202,7 +207,8 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--prefix", default="moodle-cfn/", help="key prefix, ending in / (default: moodle-cfn/)"
         )
-        command.add_argument("--stack-name", help="stack name in the link (default: the SiteName)")
+        command.add_argument("--stack", "--stack-name", dest="stack_name",
+                             help="stack name in the link (default: the SiteName)")  # fmt: skip
 
     upload = commands.add_parser("publish", help="upload templates/ to S3 and print the quick-create link")
     location_options(upload)
@@ -229,7 +235,7 @@ def parser() -> argparse.ArgumentParser:
         "deploy", help="publish, preview and create or update the site stack (change set with nested stacks)"
     )
     ship.add_argument("params", metavar="PARAMS.yaml")
-    ship.add_argument("--stack", required=True, help="name of the site's stack")
+    ship.add_argument("--stack", "--stack-name", required=True, help="name of the site's stack")
     ship.add_argument("--bucket", required=True, help="S3 bucket the templates are published to")
     ship.add_argument(
         "--prefix", default="moodle-cfn/", help="key prefix, ending in / (default: moodle-cfn/)"
@@ -241,22 +247,39 @@ def parser() -> argparse.ArgumentParser:
     ship.add_argument("--yes", action="store_true", help="do not ask before deploying")
     ship.add_argument("--allow-replace", action="append", default=[], metavar="NAME",
                       help="allow replacing or removing this stateful resource (logical id); repeatable")  # fmt: skip
+    ship.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                      help="stack tag, propagated to every resource that takes tags (cost allocation); repeatable")  # fmt: skip
+    ship.add_argument(
+        "--role-arn", metavar="ARN", help="service role CloudFormation uses for the stack's operations"
+    )
+    ship.add_argument("--termination-protection", action=argparse.BooleanOptionalAction, default=None,
+                      help="protect a stack this run creates from deletion (default: on for Environment: production)")  # fmt: skip
     ship.set_defaults(func=cmd_deploy)
 
     state = commands.add_parser("status", help="the site's stacks, their states and outputs")
-    state.add_argument("--stack", required=True, help="name of the site's stack")
+    state.add_argument("--stack", "--stack-name", required=True, help="name of the site's stack")
     state.add_argument("--region", help="region of the stack")
     state.add_argument("--profile", help="AWS profile to use")
     state.set_defaults(func=cmd_status)
 
+    remove = commands.add_parser(
+        "delete", help="with --dry-run: what a delete of the site keeps and how to remove it"
+    )
+    remove.add_argument("--stack", "--stack-name", required=True, help="name of the site's stack")
+    remove.add_argument("--region", help="region of the stack")
+    remove.add_argument("--profile", help="AWS profile to use")
+    remove.add_argument("--dry-run", action="store_true", help="report only (required: nothing is deleted)")
+    remove.set_defaults(func=cmd_delete)
+
     estimate = commands.add_parser("cost", help="estimate the monthly cost of a params file")
-    estimate.add_argument("params", metavar="PARAMS.yaml")
+    estimate.add_argument("params", metavar="PARAMS.yaml", nargs="+",
+                          help="a params file (several with --format markdown or totals, compared)")  # fmt: skip
     estimate.add_argument("--region", default="us-east-1", help="region of the stack (default: us-east-1)")
-    estimate.add_argument("--format", choices=["table", "json"], default="table")
+    estimate.add_argument("--format", choices=["table", "json", "markdown", "totals"], default="table")
     estimate.add_argument("--live", action="store_true", help="price instances from the AWS Price List API")
     estimate.add_argument("--profile", help="AWS profile for --live")
     for name, default in cost.assumption_fields():
-        estimate.add_argument(f"--{name.replace('_', '-')}", type=float, default=default, metavar="N",
+        estimate.add_argument(f"--{name.replace('_', '-')}", type=non_negative, default=default, metavar="N",
                               help=f"usage assumption (default: {default:g})")  # fmt: skip
     estimate.set_defaults(func=cmd_cost)
 
@@ -276,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except InputError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return error.exit_code
     except BrokenPipeError:
         return 0
+    except AWS_ERRORS as error:
+        # The last line of defence: an AWS call a command did not wrap still ends in one line.
+        print(f"{PROG}: error: AWS call failed: {one_line(error)}", file=sys.stderr)
+        return EXIT_AWS_FAILED

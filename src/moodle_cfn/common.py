@@ -22,6 +22,8 @@ GROUP_FILE_SYSTEM = "Shared file system (EFS moodledata)"
 GROUP_ENCRYPTION = "Encryption at rest"
 GROUP_CACHE = "Caches (ElastiCache: sessions and application cache)"
 GROUP_WEB = "Web tier (Auto Scaling group)"
+# The exam-time windows have a group of their own, so a console user sees them together with how to use them.
+GROUP_SCHEDULE = "Exam-time scaling: up to three windows (a window with an empty start is not used)"
 GROUP_EDGE = "Load balancer and CloudFront"
 GROUP_MONITORING = "Monitoring and alarms"
 GROUP_MOODLE = "Moodle"

@@ -288,6 +288,38 @@ def render_table(lines: list[Line], prices: PriceTable) -> str:
     return "\n".join(out) + "\n"
 
 
+def _dollars(line: Line) -> str:
+    """Whole USD, with the range when the stack can scale: 175 (88-701)."""
+    span = f" ({line.low:,.0f}-{line.high:,.0f})" if round(line.low) != round(line.high) else ""
+    return f"{line.monthly:,.0f}{span}"
+
+
+def render_markdown(estimates: Mapping[str, list[Line]]) -> str:
+    """A Markdown table comparing params files: one row per component, one column per file, the total."""
+    names = list(estimates)
+    # Components in estimate order: each at the earliest place any file lists it.
+    place: dict[str, int] = {}
+    for lines in estimates.values():
+        for index, x in enumerate(lines):
+            place[x.component] = min(index, place.get(x.component, index))
+    components = sorted(place, key=lambda component: place[component])
+    by_file = {name: {x.component: x for x in lines} for name, lines in estimates.items()}
+    out = ["| Component | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for component in components:
+        cells = [_dollars(by_file[n][component]) if component in by_file[n] else "-" for n in names]
+        out.append(f"| {component} | " + " | ".join(cells) + " |")
+    totals = [f"**{_dollars(total(estimates[n]))}**" for n in names]
+    out.append("| **Total** | " + " | ".join(totals) + " |")
+    return "\n".join(out) + "\n"
+
+
+def render_totals(estimates: Mapping[str, list[Line]]) -> str:
+    """A Markdown table of each params file's monthly total and range."""
+    out = ["| Params file | USD per month (range as it scales) |", "|---|---:|"]
+    out += [f"| `{name}` | {_dollars(total(lines))} |" for name, lines in estimates.items()]
+    return "\n".join(out) + "\n"
+
+
 def render_json(lines: list[Line], prices: PriceTable, assumptions: Assumptions) -> str:
     """The estimate as JSON, with the assumptions and the price table's provenance."""
     document = {

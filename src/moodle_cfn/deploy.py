@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound, WaiterError
+from botocore.exceptions import ClientError, NoCredentialsError, ProfileNotFound, WaiterError
 
-from moodle_cfn.errors import InputError
+from moodle_cfn.changes import (  # noqa: F401 (re-exported: deploy.Change and friends)
+    NESTED_STACK_TYPE,
+    ROOT_LABEL,
+    STATEFUL_TYPES,
+    Change,
+    changes_of,
+    preview_table,
+    refused,
+    stateful_resources,
+    why,
+)
+from moodle_cfn.errors import CALL_ERRORS, AwsFailure, InputError, one_line
 from moodle_cfn.publish import aws_error
 
 # Exit codes a script can rely on (2 is bad input, as for every command).
@@ -27,110 +38,17 @@ EXIT_OK = 0
 EXIT_REFUSED = 3
 EXIT_FAILED = 4
 
-STATEFUL_TYPES = frozenset(
-    {
-        "AWS::RDS::DBCluster",
-        "AWS::RDS::DBInstance",
-        "AWS::EFS::FileSystem",
-        "AWS::SecretsManager::Secret",
-        "AWS::Backup::BackupVault",
-        "AWS::S3::Bucket",
-    }
-)
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
-ROOT_LABEL = "(site)"
-NESTED_STACK_TYPE = "AWS::CloudFormation::Stack"
 # Outputs worth printing at the end of a run.
 KEY_OUTPUTS = ("SiteUrl", "MoodleAdminSecretArn", "DashboardName")
 CANCELLED = ("cancelled", "canceled")
 BAR_WIDTH = 20
-
-
-@dataclass(frozen=True)
-class Change:
-    """One resource change of a change set, flattened across nested stacks."""
-
-    stack: str
-    action: str
-    logical_id: str
-    resource_type: str
-    replacement: str
-    why: str
-
-    @property
-    def kind(self) -> str:
-        """add, modify, replace or remove, as an operator reads it."""
-        if self.action == "Modify" and self.replacement in ("True", "Conditional"):
-            return "replace" if self.replacement == "True" else "may replace"
-        return {"Add": "add", "Remove": "remove", "Modify": "modify"}.get(self.action, self.action.lower())
-
-    def endangers_data(self) -> bool:
-        """Whether it would replace or remove a resource that holds the site's data or secrets."""
-        return self.resource_type in STATEFUL_TYPES and self.kind in ("replace", "may replace", "remove")
-
-
-def why(details: Iterable[Mapping[str, Any]]) -> str:
-    """What causes a change: the properties that change and the parameter or resource behind each."""
-    causes = []
-    for detail in details:
-        target = detail.get("Target", {})
-        what = target.get("Name") or target.get("Attribute", "")
-        cause = detail.get("CausingEntity")
-        text = f"{what} <- {cause}" if cause else what
-        if text and text not in causes:
-            causes.append(text)
-    return ", ".join(causes)
-
-
-def changes_of(
-    describe: Callable[[str], Mapping[str, Any]], change_set_id: str, label: str = ROOT_LABEL
-) -> list[Change]:
-    """Every resource change of a change set and of the nested change sets it points to."""
-    found: list[Change] = []
-    answer = describe(change_set_id)
-    for item in answer.get("Changes", []):
-        change = item.get("ResourceChange", {})
-        if change.get("ResourceType") == NESTED_STACK_TYPE and change.get("ChangeSetId"):
-            found.extend(changes_of(describe, change["ChangeSetId"], change["LogicalResourceId"]))
-            continue
-        found.append(
-            Change(
-                stack=label,
-                action=change.get("Action", ""),
-                logical_id=change.get("LogicalResourceId", ""),
-                resource_type=change.get("ResourceType", ""),
-                replacement=change.get("Replacement", ""),
-                why=why(change.get("Details", [])),
-            )
-        )
-    return found
-
-
-def preview_table(changes: list[Change]) -> str:
-    """The changes as an aligned table, stack by stack; stateful replacements and removals marked."""
-    if not changes:
-        return "no changes\n"
-    header = ("STACK", "CHANGE", "RESOURCE", "TYPE", "WHY")
-    rows = [
-        (c.stack, c.kind + (" !" if c.endangers_data() else ""), c.logical_id, c.resource_type, c.why or "-")
-        for c in sorted(changes, key=lambda c: (c.stack != ROOT_LABEL, c.stack, c.logical_id))
-    ]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(4)]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
-        for row in (header, *rows)
-    ]
-    counts = {
-        kind: sum(1 for c in changes if c.kind == kind)
-        for kind in ("add", "modify", "replace", "may replace", "remove")
-    }
-    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-    return "\n".join(lines) + f"\n{summary}\n"
-
-
-def refused(changes: list[Change], allowed: set[str]) -> list[Change]:
-    """The stateful replacements and removals that no --allow names."""
-    return [c for c in changes if c.endangers_data() and c.logical_id not in allowed]
+# Change sets this tool makes are named CHANGE_SET_PREFIX + a Unix time; only those are cleaned up.
+CHANGE_SET_PREFIX = "moodle-cfn-"
+# A change set that was made but never executed (a failed one, or one a run stopped before executing):
+# the next deploy deletes it. One still being created belongs to a run in progress and is left alone.
+LEFTOVER_STATUSES = frozenset({"CREATE_COMPLETE", "FAILED"})
+LEFTOVER_EXECUTION_STATUSES = frozenset({"AVAILABLE", "UNAVAILABLE", "OBSOLETE", "EXECUTE_FAILED"})
 
 
 @dataclass(frozen=True)
@@ -171,16 +89,42 @@ def root_cause(events: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return min(failures, key=lambda e: e["Timestamp"]) if failures else None
 
 
-def cloudformation_error(stack: str, error: Exception) -> InputError:
-    """One clear line for what an operator can fix (credentials and profiles as `publish` says them)."""
+def cloudformation_error(stack: str, error: BaseException) -> InputError:
+    """One clear line for any failed CloudFormation call: credentials and profiles as `publish` says them,
+    a refusal with CloudFormation's own message, anything else (an answer botocore cannot parse, the network)
+    with its class and the start of its message."""
     if isinstance(error, NoCredentialsError | ProfileNotFound):
         return aws_error(stack, error)
     if isinstance(error, ClientError):
-        message = error.response.get("Error", {}).get("Message", str(error))
+        message = " ".join(error.response.get("Error", {}).get("Message", str(error)).split())
         if "does not exist" in message:
             return InputError(stack, "no such stack in this account and region")
-        return InputError(stack, f"CloudFormation refused the request: {message}")
-    return InputError(stack, f"could not reach CloudFormation: {error}")
+        return AwsFailure(stack, f"CloudFormation refused the request: {message}")
+    return AwsFailure(stack, f"CloudFormation failed: {one_line(error)}")
+
+
+def blocked_by(status: str, stack: str) -> str | None:
+    """Why a stack in `status` cannot take a change set now, and what to do; None when it can.
+
+    The states come from the CloudFormation User Guide ("Stack status codes"): a stack whose first create
+    rolled back can only be deleted; UPDATE_ROLLBACK_FAILED needs ContinueUpdateRollback; an *_IN_PROGRESS
+    stack is busy with another operation.
+    """
+    if status == "ROLLBACK_COMPLETE" or status == "ROLLBACK_FAILED":
+        return (
+            f"the stack's first create failed and rolled back ({status}); CloudFormation cannot update it. "
+            f"Delete it (aws cloudformation delete-stack --stack-name {stack}), then deploy again"
+        )
+    if status == "UPDATE_ROLLBACK_FAILED":
+        return (
+            "the last update could not roll back (UPDATE_ROLLBACK_FAILED); fix the resource named in the "
+            f"stack's events, then run aws cloudformation continue-update-rollback --stack-name {stack}"
+        )
+    if status == "DELETE_FAILED":
+        return "the stack failed to delete (DELETE_FAILED); finish the delete before deploying again"
+    if status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
+        return f"another operation is running on the stack ({status}); wait for it (moodle-cfn status --stack {stack})"
+    return None
 
 
 class Site:
@@ -188,30 +132,83 @@ class Site:
 
     def __init__(self, client: Any, stack: str) -> None:
         self.client, self.stack = client, stack
+        # Once a change set is made, its stack's id: unlike the name, it cannot point at an older stack
+        # of the same name (one a failed first run left and this run deleted).
+        self.stack_id: str | None = None
+        # Whether the last change set creates the stack (rather than updating it).
+        self.creating = False
+
+    @property
+    def ref(self) -> str:
+        """How calls after the change set name the stack: by id when known, else by name."""
+        return self.stack_id or self.stack
 
     def call(self, method: str, **kwargs: Any) -> Any:
         try:
             return getattr(self.client, method)(**kwargs)
-        except (ClientError, BotoCoreError) as error:
+        except CALL_ERRORS as error:
             raise cloudformation_error(self.stack, error) from None
 
-    def exists(self) -> bool:
+    def status(self) -> str | None:
+        """The stack's status; None when there is no such stack."""
         try:
             stacks = self.client.describe_stacks(StackName=self.stack)["Stacks"]
         except ClientError as error:
             if "does not exist" in error.response.get("Error", {}).get("Message", ""):
-                return False
+                return None
             raise cloudformation_error(self.stack, error) from None
-        except BotoCoreError as error:
+        except CALL_ERRORS as error:
             raise cloudformation_error(self.stack, error) from None
-        return bool(stacks) and stacks[0]["StackStatus"] != "REVIEW_IN_PROGRESS"
+        return stacks[0]["StackStatus"] if stacks else None
+
+    def exists(self) -> bool:
+        """Whether the stack exists with resources (a stack in REVIEW_IN_PROGRESS only holds change sets)."""
+        return self.status() not in (None, "REVIEW_IN_PROGRESS")
+
+    def leftover_change_sets(self) -> list[str]:
+        """Ids of this tool's change sets that were made and never executed."""
+        summaries = self.call("list_change_sets", StackName=self.stack).get("Summaries", [])
+        return [
+            s["ChangeSetId"]
+            for s in summaries
+            if s.get("ChangeSetName", "").startswith(CHANGE_SET_PREFIX)
+            and s.get("Status") in LEFTOVER_STATUSES
+            and s.get("ExecutionStatus") in LEFTOVER_EXECUTION_STATUSES
+        ]
+
+    def prepare(self) -> list[str]:
+        """Make the stack ready for a new change set: refuse a state CloudFormation cannot change, and
+        delete the change sets an earlier run left behind; the ids deleted."""
+        status = self.status()
+        if status is None:
+            return []
+        reason = blocked_by(status, self.stack)
+        if reason:
+            raise InputError(self.stack, reason)
+        leftovers = self.leftover_change_sets()
+        for change_set_id in leftovers:
+            self.call("delete_change_set", ChangeSetName=change_set_id)
+        if status == "REVIEW_IN_PROGRESS" and not self.call("list_change_sets", StackName=self.stack).get(
+            "Summaries"
+        ):
+            # "REVIEW_IN_PROGRESS: ongoing creation of one or more stacks with an expected StackId but
+            # without any templates or resources" (User Guide, stack status codes): an empty shell that a
+            # failed first run leaves. Deleting it loses nothing and lets the next change set start clean.
+            self.call("delete_stack", StackName=self.stack)
+            try:
+                self.client.get_waiter("stack_delete_complete").wait(
+                    StackName=self.stack, WaiterConfig={"Delay": 5, "MaxAttempts": 60}
+                )
+            except CALL_ERRORS as error:
+                raise cloudformation_error(self.stack, error) from None
+        return leftovers
 
     def describe(self) -> Mapping[str, Any]:
-        return self.call("describe_stacks", StackName=self.stack)["Stacks"][0]
+        return self.call("describe_stacks", StackName=self.ref)["Stacks"][0]
 
     def nested(self) -> list[tuple[str, str]]:
         """(logical id, stack id) of each nested stack that exists so far."""
-        resources = self.call("list_stack_resources", StackName=self.stack)["StackResourceSummaries"]
+        resources = self.call("list_stack_resources", StackName=self.ref)["StackResourceSummaries"]
         return [
             (r["LogicalResourceId"], r["PhysicalResourceId"])
             for r in resources
@@ -221,7 +218,7 @@ class Site:
     def progress(self) -> list[StackProgress]:
         """One line's worth per stack: the site's own, then each nested stack."""
         root = self.describe()
-        lines = [progress_of(ROOT_LABEL, root["StackStatus"], self.resources(self.stack))]
+        lines = [progress_of(ROOT_LABEL, root["StackStatus"], self.resources(self.ref))]
         for label, stack_id in self.nested():
             status = self.call("describe_stacks", StackName=stack_id)["Stacks"][0]["StackStatus"]
             lines.append(progress_of(label, status, self.resources(stack_id)))
@@ -232,36 +229,59 @@ class Site:
 
     def events_since(self, since: datetime) -> list[Mapping[str, Any]]:
         events = []
-        for stack_id in [self.stack, *(stack_id for _, stack_id in self.nested())]:
+        for stack_id in [self.ref, *(stack_id for _, stack_id in self.nested())]:
             answer = self.call("describe_stack_events", StackName=stack_id)["StackEvents"]
             events.extend(e for e in answer if e["Timestamp"] >= since)
         return events
 
     def change_set(
-        self, template_url: str, parameters: Mapping[str, str], name: str
+        self,
+        template_url: str,
+        parameters: Mapping[str, str],
+        name: str,
+        tags: Mapping[str, str] | None = None,
+        role_arn: str | None = None,
     ) -> tuple[str, list[Change]]:
-        """Create the change set (nested stacks included), wait for it, return its id and changes."""
+        """Create the change set (nested stacks included), wait for it, return its id and changes.
+
+        Stack tags go to every nested stack and every resource that takes tags (CloudFormation propagates
+        them), so they can serve as cost-allocation tags; `role_arn` is the service role CloudFormation acts as.
+        """
+        self.creating = not self.exists()
+        optional: dict[str, Any] = {}
+        if tags:
+            optional["Tags"] = [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+        if role_arn:
+            optional["RoleARN"] = role_arn
         created = self.call(
             "create_change_set",
             StackName=self.stack,
             ChangeSetName=name,
-            ChangeSetType="UPDATE" if self.exists() else "CREATE",
+            ChangeSetType="CREATE" if self.creating else "UPDATE",
             TemplateURL=template_url,
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
             Capabilities=CAPABILITIES,
             IncludeNestedStacks=True,
+            **optional,
         )
         change_set_id = created["Id"]
+        self.stack_id = created.get("StackId")
         try:
             self.client.get_waiter("change_set_create_complete").wait(
                 ChangeSetName=change_set_id, WaiterConfig={"Delay": 5, "MaxAttempts": 120}
             )
         except WaiterError:
             answer = self.call("describe_change_set", ChangeSetName=change_set_id)
-            reason = answer.get("StatusReason", "")
+            reason = " ".join(answer.get("StatusReason", "").split())
             if "didn't contain changes" in reason or "No updates" in reason:
                 return change_set_id, []
-            raise InputError(self.stack, f"the change set failed: {reason}") from None
+            # A failed change set changes nothing; deleting it leaves the stack as it was.
+            self.call("delete_change_set", ChangeSetName=change_set_id)
+            raise InputError(
+                self.stack, f"the change set failed (deleted, nothing was changed): {reason}"
+            ) from None
+        except CALL_ERRORS as error:
+            raise cloudformation_error(self.stack, error) from None
 
         def describe(identifier: str) -> Mapping[str, Any]:
             return self.call("describe_change_set", ChangeSetName=identifier)
@@ -318,6 +338,32 @@ class DeployOptions:
     interactive: bool = False
     allowed: frozenset[str] = frozenset()
     interval: float = 10.0
+    # Stack tags (propagated to every resource that takes tags), the service role, and whether a stack this
+    # run creates gets termination protection once it is complete.
+    tags: Mapping[str, str] = field(default_factory=dict)
+    role_arn: str | None = None
+    protect: bool = False
+
+
+NO_TERMINAL = (
+    "refused: no terminal to confirm on (stdin or stdout is not a TTY); nothing was changed. "
+    "Run again with --yes to deploy without asking, or --preview to only show the changes."
+)
+
+
+def execute(site: Site, change_set_id: str) -> None:
+    """Execute the change set; when the call fails, delete the change set if CloudFormation did not start
+    it, so the next deploy starts clean, and say where the stack stands."""
+    try:
+        site.client.execute_change_set(ChangeSetName=change_set_id)
+    except CALL_ERRORS as error:
+        failure = cloudformation_error(site.stack, error)
+        try:
+            site.client.delete_change_set(ChangeSetName=change_set_id)
+            after = "the change set was deleted and nothing was changed"
+        except CALL_ERRORS:
+            after = f"check moodle-cfn status --stack {site.stack}; the next deploy deletes a change set left over"
+        raise AwsFailure(site.stack, f"{failure.reason} ({after})") from None
 
 
 def run_deploy(
@@ -331,7 +377,15 @@ def run_deploy(
 ) -> int:
     """Preview, guard, (confirm,) execute and watch; the exit code. `started_at` (now by default) is where
     the search for the root cause of a failure begins."""
-    change_set_id, changes = site.change_set(template_url, parameters, f"moodle-cfn-{int(time.time())}")
+    for leftover in site.prepare():
+        out.write(f"deleted a change set an earlier run left unexecuted: {leftover}\n")
+    change_set_id, changes = site.change_set(
+        template_url,
+        parameters,
+        f"{CHANGE_SET_PREFIX}{time.time_ns() // 1_000_000}",
+        options.tags,
+        options.role_arn,
+    )
     out.write(preview_table(changes))
 
     def discard(message: str, code: int) -> int:
@@ -351,19 +405,26 @@ def run_deploy(
         return discard("nothing to deploy: the stack already matches", EXIT_OK)
     if options.preview_only:
         return discard("preview only: nothing was changed", EXIT_OK)
-    if (
-        options.interactive
-        and not options.assume_yes
-        and ask("Deploy these changes? [y/N] ").strip().lower() not in ("y", "yes")
-    ):
+    if not options.assume_yes and not options.interactive:
+        # A pipe or a CI job has nobody to answer; deploying without an explicit --yes would surprise.
+        return discard(NO_TERMINAL, EXIT_REFUSED)
+    if not options.assume_yes and ask("Deploy these changes? [y/N] ").strip().lower() not in ("y", "yes"):
         return discard("not deployed: nothing was changed", EXIT_REFUSED)
 
     started_at, started = started_at or datetime.now().astimezone(), time.monotonic()
-    site.call("execute_change_set", ChangeSetName=change_set_id)
+    execute(site, change_set_id)
     status = watch(site, out, options.interactive, options.interval)
     elapsed = f"{(time.monotonic() - started) / 60:.1f} min"
     if succeeded(status):
         out.write(f"{site.stack}: {status} in {elapsed}\n{outputs_text(site.describe())}")
+        if site.creating and options.protect:
+            # Only once the create succeeded: a protected stack would have to be unprotected before a
+            # failed first create (ROLLBACK_COMPLETE) could be deleted.
+            site.call("update_termination_protection", EnableTerminationProtection=True, StackName=site.stack)
+            out.write(
+                f"termination protection is on: aws cloudformation update-termination-protection "
+                f"--no-enable-termination-protection --stack-name {site.stack} turns it off before a delete\n"
+            )
         return EXIT_OK
     out.write(f"{site.stack}: {status} after {elapsed}\n")
     cause = root_cause(site.events_since(started_at))

@@ -23,8 +23,9 @@ DATA_KMS_KEY_ARN = OperatorParameter(
         Default="",
         AllowedPattern=r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[a-zA-Z0-9-]+)?$",
         ConstraintDescription="Empty, or the ARN of a KMS key (not an alias).",
-        Description="Customer-managed KMS key for the database, secrets, logs and file system (empty: AWS-managed "
-        "keys). Its policy must allow RDS, Secrets Manager, EFS and CloudWatch Logs. Fixed after the first deploy.",
+        Description="Customer-managed KMS key for the database, its secrets and logs, and the file system. Empty: "
+        "AWS-managed keys. The key policy must allow RDS, Secrets Manager, EFS and CloudWatch Logs in this "
+        "account. Cannot be changed after the first deploy.",
     ),
     label="Customer KMS key ARN (optional)",
     group=GROUP_ENCRYPTION,

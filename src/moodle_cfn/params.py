@@ -25,6 +25,15 @@ Scalar = str | int | float | bool
 # Turns the value of a structured params-file key into parameter values; raises InputError.
 Expander = Callable[[Any, str], dict[str, Any]]
 LIST_TYPES = ("CommaDelimitedList", "List<")
+# A params-file key that is not a template parameter: what the file is for. `production` refuses the
+# examples' placeholders and an empty alarm address (README: "Your params file").
+ENVIRONMENT_KEY = "Environment"
+ENVIRONMENTS = ("production", "staging", "development")
+# The monitoring layer's parameter (named here as a string: params.py is imported by every layer).
+ALARM_EMAIL_KEY = "AlarmEmail"
+# Names reserved for documentation (RFC 2606, RFC 6761) and the shipped examples' own placeholders.
+RESERVED_DOMAINS = ("example", "invalid", "test", "localhost", "example.com", "example.net", "example.org")
+PLACEHOLDER_PREFIXES = ("example-",)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -213,18 +222,71 @@ def validate(
     return values
 
 
+def environment_of(document: Mapping[str, Any], source: str) -> str | None:
+    """The file's own `Environment:` key (not a template parameter), checked; None when absent."""
+    if ENVIRONMENT_KEY not in document:
+        return None
+    value = document[ENVIRONMENT_KEY]
+    if value not in ENVIRONMENTS:
+        raise InputError(source, f"{value!r} is not one of {', '.join(ENVIRONMENTS)}", ENVIRONMENT_KEY)
+    return str(value)
+
+
+def read(
+    path: Path,
+    template: Mapping[str, Any],
+    checks: Iterable[Check] = (),
+    expanders: Mapping[str, Expander] | None = None,
+    region: str | None = None,
+) -> tuple[dict[str, str], str | None]:
+    """Read a params file; check it against a template's Parameters, its Rules (those reading AWS::Region
+    too when `region` is known), then the cross-checks. Its values and its Environment."""
+    source = str(path)
+    document = dict(read_document(path))
+    environment = environment_of(document, source)
+    document.pop(ENVIRONMENT_KEY, None)
+    values = validate(expand(document, expanders or {}, source), template["Parameters"], source)
+    check_rules(template, values, source, region)
+    run_checks(checks, effective_values(template["Parameters"], values), source)
+    return values, environment
+
+
 def load(
     path: Path,
     template: Mapping[str, Any],
     checks: Iterable[Check] = (),
     expanders: Mapping[str, Expander] | None = None,
+    region: str | None = None,
 ) -> dict[str, str]:
-    """Read a params file; check it against a template's Parameters, its Rules, then the cross-checks."""
-    document = expand(read_document(path), expanders or {}, str(path))
-    values = validate(document, template["Parameters"], str(path))
-    check_rules(template, values, str(path))
-    run_checks(checks, effective_values(template["Parameters"], values), str(path))
-    return values
+    """A params file's values, checked as `read` checks them."""
+    return read(path, template, checks, expanders, region)[0]
+
+
+def placeholder_reason(value: str) -> str | None:
+    """Why `value` looks like an example left in place (a name reserved for documentation), or None."""
+    if value.startswith(PLACEHOLDER_PREFIXES):
+        return f"{value!r} is the example's placeholder; replace it with your own"
+    domain = value.rsplit("@", 1)[-1].lower().rstrip(".")
+    if any(domain == name or domain.endswith("." + name) for name in RESERVED_DOMAINS):
+        return f"{value!r} uses a domain reserved for examples (RFC 2606); replace it with your own"
+    return None
+
+
+def check_ready_for_production(values: Mapping[str, str], environment: str | None, source: str) -> None:
+    """In a file marked `Environment: production`: no placeholder left, and someone hears the alarms."""
+    if environment != "production":
+        return
+    for key, value in values.items():
+        reason = placeholder_reason(value)
+        if reason:
+            raise InputError(source, f"{reason} (Environment: production)", key)
+    if not values.get(ALARM_EMAIL_KEY):
+        raise InputError(
+            source,
+            "is empty: nobody would hear the alarms of a production site; give an operations address "
+            "(Environment: production)",
+            ALARM_EMAIL_KEY,
+        )
 
 
 def to_cli_json(values: Mapping[str, str]) -> str:

@@ -16,15 +16,15 @@ from typing import Any
 from urllib.parse import quote
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
+from botocore.exceptions import ClientError, NoCredentialsError, ProfileNotFound
 
 from moodle_cfn import master
 from moodle_cfn.build import MASTER_FILE, build_all
-from moodle_cfn.errors import InputError
+from moodle_cfn.errors import CALL_ERRORS, AwsFailure, InputError, one_line
+from moodle_cfn.regions import check_region
 
 BUCKET_PATTERN = master.TEMPLATES_BUCKET_NAME.parameter.AllowedPattern
 PREFIX_PATTERN = master.TEMPLATES_KEY_PREFIX.parameter.AllowedPattern
-REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$"
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ def check_location_arguments(bucket: str, prefix: str, region: str | None) -> No
             "the prefix must be empty or end with '/' (like moodle-cfn/)",
             "--prefix",
         )
-    if region is not None and not re.fullmatch(REGION_PATTERN, region):
-        raise InputError(region, "not an AWS region code such as eu-west-1", "--region")
+    if region is not None:
+        check_region(region)
 
 
 def quick_create_url(stack_region: str, template_url: str, stack_name: str, values: Mapping[str, str]) -> str:
@@ -120,8 +120,8 @@ def aws_error(location: Location | str, error: Exception) -> InputError:
             return InputError(
                 source, f"access denied ({code}): the credentials in use may not read or write this bucket"
             )
-        return InputError(source, f"S3 refused the request: {code or error}")
-    return InputError(source, f"could not reach S3: {error}")
+        return AwsFailure(source, f"S3 refused the request: {code or one_line(error)}")
+    return AwsFailure(source, f"S3 failed: {one_line(error)}")
 
 
 def session(profile: str | None, region: str | None) -> boto3.session.Session:
@@ -136,7 +136,7 @@ def bucket_region(client: Any, bucket: str) -> str:
     """The region a bucket lives in (GetBucketLocation returns None for us-east-1)."""
     try:
         answer = client.get_bucket_location(Bucket=bucket)
-    except (ClientError, BotoCoreError) as error:
+    except CALL_ERRORS as error:
         raise aws_error(f"s3://{bucket}", error) from None
     return answer.get("LocationConstraint") or "us-east-1"
 
@@ -150,7 +150,7 @@ def upload_verified(client: Any, location: Location, templates: Mapping[str, str
         try:
             client.put_object(Bucket=location.bucket, Key=key, Body=body, ContentType="application/x-yaml")
             stored = client.get_object(Bucket=location.bucket, Key=key)["Body"].read()
-        except (ClientError, BotoCoreError) as error:
+        except CALL_ERRORS as error:
             raise aws_error(location, error) from None
         if hashlib.sha256(stored).hexdigest() != hashlib.sha256(body).hexdigest():
             raise InputError(location.source, f"{key} reads back different from what was uploaded")

@@ -63,9 +63,14 @@ def effective_values(parameters: Mapping[str, Mapping[str, Any]], given: Mapping
     return values
 
 
-def check_rules(template: Mapping[str, Any], given: Mapping[str, str], source: str) -> None:
-    """Raise InputError for the first failed assertion, keyed by the rule name."""
+def check_rules(
+    template: Mapping[str, Any], given: Mapping[str, str], source: str, region: str | None = None
+) -> None:
+    """Raise InputError for the first failed assertion, keyed by the rule name. With `region` known, the
+    rules that read AWS::Region are evaluated too; without it they are left to CloudFormation."""
     values = effective_values(template.get("Parameters", {}), given)
+    if region:
+        values["AWS::Region"] = region
     for rule_name, rule in sorted(template.get("Rules", {}).items()):
         try:
             if "RuleCondition" in rule and not _resolve(rule["RuleCondition"], values):

@@ -10,6 +10,7 @@ from troposphere import Template
 from moodle_cfn.checks import Check
 from moodle_cfn.common import OperatorParameter
 from moodle_cfn.layers import app, cache, data, monitoring, network, protection
+from moodle_cfn.operator_checks import operator_checks
 from moodle_cfn.params import Expander
 
 
@@ -54,5 +55,6 @@ def all_expanders() -> dict[str, Expander]:
 
 
 def all_checks() -> tuple[Check, ...]:
-    """Every layer's cross-parameter checks, in layer order."""
-    return tuple(check for layer in LAYERS for check in layer.checks)
+    """The checks every params file gets (whole numbers, windows), then each layer's, in layer order."""
+    numbers = [p.name for layer in LAYERS for p in layer.parameters if p.parameter.Type == "Number"]
+    return (*operator_checks(numbers), *(check for layer in LAYERS for check in layer.checks))

@@ -61,9 +61,9 @@ CACHE_MAINTENANCE_WINDOW = OperatorParameter(
         Default="sun:04:00-sun:05:00",
         AllowedPattern=r"^(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]-"
         r"(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]$",
-        ConstraintDescription="ddd:hh24:mi-ddd:hh24:mi (UTC), e.g. sun:04:00-sun:05:00.",
-        Description="Weekly maintenance window of both cache clusters, UTC. A replaced memcached node loses "
-        "its sessions: pick an hour nobody is logged in.",
+        ConstraintDescription="ddd:hh24:mi-ddd:hh24:mi in UTC, such as sun:04:00-sun:05:00.",
+        Description="Weekly maintenance window of both cache clusters, UTC. A memcached node replaced in "
+        "maintenance loses its sessions; pick an hour nobody is logged in.",
     ),
     label="Maintenance window (UTC)",
     group=GROUP_CACHE,
@@ -73,8 +73,8 @@ CACHE_SNAPSHOT_RETENTION_DAYS = number_parameter(
     1,
     0,
     35,
-    "Days of daily snapshots of a valkey cluster (0: none). Caches rebuild themselves; a snapshot "
-    "spares users a login after a disaster.",
+    "Days of daily snapshots of a valkey cluster (0 turns them off). Caches rebuild themselves; "
+    "a snapshot only spares users a login after a disaster.",
     label="Valkey snapshot retention (days)",
     group=GROUP_CACHE,
 )

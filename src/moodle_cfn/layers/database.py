@@ -83,8 +83,8 @@ DATABASE_ENGINE_VERSION = OperatorParameter(
         Default="17.7",
         AllowedPattern=r"^1[67]\.[0-9]{1,2}$",
         ConstraintDescription="An Aurora PostgreSQL 16.x or 17.x version, such as 17.7.",
-        Description="Aurora PostgreSQL 16.x or 17.x (Moodle 5.2 needs 16+, 5.3 needs 17). Aurora applies minor "
-        "upgrades itself: set this to the version the cluster runs before changing it.",
+        Description="Aurora PostgreSQL version (16.x or 17.x; Moodle 5.2 needs 16 or newer, 5.3 needs 17). Aurora applies minor "
+        "upgrades in the maintenance window: before changing this, set it to the version the cluster runs.",
     ),
     label="Engine version",
     group=GROUP_DATABASE,
@@ -95,8 +95,9 @@ DATABASE_CAPACITY_MODE = OperatorParameter(
         Type="String",
         Default="provisioned",
         AllowedValues=["provisioned", "serverless-v2"],
-        Description="provisioned: two DatabaseInstanceClass instances. serverless-v2: two Serverless v2 instances "
-        "between DatabaseMinCapacity and DatabaseMaxCapacity. Writer and reader in different AZs.",
+        Description="provisioned: two instances of DatabaseInstanceClass. serverless-v2: two Aurora Serverless v2 "
+        "instances scaling between DatabaseMinCapacity and DatabaseMaxCapacity. Both put a writer and a reader in "
+        "different AZs.",
     ),
     label="Capacity mode",
     group=GROUP_DATABASE,
@@ -149,9 +150,9 @@ DATABASE_MASTER_USERNAME = OperatorParameter(
         Type="String",
         Default="moodle_master",
         AllowedPattern=r"^(?!rds)[a-z][a-z0-9_]{0,15}$",
-        ConstraintDescription="1-16 of a-z, 0-9 and _, starting with a letter, not rds*.",
-        Description="Master user name (RDS keeps its password in Secrets Manager); Moodle connects as "
-        f"'{APP_USER_NAME}'.",
+        ConstraintDescription="1-16 lower-case letters, digits and underscores, starting with a letter, not rds*.",
+        Description="Master user name. Its password is generated and rotated by RDS in Secrets Manager; Moodle "
+        f"itself connects as the separate '{APP_USER_NAME}' user.",
     ),
     label="Master user name",
     group=GROUP_DATABASE,
@@ -199,7 +200,7 @@ DATABASE_MAINTENANCE_WINDOW = OperatorParameter(
         Default="sun:02:30-sun:03:30",
         AllowedPattern=r"^(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]-"
         r"(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]$",
-        ConstraintDescription="ddd:hh24:mi-ddd:hh24:mi (UTC), e.g. sun:02:30-sun:03:30.",
+        ConstraintDescription="ddd:hh24:mi-ddd:hh24:mi in UTC, such as sun:02:30-sun:03:30.",
         Description="Weekly maintenance window, UTC (minor version upgrades, patches). Pick a quiet hour, not "
         "an exam period.",
     ),

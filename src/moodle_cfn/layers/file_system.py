@@ -56,8 +56,8 @@ FILE_SYSTEM_THROUGHPUT_MODE = OperatorParameter(
         Type="String",
         Default="elastic",
         AllowedValues=["elastic", "bursting", "provisioned"],
-        Description="elastic: follows demand, billed per GB (best for spiky traffic). bursting: scales with "
-        "stored data. provisioned: FileSystemProvisionedThroughput MiB/s.",
+        Description="elastic: throughput follows demand, billed per GB transferred (best for spiky Moodle "
+        "traffic). bursting: scales with stored data. provisioned: FileSystemProvisionedThroughput MiB/s.",
     ),
     label="Throughput mode",
     group=GROUP_FILE_SYSTEM,

@@ -118,8 +118,8 @@ CLOUDFRONT_PREFIX_LIST_ID = OperatorParameter(
         Default="",
         AllowedPattern=r"^(pl-[0-9a-f]{8,17})?$",
         ConstraintDescription="Empty, or a managed prefix list id such as pl-3b927c52.",
-        Description="Id of the com.amazonaws.global.cloudfront.origin-facing prefix list. Empty: looked up (in "
-        "the README's regions).",
+        Description="Id of the com.amazonaws.global.cloudfront.origin-facing prefix list. Empty: looked up, in "
+        "the regions docs/design.md lists (App design); set it elsewhere.",
     ),
     label="CloudFront origin-facing prefix list id (other regions)",
     group=GROUP_EDGE,

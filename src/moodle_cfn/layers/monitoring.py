@@ -59,7 +59,7 @@ DATABASE_CONNECTIONS_ALARM = number_parameter(
     1000,
     10,
     100000,
-    "Alarm when the database has more connections than this (db.r7g.large allows about 1,700).",
+    "Alarm when the database has more connections than this (db.r7g.large allows 1,510 by Aurora's default).",
     label="Database connections alarm",
     group=GROUP_MONITORING,
 )

@@ -75,7 +75,7 @@ MOODLE_VERSION = OperatorParameter(
         AllowedPattern=r"^(latest|(4\.5|5\.[0-9])\.[0-9]{1,2})$",
         ConstraintDescription="latest, or a Moodle release from 4.5 LTS upward such as 5.2.2 (the tag v5.2.2).",
         Description="latest (the newest stable release at the first install, then kept) or a release such as "
-        "5.2.2. A newer release upgrades the site; an older one is refused.",
+        "5.2.2. Setting a newer release upgrades the site; an older one is refused.",
     ),
     label="Moodle version",
     group=GROUP_MOODLE,
@@ -172,8 +172,8 @@ MOODLE_PLUGINS = OperatorParameter(
         AllowedPattern=r"^\[.*\]$",
         MaxLength=4096,
         ConstraintDescription="A JSON list of plugins (README: Plugins).",
-        Description="Plugins every node installs: a JSON list of {component, git + commit | s3 + sha256}. "
-        "Default: the memcached store a memcached application cache needs.",
+        Description="Plugins every node installs: a JSON list of {component, git + commit | s3 + sha256}. The "
+        "default is the memcached store the memcached application cache needs.",
     ),
     label="Plugins",
     group=GROUP_MOODLE,

@@ -116,8 +116,8 @@ NAT_GATEWAY_MODE = OperatorParameter(
         Type="String",
         Default="per-az",
         AllowedValues=["per-az", "single"],
-        Description="per-az: a NAT gateway in each AZ, so losing one AZ never cuts off the others (production). "
-        "single: one shared NAT gateway, cheaper (non-production).",
+        Description="per-az: one NAT gateway in each AZ, so losing an AZ never cuts the others off (production). "
+        "single: one NAT gateway shared by all AZs, cheaper, for non-production.",
     ),
     label="NAT gateways",
     group=GROUP_NETWORK,

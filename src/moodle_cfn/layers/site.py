@@ -47,8 +47,9 @@ HOSTED_ZONE_ID = OperatorParameter(
         Default="",
         AllowedPattern=r"^(Z[A-Z0-9]{1,32})?$",
         ConstraintDescription="Empty, or a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ.",
-        Description="Route 53 public zone of DomainName: the stack makes the DNS-validated certificate (unless "
-        "CertificateArn is set) and alias records. Empty: point your DNS record at the SiteTarget output.",
+        Description="Route 53 public hosted zone of DomainName. Given: the stack creates the DNS-validated "
+        "certificate (unless CertificateArn is set) and the A/AAAA alias records. Empty: you create the DNS "
+        "record yourself, pointing at the SiteTarget output.",
     ),
     label="Route 53 hosted zone id",
     group=GROUP_SITE,
@@ -73,8 +74,8 @@ CLOUDFRONT_CERTIFICATE_ARN = OperatorParameter(
         Default="",
         AllowedPattern=rf"^({CERTIFICATE_ARN_PATTERN.format(region='us-east-1')})?$",
         ConstraintDescription="Empty, or an ACM certificate ARN in us-east-1.",
-        Description="Outside us-east-1: a us-east-1 certificate for DomainName (CloudFront takes no other). In "
-        "us-east-1, empty reuses the load balancer's.",
+        Description="CloudFront only accepts certificates from us-east-1: outside us-east-1, give the ARN of a "
+        "us-east-1 certificate for DomainName. In us-east-1 leave empty to reuse the load balancer's.",
     ),
     label="CloudFront certificate ARN (must be in us-east-1)",
     group=GROUP_SITE,
@@ -85,8 +86,8 @@ ENABLE_CLOUDFRONT = OperatorParameter(
         Type="String",
         Default="true",
         AllowedValues=["true", "false"],
-        Description="Serve the site through CloudFront (static files cached at the edge, the load balancer open "
-        "to CloudFront only). false: viewers reach the load balancer; needs DomainName.",
+        Description="Serve the site through CloudFront (static files cached at the edge, the load balancer "
+        "reachable only from CloudFront). false: viewers reach the load balancer directly; needs DomainName.",
     ),
     label="Use CloudFront",
     group=GROUP_SITE,

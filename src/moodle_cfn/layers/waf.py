@@ -48,8 +48,9 @@ ENABLE_WAF = OperatorParameter(
         Type="String",
         Default="true",
         AllowedValues=["true", "false"],
-        Description="AWS WAF (managed rules, per-client rate limit) on CloudFront in us-east-1, else on the load "
-        "balancer. About 10 USD/month + 0.60 USD per million requests.",
+        Description="Put an AWS WAF web ACL (AWS managed rules and a per-client rate limit) in front of the site: "
+        "on CloudFront when the stack is in us-east-1, on the load balancer otherwise. About 10 USD/month "
+        "plus 0.60 USD per million requests.",
     ),
     label="AWS WAF",
     group=GROUP_EDGE,
@@ -59,8 +60,8 @@ WAF_RATE_LIMIT = number_parameter(
     10000,
     100,
     2000000000,
-    "Requests per 5 minutes one client address may make before WAF blocks it. A campus behind one "
-    "NAT address is one client: allow a full exam room.",
+    "Requests per 5 minutes one client address may make before WAF blocks it. A campus behind "
+    "one NAT address is one client: keep this high enough for a full exam room.",
     label="WAF rate limit (requests / 5 min / address)",
     group=GROUP_EDGE,
 )

@@ -65,6 +65,7 @@ from troposphere.policies import (
 from moodle_cfn import bootstrap
 from moodle_cfn.checks import CrossCheck, FindingCheck, number
 from moodle_cfn.common import (
+    GROUP_SCHEDULE,
     GROUP_WEB,
     RETAIN_EXCEPT_ON_CREATE,
     SITE_NAME,
@@ -201,10 +202,10 @@ SCALING_TIME_ZONE = OperatorParameter(
         Default="Etc/UTC",
         AllowedPattern=r"^[A-Za-z]+(/[A-Za-z0-9_+-]+){0,2}$",
         ConstraintDescription="An IANA time zone such as Europe/Madrid or America/Montevideo.",
-        Description="Time zone of the scheduled scaling windows' cron expressions.",
+        Description="Time zone of the exam-time windows' cron expressions (IANA name, such as Europe/Madrid).",
     ),
-    label="Scheduled scaling time zone",
-    group=GROUP_WEB,
+    label="Time zone of the windows",
+    group=GROUP_SCHEDULE,
 )
 
 
@@ -227,7 +228,8 @@ class ScheduleSlot:
 
 @functools.cache
 def _schedule_parameters(slot: int) -> tuple[OperatorParameter, ...]:
-    def cron(edge: str, what: str) -> OperatorParameter:
+    # Each description stands alone: console users see these fields, not the params file's ScheduledScaling.
+    def cron(edge: str, description: str, label: str) -> OperatorParameter:
         return OperatorParameter(
             Parameter(
                 f"ScalingWindow{slot}{edge}",
@@ -235,30 +237,43 @@ def _schedule_parameters(slot: int) -> tuple[OperatorParameter, ...]:
                 Default="",
                 AllowedPattern=rf"^({CRON_EXPRESSION})?$",
                 ConstraintDescription="Empty, or a five-field cron expression such as '30 7 * * 1-5'.",
-                Description=f"Window {slot}: when to {what} (cron, ScalingTimeZone); see ScheduledScaling.",
+                Description=description,
             ),
-            label=f"Window {slot} {edge.lower()} (cron)",
-            group=GROUP_WEB,
+            label=label,
+            group=GROUP_SCHEDULE,
         )
 
     return (
-        cron("Start", "scale up"),
-        cron("End", "return to the normal sizes"),
-        _number(
+        cron(
+            "Start",
+            f"When window {slot} starts: the group grows to the window's minimum and desired nodes. Five cron "
+            "fields (minute hour day-of-month month day-of-week) in the windows' time zone, such as "
+            "'30 7 * * 1-5' for weekdays at 07:30. Empty: the window is not used.",
+            f"Window {slot}: scale up at (cron)",
+        ),
+        cron(
+            "End",
+            f"When window {slot} ends: the group returns to WebMinSize and WebDesiredCapacity. Cron, such as "
+            "'0 14 * * 1-5' for weekdays at 14:00; required when the start is set.",
+            f"Window {slot}: back to normal at (cron)",
+        ),
+        number_parameter(
             f"ScalingWindow{slot}MinSize",
             2,
             1,
             100,
-            f"Window {slot}: minimum nodes during the window.",
-            f"Window {slot} minimum",
+            f"Window {slot}: the fewest web nodes from its start to its end (up to WebMaxSize).",
+            label=f"Window {slot}: minimum nodes",
+            group=GROUP_SCHEDULE,
         ),
-        _number(
+        number_parameter(
             f"ScalingWindow{slot}DesiredCapacity",
             2,
             1,
             100,
-            f"Window {slot}: nodes at the window's start.",
-            f"Window {slot} desired",
+            f"Window {slot}: web nodes started at its start (from its minimum up to WebMaxSize).",
+            label=f"Window {slot}: nodes at the start",
+            group=GROUP_SCHEDULE,
         ),
     )
 
