@@ -44,7 +44,7 @@ def test_the_health_path_is_refused_to_anything_but_the_load_balancers_checks():
 
 def test_the_launch_hooks_lease_outlasts_a_long_install_or_upgrade(app_template):
     group = app_template["Resources"]["WebAutoScalingGroup"]
-    (hook,) = group["Properties"]["LifecycleHookSpecificationList"]
+    hook, _ = group["Properties"]["LifecycleHookSpecificationList"]
     ready = bootstrap.read("moodle-node-ready.sh")
     interval = int(re.search(r"heartbeat_seconds=\$\{MOODLE_CFN_HEARTBEAT_SECONDS:-(\d+)\}", ready).group(1))
     budget = int(re.search(r"heartbeat_budget=(\d+)", ready).group(1))
