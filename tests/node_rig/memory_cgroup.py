@@ -35,7 +35,8 @@ class MemoryCgroup:
             if (path / "memory.swap.max").exists():
                 (path / "memory.swap.max").write_text("0")  # an instance has no swap
         else:
-            (path / "memory.move_charge_at_immigrate").write_text("3")
+            # Charges made before a process moved in stay where they were (kernels refuse
+            # move_charge_at_immigrate now): the peak counts what the processes use from then on.
             (path / "memory.limit_in_bytes").write_text(str(limit_bytes))
         return cls(path, v2)
 

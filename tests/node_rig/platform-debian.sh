@@ -103,12 +103,15 @@ platform_vcpus() { echo "${RIG_VCPUS:-$(nproc)}"; }
 platform_start_cron() { :; }
 
 # No timer here (the rig starts cron runs itself): a marker says the drain stopped it. The running cron is
-# the php process of this node's namespace (the rig's nodes share the machine's process table).
+# the php process of this node's namespace (the rig's nodes share the machine's process table) whose
+# command line names cron.php; Moodle rewrites that line while a task runs ("... cron.php (date Adhoc
+# task: ...)"), so the script's path is matched anywhere in it.
 platform_stop_cron_timer() { touch /run/moodle-cron-timer-stopped; }
 platform_cron_pid() {
   local pid own
   own=$(readlink /proc/self/ns/mnt)
-  for pid in $(pgrep -f '^/usr/bin/php .*/admin/cli/cron\.php'); do
+  for pid in $(pgrep -f '/admin/cli/cron\.php'); do
+    [[ $(cat "/proc/$pid/comm" 2> /dev/null) == php* ]] || continue
     [[ $(readlink "/proc/$pid/ns/mnt" 2> /dev/null) == "$own" ]] && echo "$pid" && return 0
   done
   return 0
