@@ -588,7 +588,8 @@ refresh_database_credentials() {
 start_cron_and_logs() {
   step "starting cron and log shipping"
   local unit
-  for unit in moodle-cron.service moodle-cron.timer moodle-credentials.service moodle-credentials.timer; do
+  for unit in moodle-cron.service moodle-cron.timer moodle-credentials.service moodle-credentials.timer \
+    moodle-metrics.service moodle-metrics.timer; do
     install_rendered "$unit" "/etc/systemd/system/$unit" "WEB_USER=$web_user"
   done
   platform_start_cron

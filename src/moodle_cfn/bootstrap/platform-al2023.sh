@@ -103,7 +103,7 @@ platform_start_web() {
 # The units are in /etc/systemd/system already (the node setup renders them).
 platform_start_cron() {
   systemctl daemon-reload
-  systemctl enable --now moodle-cron.timer moodle-credentials.timer
+  systemctl enable --now moodle-cron.timer moodle-credentials.timer moodle-metrics.timer
 }
 
 platform_start_log_shipping() {
