@@ -45,6 +45,7 @@ from tests.node_rig.argv_watch import ArgvWatch, watching_argument_lists
 from tests.node_rig.aws import Aws, Imds, running_aws
 from tests.node_rig.cfn_init import app_template, database_parameters, init_files, resolve
 from tests.node_rig.iam_check import StackState, denied_report, evaluate, group_tags
+from tests.node_rig.metrics_check import check_moodle_health_metrics
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -741,6 +742,16 @@ def test_cron_as_its_unit_runs_it(site: Site) -> None:
     output, errors = site.cron.communicate(timeout=900)
     assert site.cron.returncode == 0, output[-3000:] + errors[-3000:]
     assert "Cron run completed correctly" in output
+
+
+def test_moodles_health_reaches_cloudwatch_once_per_site_and_crosses_the_cron_alarm(site: Site) -> None:
+    """With cron stopped (the run above ended), time set back and a failing ad-hoc task: both nodes' agents
+    in one minute, one publish, read back from moto (tests/node_rig/metrics_check.py)."""
+    print(
+        json.dumps(
+            site.timed("Moodle health metrics check", lambda: check_moodle_health_metrics(site)), indent=1
+        )
+    )
 
 
 def node_state(site: Site, node: Node) -> str:
