@@ -118,11 +118,12 @@ def test_storage_edge_and_operations_arithmetic():
     assert lines["AWS Backup"].monthly == 6.48
     assert lines["AWS WAF"].monthly == 5 + 4 * 1 + 20 * 0.6  # 21
     # secrets: RDS's master, Moodle's database user, the valkey AUTH token, the CloudFront origin header and
-    # the Moodle admin: 5; alarms: 4 load balancer + 4 database + 3 + 3 caches + 1 file system + 2 x 3 NAT: 21
-    assert lines["Secrets, alarms, dashboard"].monthly == round(5 * 0.4 + 21 * 0.1 + 3, 2)
+    # the Moodle admin: 5; alarms: 4 load balancer + 4 database + 3 + 3 caches + 1 file system + 2 x 3 NAT
+    # + 7 of Moodle's own health + 1 web disk: 29
+    assert lines["Secrets, alarms, dashboard"].monthly == round(5 * 0.4 + 29 * 0.1 + 3, 2)
     assert (
         lines["Secrets, alarms, dashboard"].assumes
-        == "5 secrets (RDS's own included), 21 alarms, 1 dashboard"
+        == "5 secrets (RDS's own included), 29 alarms, 1 dashboard"
     )
 
 
@@ -130,8 +131,8 @@ def test_secret_and_alarm_counts_follow_the_templates():
     defaults = effective_values(master.build().to_dict()["Parameters"], {"AWS::Region": "us-east-1"})
     single_nat = {**defaults, "NatGatewayMode": "single", "AvailabilityZoneCount": "2"}
     serverless = {**single_nat, "DatabaseCapacityMode": "serverless-v2", "EnableCloudFront": "false"}
-    assert cost.count_resources("AWS::CloudWatch::Alarm", single_nat) == 4 + 4 + 3 + 3 + 1 + 2
-    assert cost.count_resources("AWS::CloudWatch::Alarm", serverless) == 4 + 5 + 3 + 3 + 1 + 2
+    assert cost.count_resources("AWS::CloudWatch::Alarm", single_nat) == 4 + 4 + 3 + 3 + 1 + 2 + 7 + 1
+    assert cost.count_resources("AWS::CloudWatch::Alarm", serverless) == 4 + 5 + 3 + 3 + 1 + 2 + 7 + 1
     # without CloudFront there is no origin header secret
     assert cost.count_resources("AWS::SecretsManager::Secret", serverless) == 2
 

@@ -19,6 +19,7 @@ from tests.cfn_eval import active_resources, evaluate_conditions, of_type
 UNSCOPED_ALLOWED = {
     # No resource-level permissions exist for these two actions; PutMetricData is narrowed by namespace.
     ("WebInstanceRole", "AgentMetrics"): "cloudwatch:PutMetricData accepts only *",
+    ("WebInstanceRole", "PublishMoodleHealthMetrics"): "cloudwatch:PutMetricData accepts only *",
     ("WebInstanceRole", "AgentInstanceTags"): "ec2:DescribeTags accepts only *",
     ("FlowLogRole", "FindTheLogGroup"): "logs:DescribeLogGroups accepts only *",
     (

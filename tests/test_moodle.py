@@ -49,7 +49,12 @@ RIG_PLATFORM = Path(__file__).parent / "node_rig" / "platform-debian.sh"
 
 @pytest.mark.parametrize(
     "path",
-    [BOOTSTRAP_DIR / "moodle-node-setup.sh", BOOTSTRAP_DIR / "platform-al2023.sh", RIG_PLATFORM],
+    [
+        BOOTSTRAP_DIR / "moodle-node-setup.sh",
+        BOOTSTRAP_DIR / "platform-al2023.sh",
+        BOOTSTRAP_DIR / "moodle-metrics.sh",
+        RIG_PLATFORM,
+    ],
     ids=lambda p: p.name,
 )
 def test_node_scripts_are_shellcheck_clean(path):

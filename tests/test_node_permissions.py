@@ -107,6 +107,19 @@ def test_a_secret_named_without_its_random_suffix_matches_nothing() -> None:
     assert "statement ReadThisSitesSecrets: the resource is not one of" in verdict.explain()
 
 
+def test_moodles_metrics_need_their_own_statement_the_agents_namespace_does_not_cover_them() -> None:
+    """The CloudWatch agent's statement allows PutMetricData in CWAgent only: without the Moodle statement,
+    moodle-metrics.sh's call is denied, on the namespace condition."""
+    removed: list[str] = []
+    calls = [(s, c) for s, c in recorded() if c.action == "cloudwatch:PutMetricData"]
+    assert {c.context["cloudwatch:namespace"] for _, c in calls} == {"CWAgent", "Moodle"}
+    verdicts = evaluate(calls, edit=without("PublishMoodleHealthMetrics", removed))
+    assert removed == ["PublishMoodleHealthMetrics"]
+    denied = [v for v in verdicts if v.result != "Allowed"]
+    assert [v.call.context["cloudwatch:namespace"] for v in denied] == ["Moodle"]
+    assert denied[0].result == "ImplicitlyDenied"
+
+
 def test_a_tag_the_group_does_not_carry_denies_the_lifecycle_actions() -> None:
     state, call = next((s, c) for s, c in recorded() if c.action == "autoscaling:CompleteLifecycleAction")
     untagged = NodeCall(call.action, call.resource, {"aws:RequestedRegion": "us-east-1"}, call.origin)

@@ -148,3 +148,8 @@ def equals_any(value: AWSHelperFn, options: list[str]) -> Or:
 def output_as_parameter(output: str, type_: str = "String") -> Parameter:
     """The parameter a later layer declares to receive an earlier layer's output of the same name."""
     return Parameter(output, Type=type_, Description=f"{output} (an output of an earlier layer)")
+
+
+# The CloudWatch namespace of Moodle's own health metrics (moodle-metrics.sh publishes there, the web role
+# may publish only there, the monitoring layer's alarms read it).
+MOODLE_METRICS_NAMESPACE = "Moodle"

@@ -30,6 +30,8 @@ from awacs.aws import Condition as AwsCondition
 from awacs.sts import AssumeRole
 from troposphere import AWSHelperFn, Ref, Sub
 
+from moodle_cfn.common import MOODLE_METRICS_NAMESPACE
+
 POLICY_VERSION = "2012-10-17"
 
 
@@ -201,6 +203,16 @@ def web_node_policy(resources: WebNodeResources) -> PolicyDocument:
                 Condition=AwsCondition(StringEquals({"cloudwatch:namespace": "CWAgent"})),
             ),
             Statement(Sid="AgentInstanceTags", Effect=Allow, Action=[ec2.DescribeTags], Resource=["*"]),
+            # Moodle's own health (moodle-metrics.sh), in its namespace only: "cloudwatch:namespace" is the
+            # condition key PutMetricData supports (Service Authorization Reference, Amazon CloudWatch; CloudWatch
+            # User Guide, "Using condition keys to limit access to CloudWatch namespaces").
+            Statement(
+                Sid="PublishMoodleHealthMetrics",
+                Effect=Allow,
+                Action=[cloudwatch.PutMetricData],
+                Resource=["*"],
+                Condition=AwsCondition(StringEquals({"cloudwatch:namespace": MOODLE_METRICS_NAMESPACE})),
+            ),
             # Session Manager and nothing else of Systems Manager: the five actions of AWS's own policy for
             # it (AWSCloud9SSMInstanceProfile, https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSCloud9SSMInstanceProfile.html).
             # AmazonSSMManagedInstanceCore would add ssm:GetParameter(s) on "*": every parameter of the

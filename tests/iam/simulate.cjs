@@ -17,9 +17,10 @@ async function evaluate(simulation) {
   if (response.resultType === "error") {
     return { result: "Error", errors: response.errors };
   }
+  // A request on "*" that nothing allows comes back as a "wildcard" answer with no result to analyse.
   const result = response.resultType === "single" ? response.result : response.results[0];
-  const identity = result.analysis?.identityAnalysis;
-  const resource = result.analysis?.resourceAnalysis;
+  const identity = result?.analysis?.identityAnalysis;
+  const resource = result?.analysis?.resourceAnalysis;
   const explains = [...(identity?.unmatchedStatements || []), ...(identity?.denyStatements || []),
     ...(resource?.denyStatements || [])].map((s) => s.explain);
   return {

@@ -3,6 +3,8 @@ the calls moto cannot answer the way a node needs, with the response shapes of t
 ElastiCache DescribeCacheClusters (moto keeps no cache node endpoints), Auto Scaling
 CompleteLifecycleAction and DescribeAutoScalingGroups (moto has no lifecycle actions), CloudFormation
 SignalResource, RecordLifecycleActionHeartbeat. The stand-in records every call, so the rehearsal can assert what a node reported.
+CloudWatch PutMetricData arrives in the JSON protocol the node's AWS CLI prefers, which moto does not
+speak: the stand-in replays it to moto in the Query protocol (`Aws.metric_data` keeps each request).
 
 The stand-in is the nodes' only AWS endpoint (AWS_ENDPOINT_URL): what it does not answer it forwards to moto.
 So it sees every request a node makes and records each as IAM sees it (`Aws.node_calls`: action, resource
@@ -87,6 +89,8 @@ class Aws:
     calls: list[dict[str, str]] = field(default_factory=list)
     stack: StackState | None = None
     node_calls: list[tuple[StackState | None, NodeCall]] = field(default_factory=list)
+    # Each PutMetricData request a node made: {Namespace, MetricData}.
+    metric_data: list[dict] = field(default_factory=list)
 
     @property
     def environment(self) -> dict[str, str]:
@@ -162,6 +166,14 @@ def json_call(aws: Aws, service: str, region: str, target: str, body: dict) -> N
         name = body["Name"] if body["Name"].startswith("/") else f"/{body['Name']}"
         return NodeCall(action, arn("ssm", region, f"parameter{name}"))
     return NodeCall(action, "*")
+
+
+def put_metric_data(aws: Aws, body: dict) -> tuple[int, str]:
+    """A JSON-protocol PutMetricData (X-Amz-Target GraniteServiceVersion20100801.PutMetricData), stored in moto
+    through its Query protocol; the JSON answer the CLI expects (an empty object)."""
+    aws.metric_data.append(body)
+    aws.client("cloudwatch").put_metric_data(Namespace=body["Namespace"], MetricData=body["MetricData"])
+    return 200, "{}"
 
 
 def s3_call(method: str, path: str) -> NodeCall:
@@ -271,6 +283,13 @@ def running_aws() -> Iterator[Aws]:
                 record(query_call(aws, service, region, form), region, f"aws {service}")
                 status, answered = answer(form)
                 headers, reply = [("Content-Type", "text/xml")], answered.encode()
+            elif service == "monitoring" and self.headers.get("X-Amz-Target", "").endswith(".PutMetricData"):
+                # CloudWatch signs as "monitoring"; IAM knows it as "cloudwatch", with the namespace as a key.
+                body = json.loads(text or "{}")
+                context = {"cloudwatch:namespace": body.get("Namespace", "")}
+                record(NodeCall("cloudwatch:PutMetricData", "*", context), region, "aws cloudwatch")
+                status, answered = put_metric_data(aws, body)
+                headers, reply = [("Content-Type", "application/x-amz-json-1.0")], answered.encode()
             else:
                 target = self.headers.get("X-Amz-Target", "")
                 if service == "s3":

@@ -213,7 +213,8 @@ def denied_report(verdicts: list[Verdict]) -> str:
 def negative_calls(state: StackState) -> list[NodeCall]:
     """Calls a node must not be able to make: another secret (the master's, another site's, this one's name
     with another suffix), another group's lifecycle action, S3 outside the plugin prefix and the code
-    bundle, SSM outside the site's parameter, a mount through another access point or without TLS."""
+    bundle, SSM outside the site's parameter, a mount through another access point or without TLS, metrics
+    outside the node's two namespaces."""
     names, parameters = state.names, state.parameters
     region, site = names["AWS::Region"], parameters["SiteName"]
     arn = f"arn:aws:{{}}:{region}:{ACCOUNT}:{{}}"
@@ -284,6 +285,12 @@ def negative_calls(state: StackState) -> list[NodeCall]:
             "cloudformation:SignalResource",
             arn.format("cloudformation", f"stack/other/{GROUP_ID}"),
             origin="another stack",
+        ),
+        NodeCall(
+            "cloudwatch:PutMetricData",
+            "*",
+            {"cloudwatch:namespace": "AWS/EC2", "aws:RequestedRegion": region},
+            "metrics outside the agent's and Moodle's namespaces",
         ),
     ]
 

@@ -47,6 +47,7 @@ from tests.node_rig.aws import Aws, Imds, running_aws
 from tests.node_rig.cfn_init import app_template, database_parameters, init_files, resolve
 from tests.node_rig.iam_check import StackState, denied_report, evaluate, group_tags
 from tests.node_rig.memory_cgroup import MemoryCgroup, namespace_processes
+from tests.node_rig.metrics_check import check_moodle_health_metrics
 from tests.node_rig.node import PLATFORM_FILE, Browser, Node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -965,6 +966,13 @@ def test_a_node_leaving_the_group_finishes_its_running_task_before_its_hook_comp
     assert "drained in" in drain.stderr and "asking it to finish its current task" in drain.stderr, (
         drain.stderr
     )
+
+
+def test_moodles_health_reaches_cloudwatch_once_per_site_and_crosses_the_cron_alarm(site: Site) -> None:
+    """With cron stopped (the run above ended), time set back and a failing ad-hoc task: both nodes' agents
+    in one minute, one publish, read back from moto (tests/node_rig/metrics_check.py)."""
+    measured = site.timed("Moodle health metrics check", lambda: check_moodle_health_metrics(site))
+    (CACHE / f"metrics-{site.leg}.json").write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
 
 
 def node_state(site: Site, node: Node) -> str:

@@ -1,6 +1,6 @@
 #!/bin/bash
-# What moodle-node-ready.sh (the launch hook) and moodle-node-drain.sh (the terminate hook) share: the
-# instance metadata, the site's settings, and the group's lifecycle actions. Sourced; the caller defines
+# What moodle-node-ready.sh (the launch hook), moodle-node-drain.sh (the terminate hook) and
+# moodle-metrics.sh share: the instance metadata, the site's settings, and the group's lifecycle actions. Sourced; the caller defines
 # log() and sets instance_id and group before calling lifecycle_action.
 # shellcheck disable=SC2154  # instance_id, group and imds_url come from the caller and the platform file
 

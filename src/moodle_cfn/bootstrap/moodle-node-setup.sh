@@ -626,7 +626,7 @@ start_cron_and_logs() {
   step "starting cron and log shipping"
   local unit
   for unit in moodle-cron.service moodle-cron.timer moodle-settings-refresh.service moodle-settings-refresh.timer \
-    moodle-node-drain.service; do
+    moodle-node-drain.service moodle-metrics.service moodle-metrics.timer; do
     install_rendered "$unit" "/etc/systemd/system/$unit" "WEB_USER=$web_user"
   done
   install_rendered moodle-logrotate.conf "$logrotate_path"

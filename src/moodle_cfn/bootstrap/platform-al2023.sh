@@ -109,7 +109,7 @@ platform_vcpus() { nproc; }
 # The units are in /etc/systemd/system already (the node setup renders them).
 platform_start_cron() {
   systemctl daemon-reload
-  systemctl enable --now moodle-cron.timer moodle-settings-refresh.timer moodle-node-drain.service
+  systemctl enable --now moodle-cron.timer moodle-settings-refresh.timer moodle-metrics.timer moodle-node-drain.service
 }
 
 # For moodle-node-drain.sh: no new cron run, and the one running now (its unit's main process is the php

@@ -26,7 +26,13 @@ from troposphere import (
 )
 
 from moodle_cfn import al2023
-from moodle_cfn.common import SITE_NAME, OperatorParameter, declare_parameters, output_as_parameter
+from moodle_cfn.common import (
+    MOODLE_METRICS_NAMESPACE,
+    SITE_NAME,
+    OperatorParameter,
+    declare_parameters,
+    output_as_parameter,
+)
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
 from moodle_cfn.layers import (
     cache,
@@ -239,6 +245,9 @@ def node_settings(host: If, admin_secret: object, release_parameter: object) -> 
         "FILE_SYSTEM_ID": Ref(output_as_parameter(file_system.FILE_SYSTEM_ID)),
         "ACCESS_POINT_ID": Ref(output_as_parameter(file_system.ACCESS_POINT_ID)),
         "CODE_ACCESS_POINT_ID": Ref(output_as_parameter(file_system.CODE_ACCESS_POINT_ID)),
+        # Moodle's own health metrics (moodle-metrics.sh): their namespace and Site dimension.
+        "METRICS_NAMESPACE": MOODLE_METRICS_NAMESPACE,
+        "SITE_NAME": Ref(SITE_NAME.parameter),
     }
     for role in cache.ROLES:
         prefix = role.key.upper()

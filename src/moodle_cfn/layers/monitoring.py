@@ -28,7 +28,7 @@ from moodle_cfn.common import (
     output_as_parameter,
 )
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
-from moodle_cfn.layers import app, cache, database, network, web_tier
+from moodle_cfn.layers import app, cache, database, moodle_metrics, network, web_tier
 from moodle_cfn.layers.file_system import FILE_SYSTEM_ID
 
 HAS_ALARM_EMAIL = "HasAlarmEmail"
@@ -318,6 +318,7 @@ def dashboard_body() -> Sub:
         "properties": {"markdown": f"**Moodle release**: the SSM parameter [/{parameter}]({console}/{parameter}/"
                        "description?region=${AWS::Region}), written by the node that installs or upgrades Moodle."},
     })  # fmt: skip
+    widgets += moodle_metrics.widgets(top=20)
     return Sub(json.dumps({"widgets": widgets}, sort_keys=True))
 
 
@@ -372,6 +373,7 @@ def build() -> Template:
         *database_alarms(topic),
         *cache_alarms(topic),
         *network_alarms(topic),
+        *moodle_metrics.alarms(topic),
     ):
         template.add_resource(resource)
     dashboard = template.add_resource(

@@ -53,6 +53,10 @@ SHARED_FILES = (
     ("moodle-cron.timer", "000644"),
     ("moodle-settings-refresh.service", "000644"),
     ("moodle-settings-refresh.timer", "000644"),
+    ("moodle-metrics.php", "000644"),
+    ("moodle-metrics.sh", "000755"),
+    ("moodle-metrics.service", "000644"),
+    ("moodle-metrics.timer", "000644"),
 )
 # Node logs shipped by the CloudWatch agent: file -> log group suffix (web_tier.LOG_NAMES).
 SHIPPED_LOGS = {
@@ -357,6 +361,10 @@ def agent_config() -> Sub:
             "namespace": "CWAgent",
             # ${!x} is Fn::Sub's escape for the agent's own ${x} placeholder.
             "append_dimensions": {"AutoScalingGroupName": "${!aws:AutoScalingGroupName}"},
+            # Each metric also once with the group alone, for the alarms per group (moodle_metrics.py): the
+            # agent "aggregates metrics from all instances in each Auto Scaling group" on that dimension
+            # (CloudWatch agent configuration file reference, aggregation_dimensions).
+            "aggregation_dimensions": [["AutoScalingGroupName"]],
             "metrics_collected": {
                 "mem": {"measurement": ["mem_used_percent"]},
                 "disk": {"measurement": ["used_percent"], "resources": ["/"]},
@@ -406,14 +414,16 @@ NOT_SITE_SETTINGS = frozenset(
 def settings_names() -> set[str]:
     """The site.json keys the node scripts read (so the template and the scripts cannot drift): shell
     variables in moodle-node-setup.sh and the platform file it sources, `site KEY` lookups in
-    moodle-node-ready.sh."""
+    moodle-node-ready.sh, moodle-node-drain.sh and moodle-metrics.sh."""
     setup = set(
         re.findall(
             r"\$\{?([A-Z][A-Z0-9_]+)",
             bootstrap.read("moodle-node-setup.sh") + bootstrap.read(releases.NODE_PLATFORM_FILE),
         )
     )
-    lookups = bootstrap.read("moodle-node-ready.sh") + bootstrap.read("moodle-node-drain.sh")
+    lookups = "".join(
+        bootstrap.read(name) for name in ("moodle-node-ready.sh", "moodle-node-drain.sh", "moodle-metrics.sh")
+    )
     ready = set(re.findall(r"\bsite ([A-Z][A-Z0-9_]+)", lookups))
     return (setup - NOT_SITE_SETTINGS) | ready
 
