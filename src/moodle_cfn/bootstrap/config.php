@@ -32,6 +32,39 @@ $CFG->dboptions = [
     'dbport' => (int) $settings['database']['port'],
     'connecttimeout' => 10,
 ];
+// The Aurora reader endpoint takes the reads Moodle deems safe (its read-only replica option, Moodle 3.9+:
+// lib/dml/moodle_read_slave_trait.php, moodle_read_replica_trait.php from 5.0; same `readonly` key). Moodle
+// sends a SELECT to the reader unless the request is in a transaction, reads a temporary table or
+// mdl_sessions / lock_db, takes or releases a pg_*lock, changed the schema, or wrote one of its tables
+// less than `latency` seconds before; everything else goes to the writer. The reader logs in as the writer
+// does (dbuser/dbpass/dbport inherited); with dbpersist each PHP-FPM worker keeps one connection to each
+// endpoint. An unreachable reader costs a request at most `connecttimeout` before Moodle uses the writer
+// alone. A reader that names the writer (the rig's legs without a replica) is left out: it would only
+// double the writer's connections.
+// Moodle's guard lasts one request, but the page a user loads after a form post (its redirect) is the next
+// request, and an Aurora replica typically lags the writer by less than 100 ms (AWS Database Blog, "How to
+// set up a single pgpool endpoint for reads and writes with Amazon Aurora PostgreSQL"). So a form post reads from the writer alone and marks the browser for $readerpause seconds
+// (a cookie, seen by every node), during which its requests read from the writer alone too: the user sees
+// what they just wrote on whichever node serves them next. Web-service calls (lib/ajax) are left out:
+// pages make them on every load, mostly to read. make rehearse-node measures both: the share of SELECTs
+// that leave the writer in a page mix, and posts seen on the next page on either node.
+$reader = $settings['database']['reader_host'] ?? '';
+$readerpause = 5;
+$readercookie = 'MOODLECFN_WROTE';
+$posted = PHP_SAPI !== 'cli' && ($_SERVER['REQUEST_METHOD'] ?? 'GET') === 'POST'
+    && !preg_match('#/lib/ajax/[^/]*\.php$#', $_SERVER['SCRIPT_NAME'] ?? '');
+if ($posted) {
+    setcookie($readercookie, (string) time(), ['expires' => time() + $readerpause, 'path' => '/',
+        'secure' => true, 'httponly' => true, 'samesite' => 'Lax']);
+}
+$wroterecently = (int) ($_COOKIE[$readercookie] ?? 0) > time() - $readerpause;
+if ($reader !== '' && $reader !== $CFG->dbhost && !$posted && !$wroterecently) {
+    $CFG->dboptions['readonly'] = [
+        'instance' => [['dbhost' => $reader]],
+        'latency' => 1,
+        'connecttimeout' => 2,
+    ];
+}
 
 // TLS ends at CloudFront or the load balancer: Moodle is told its address is https.
 $CFG->wwwroot  = $settings['wwwroot'];
