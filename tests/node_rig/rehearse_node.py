@@ -1045,96 +1045,6 @@ def test_a_major_upgrade_to_5_1_is_rolled_onto_both_nodes(site: Site) -> None:
     assert any(key.startswith("mdl_") for key in site.cache_keys("application"))
 
 
-def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(site: Site) -> None:
-    """Bring an existing site: its database restored (a copy of the installed one, as a snapshot restore
-    is, with its tables owned by the old site's own user) and its filedir copied to a new, empty EFS. The
-    database-role function hands the tables to Moodle's role; new nodes find the installed site, match
-    its release and never reinstall. One leg: nothing here depends on the cache engine."""
-    if site.leg != LEGS[0]:
-        pytest.skip(f"the restore path runs on the first leg ({LEGS[0]}) only")
-    for node in site.nodes:  # the old site's nodes go (a copy needs no other connections to the source)
-        node.stop()
-    site.postgres.sql_as(MASTER["username"], MASTER["password"], "CREATE ROLE oldsite LOGIN PASSWORD 'old-1'",
-                         "moodle")  # fmt: skip
-    site.postgres.sql("CREATE DATABASE restored TEMPLATE moodle OWNER oldsite")
-    site.postgres.sql(
-        "DO $d$DECLARE t text; BEGIN FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP "
-        "EXECUTE format('ALTER TABLE public.%I OWNER TO oldsite', t); END LOOP; END$d$; "
-        "ALTER SCHEMA public OWNER TO oldsite",
-        "restored",
-    )
-    assert site.postgres.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'",
-                             "restored") == "oldsite"  # fmt: skip
-    run_database_role_function(site, "restored")
-    owners = site.postgres.sql(
-        "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", "restored"
-    )
-    assert owners == OWNER_ROLE
-    # moodledata: only the files (filedir) come over, as DataSync or an rsync from an old node would copy
-    # them; caches, sessions, temp and the old MUC config stay behind.
-    shared = site.shared.parent / "efs-restored"
-    shutil.copytree(site.shared / "data" / "filedir", shared / "data" / "filedir")
-    code = site.shared.parent / "efs-restored-code"
-    code.mkdir()
-    nodes = []
-    for n, address in enumerate(NODE_ADDRESSES, start=1):
-        imds = Imds({**site.nodes[n - 1].imds.metadata, "instance-id": f"i-0restored{n}"})
-        environment = {
-            **site.nodes[n - 1].environment,
-            "RIG_SHARED_DIR": str(shared),
-            "RIG_CODE_DIR": str(code),
-            "RIG_IMDS_URL": imds.url,
-        }
-        nodes.append(Node(f"restored{n}", address, shared.parent / f"restored{n}", environment, imds=imds))
-    try:
-        for node in nodes:
-            node.boot_namespace()
-            site.write_init_files(node, DatabaseName="restored")
-
-        def boot() -> list[tuple[str, int]]:
-            processes = [node.start_setup() for node in nodes]
-            return [(process.communicate(timeout=1800)[0], process.returncode) for process in processes]
-
-        results = site.timed("first boot of both nodes of a restored site", boot)
-        for output, status in results:
-            assert status == 0, output[-4000:]
-            assert INSTALL_LINE not in output and UPGRADE_LINE not in output
-            assert f"the database runs {site.release}" in output
-        assert (shared / ".moodle-cfn" / "moodle-release").read_text() == f"{site.release}\n"
-        for node in nodes:
-            # The old site's admin and password: the site came over, it was not installed anew.
-            browser = Browser(SITE_HOST)
-            assert not browser.log_in(node, "admin", ADMIN_PASSWORD).startswith("/login/index.php")
-            assert health(node) == 200
-        assert site.postgres.sql("SELECT count(*) FROM mdl_user WHERE username = 'admin'", "restored") == "1"
-    finally:
-        for node in nodes:
-            node.stop()
-            node.imds.stop()
-
-
-def every_aws_call_a_node_made_is_allowed(site: Site) -> None:
-    """Every request this leg's nodes made (recorded by the rig's AWS front door: tests/node_rig/aws.py) is
-    allowed by the policies templates/app.yaml gives the nodes' role for the values in force then, as an
-    offline IAM evaluator decides (tests/node_rig/iam_check.py)."""
-    stack = site.names["AWS::StackName"]
-    calls = [
-        (state, call)
-        for state, call in site.aws.node_calls
-        if state and state.names["AWS::StackName"] == stack
-    ]
-    assert calls, "the rig recorded no AWS call of this leg's nodes"
-    verdicts = evaluate(calls)
-    denied = denied_report(verdicts)
-    assert not denied, f"{len(denied.splitlines())} lines of denied calls:\n{denied}"
-    # What the check covered, for the log: each distinct action and resource once.
-    print(
-        "\n".join(
-            sorted({f"{v.call.action} {v.call.resource} <- {', '.join(v.allowed_by)}" for v in verdicts})
-        )
-    )
-
-
 # ---- Moodle's PHP files on the shared disk are never served stale (issue 26) ----------------------------
 # Moodle writes PHP files to dataroot on EFS and includes them: customised strings and language packs
 # (dataroot/lang) and the MUC configuration (dataroot/muc/config.php). OPcache re-checks a cached file at
@@ -1393,7 +1303,98 @@ def test_the_reader_takes_the_safe_reads_and_a_post_shows_on_the_next_page(site:
     assert not stale, f"read-after-write returned old data: {stale}"
     writes = {"INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "TRUNCATE"}
     assert not writes & set(reader), f"the reader was sent writes: {reader}"
-    assert share > 0.25, f"only {share:.0%} of the SELECTs left the writer"
+    # Measured: 57% (1,377 of 2,428) on valkey-17-5.1 (README, Data design).
+    assert share > 0.4, f"only {share:.0%} of the SELECTs left the writer"
+
+
+def test_an_existing_site_restored_from_a_snapshot_comes_up_without_a_reinstall(site: Site) -> None:
+    """Bring an existing site: its database restored (a copy of the installed one, as a snapshot restore
+    is, with its tables owned by the old site's own user) and its filedir copied to a new, empty EFS. The
+    database-role function hands the tables to Moodle's role; new nodes find the installed site, match
+    its release and never reinstall. One leg: nothing here depends on the cache engine."""
+    if site.leg != LEGS[0]:
+        pytest.skip(f"the restore path runs on the first leg ({LEGS[0]}) only")
+    for node in site.nodes:  # the old site's nodes go (a copy needs no other connections to the source)
+        node.stop()
+    site.postgres.sql_as(MASTER["username"], MASTER["password"], "CREATE ROLE oldsite LOGIN PASSWORD 'old-1'",
+                         "moodle")  # fmt: skip
+    site.postgres.sql("CREATE DATABASE restored TEMPLATE moodle OWNER oldsite")
+    site.postgres.sql(
+        "DO $d$DECLARE t text; BEGIN FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP "
+        "EXECUTE format('ALTER TABLE public.%I OWNER TO oldsite', t); END LOOP; END$d$; "
+        "ALTER SCHEMA public OWNER TO oldsite",
+        "restored",
+    )
+    assert site.postgres.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'",
+                             "restored") == "oldsite"  # fmt: skip
+    run_database_role_function(site, "restored")
+    owners = site.postgres.sql(
+        "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'", "restored"
+    )
+    assert owners == OWNER_ROLE
+    # moodledata: only the files (filedir) come over, as DataSync or an rsync from an old node would copy
+    # them; caches, sessions, temp and the old MUC config stay behind.
+    shared = site.shared.parent / "efs-restored"
+    shutil.copytree(site.shared / "data" / "filedir", shared / "data" / "filedir")
+    code = site.shared.parent / "efs-restored-code"
+    code.mkdir()
+    nodes = []
+    for n, address in enumerate(NODE_ADDRESSES, start=1):
+        imds = Imds({**site.nodes[n - 1].imds.metadata, "instance-id": f"i-0restored{n}"})
+        environment = {
+            **site.nodes[n - 1].environment,
+            "RIG_SHARED_DIR": str(shared),
+            "RIG_CODE_DIR": str(code),
+            "RIG_IMDS_URL": imds.url,
+        }
+        nodes.append(Node(f"restored{n}", address, shared.parent / f"restored{n}", environment, imds=imds))
+    try:
+        for node in nodes:
+            node.boot_namespace()
+            site.write_init_files(node, DatabaseName="restored")
+
+        def boot() -> list[tuple[str, int]]:
+            processes = [node.start_setup() for node in nodes]
+            return [(process.communicate(timeout=1800)[0], process.returncode) for process in processes]
+
+        results = site.timed("first boot of both nodes of a restored site", boot)
+        for output, status in results:
+            assert status == 0, output[-4000:]
+            assert INSTALL_LINE not in output and UPGRADE_LINE not in output
+            assert f"the database runs {site.release}" in output
+        assert (shared / ".moodle-cfn" / "moodle-release").read_text() == f"{site.release}\n"
+        for node in nodes:
+            # The old site's admin and password: the site came over, it was not installed anew.
+            browser = Browser(SITE_HOST)
+            assert not browser.log_in(node, "admin", ADMIN_PASSWORD).startswith("/login/index.php")
+            assert health(node) == 200
+        assert site.postgres.sql("SELECT count(*) FROM mdl_user WHERE username = 'admin'", "restored") == "1"
+    finally:
+        for node in nodes:
+            node.stop()
+            node.imds.stop()
+
+
+def every_aws_call_a_node_made_is_allowed(site: Site) -> None:
+    """Every request this leg's nodes made (recorded by the rig's AWS front door: tests/node_rig/aws.py) is
+    allowed by the policies templates/app.yaml gives the nodes' role for the values in force then, as an
+    offline IAM evaluator decides (tests/node_rig/iam_check.py)."""
+    stack = site.names["AWS::StackName"]
+    calls = [
+        (state, call)
+        for state, call in site.aws.node_calls
+        if state and state.names["AWS::StackName"] == stack
+    ]
+    assert calls, "the rig recorded no AWS call of this leg's nodes"
+    verdicts = evaluate(calls)
+    denied = denied_report(verdicts)
+    assert not denied, f"{len(denied.splitlines())} lines of denied calls:\n{denied}"
+    # What the check covered, for the log: each distinct action and resource once.
+    print(
+        "\n".join(
+            sorted({f"{v.call.action} {v.call.resource} <- {', '.join(v.allowed_by)}" for v in verdicts})
+        )
+    )
 
 
 # Last of the module: every call the tests above made.
