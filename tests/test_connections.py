@@ -20,7 +20,7 @@ def test_the_pool_size_follows_the_instance_type():
     assert connections.fpm_max_children({**BASE, "WebInstanceType": "m7g.4xlarge"}) == 128
     # Twice the workers per node halves the nodes the same database admits.
     large = {**BASE, "WebInstanceType": "m7g.xlarge", "WebMaxSize": "100"}
-    assert "use at most 44 nodes" in connections.connections_problem(large)[1]
+    assert "use at most 22 nodes" in connections.connections_problem(large)[1]
 
 
 def test_max_connections_follows_the_aurora_formula():
@@ -55,5 +55,7 @@ def test_too_many_nodes_for_the_database_is_one_line_naming_file_and_key(tmp_pat
     assert main([command, str(path)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1, err
-    assert err.startswith(f"moodle-cfn: error: {path}: WebMaxSize: 12 m7g.large web nodes x (16 PHP-FPM"), err
+    assert err.startswith(
+        f"moodle-cfn: error: {path}: WebMaxSize: 12 m7g.large web nodes x (16 PHP-FPM workers + 2 CLI) x 2"
+    ), err
     assert "DatabaseMaxCapacity 1 ACU allows" in err

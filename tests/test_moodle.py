@@ -384,3 +384,64 @@ def test_a_site_name_with_quotes_dollars_and_brackets_is_admitted():
     ]:
         assert re.fullmatch(pattern, name), name
     assert not re.fullmatch(pattern, "two\nlines") and not re.fullmatch(pattern, "x" * 101)
+
+
+# ---- issue 26: the shared disk's PHP files are never cached, the reader takes the safe reads ----
+
+
+def rendered_blacklist() -> tuple[list[str], str]:
+    """(entries, dataroot): opcache-moodledata.blacklist as moodle-node-setup.sh renders it, and the
+    dataroot the same script writes into moodle.json."""
+    script = bootstrap.read("moodle-node-setup.sh")
+    moodledata = re.search(r"^readonly moodledata=(\S+)$", script, re.M).group(1)
+    assert 'dataroot: ($data + "/data")' in script and '--arg data "$moodledata"' in script
+    assert '"MOODLEDATA=$moodledata" \\\n    "DATAROOT=$moodledata/data"' in script
+    text = bootstrap.read("opcache-moodledata.blacklist")
+    text = text.replace("@MOODLEDATA@", moodledata).replace("@DATAROOT@", f"{moodledata}/data")
+    assert "@" not in text
+    entries = [line for line in text.splitlines() if line.strip() and not line.startswith(";")]
+    return entries, f"{moodledata}/data"
+
+
+def test_opcache_never_caches_moodles_php_files_on_the_shared_disk():
+    entries, dataroot = rendered_blacklist()
+    # Prefixes (php-src zend_accelerator_blacklist.c): customised strings, language packs, MUC's config.
+    assert entries == [f"{dataroot}/lang/", f"{dataroot}/muc/"]
+    for written in ("lang/en_local/moodle.php", "lang/de/moodle.php", "muc/config.php"):
+        assert any(f"{dataroot}/{written}".startswith(entry) for entry in entries), written
+    # Moodle's class map stays cached (it checks its own version when it loads it).
+    assert not any("/var/moodledata/cache/core_component.php".startswith(entry) for entry in entries)
+    assert "opcache.blacklist_filename = @OPCACHE_BLACKLIST@" in bootstrap.read("php-moodle.ini")
+    script = bootstrap.read("moodle-node-setup.sh")
+    assert 'install_rendered opcache-moodledata.blacklist "$opcache_blacklist"' in script
+    assert 'install_rendered php-moodle.ini "$php_ini_path" "OPCACHE_BLACKLIST=$opcache_blacklist"' in script
+
+
+@needs_php
+@pytest.mark.parametrize("layout", ["4.5", "5.1+"])
+def test_config_php_sends_safe_reads_to_the_reader_endpoint(tmp_path, layout):
+    data = settings("valkey", router=layout != "4.5")
+    data["database"]["reader_host"] = "db.cluster-ro"
+    cfg = run_config(tmp_path, layout, data)
+    # Moodle's read-only replica option: the reader logs in with the writer's user, password and port.
+    assert cfg["dboptions"]["readonly"] == {
+        "instance": [{"dbhost": "db.cluster-ro"}], "latency": 1, "connecttimeout": 2}  # fmt: skip
+    assert (cfg["dbhost"], cfg["dboptions"]["dbport"]) == ("db.cluster", 5432)
+
+
+@needs_php
+@pytest.mark.parametrize("reader", ["", "db.cluster", None])
+def test_config_php_without_a_separate_reader_uses_the_writer_alone(tmp_path, reader):
+    data = settings("memcached", router=False)
+    if reader is not None:
+        data["database"]["reader_host"] = reader
+    assert "readonly" not in run_config(tmp_path, "4.5", data)["dboptions"]
+
+
+def test_the_node_is_given_the_reader_endpoint(app_template):
+    files = app_template["Resources"]["WebLaunchTemplate"]["Metadata"]["AWS::CloudFormation::Init"]["config"][
+        "files"
+    ]
+    site = files["/etc/moodle-cfn/site.json"]["content"]
+    assert site["DATABASE_READER_HOST"] == {"Ref": "DatabaseReaderEndpoint"}
+    assert '--arg reader "${DATABASE_READER_HOST:-}"' in bootstrap.read("moodle-node-setup.sh")

@@ -71,8 +71,10 @@ def pool_size() -> dict[str, str]:
     )
 
 
+OPCACHE_BLACKLIST = "/etc/moodle-cfn/opcache-moodledata.blacklist"
 MARKERS = {"WEB_USER": "www-data", "FPM_SOCKET": "/run/php-fpm/www.sock",
-           "PHP_ERROR_LOG": "/var/log/php-fpm/www-error.log", **pool_size()}  # fmt: skip
+           "PHP_ERROR_LOG": "/var/log/php-fpm/www-error.log", "OPCACHE_BLACKLIST": OPCACHE_BLACKLIST,
+           **pool_size()}  # fmt: skip
 WEB_RUN = ["runuser", "-u", "www-data", "--", "env", "MOODLE_DIR=/var/www/moodle",
            "MOODLE_CFN_SETTINGS=/etc/moodle-cfn/moodle.json", "php"]  # fmt: skip
 
@@ -105,6 +107,8 @@ TWEAK = str(HERE / "muc-tweak.php")
 # measured effect), then the candidates measured and not kept (README, "Node performance and sizing", says why).
 CHANGES = (
     Change("shipped - dbpersist", (("config", "'dbpersist' => true", "'dbpersist' => false"),)),
+    Change("shipped - opcache blacklist",
+           (("ini", f"opcache.blacklist_filename = {OPCACHE_BLACKLIST}", "opcache.blacklist_filename ="),)),
     Change("shipped + local-safe caches in APCu", muc=(("-d", "apc.enable_cli=1", TWEAK, "map-local"),)),
     Change("shipped + opcache.validate_timestamps=0",
            (("ini", "opcache.validate_timestamps = 1", "opcache.validate_timestamps = 0"),)),

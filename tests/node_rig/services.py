@@ -352,6 +352,76 @@ def start_postgres(
     return pg
 
 
+# The rig's stand-in for an Aurora replica's lag: the standby applies each commit this long after the
+# primary made it (recovery_min_apply_delay). Aurora replicas typically lag the writer by less than 100 ms
+# (AWS Database Blog, "How to set up a single pgpool endpoint for reads and writes with Amazon Aurora
+# PostgreSQL"): the rig's replica is made as slow as that bound, not faster.
+REPLICA_APPLY_DELAY_MS = 100
+
+
+def start_replica(primary: Postgres, workdir: Path, address: str) -> Postgres:
+    """A hot standby of `primary` standing in for an Aurora reader, streaming from it, on `address` at the
+    primary's port (Aurora's reader endpoint shares the writer's port), REPLICA_APPLY_DELAY_MS behind it.
+    The embedded PostgreSQL has no pg_basebackup: the primary is stopped cleanly (it is restarted anyway to
+    load pg_stat_statements, so that a test can count the statements each server ran), its data directory
+    copied, and the copy started as a standby (standby.signal, primary_conninfo)."""
+    bin_dir = q(primary.binaries / "bin")
+    primary.sql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    # The WAL the standby replays from the copy's checkpoint on stays on the primary meanwhile.
+    primary.sql("ALTER SYSTEM SET wal_keep_size = '256MB'")
+    with (primary.data / "pg_hba.conf").open("a") as hba:
+        hba.write(f"local replication {PG_BOOTSTRAP} trust\n")
+    data, log, sock = workdir / "pgdata", workdir / "postgres.log", Path(f"/tmp/pgrig-{primary.port}-replica")
+    _pg_ctl_stop(primary.binaries, data)  # a replica left by an interrupted run would hold the address
+    shutil.rmtree(data, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _traversable(workdir)
+    for d in (workdir, sock):
+        d.mkdir(mode=0o700, exist_ok=True)
+        shutil.chown(d, PG_OS_USER, PG_OS_USER)
+    log.touch()
+    shutil.chown(log, PG_OS_USER, PG_OS_USER)
+    _pg_ctl_stop(primary.binaries, primary.data)
+    _run(["cp", "-a", str(primary.data), str(data)])
+    (data / "postmaster.opts").unlink(missing_ok=True)
+    (data / "standby.signal").touch()
+    shutil.chown(data / "standby.signal", PG_OS_USER, PG_OS_USER)
+    with (data / "postgresql.conf").open("a") as conf:
+        conf.write(f"\nlisten_addresses = '{address}'\nunix_socket_directories = '{sock}'\n"
+                   f"primary_conninfo = 'host={primary.socket_dir} port={primary.port} user={PG_BOOTSTRAP}'\n"
+                   f"recovery_min_apply_delay = '{REPLICA_APPLY_DELAY_MS}ms'\n")  # fmt: skip
+    with (data / "pg_hba.conf").open("a") as hba:  # clients reach it from any loopback address
+        hba.write("hostssl all all 127.0.0.0/8 scram-sha-256\n")
+    for server_data, server_log in ((primary.data, primary.log), (data, log)):
+        try:
+            _as_pgrig(f"{bin_dir}/pg_ctl -D {q(server_data)} -l {q(server_log)} -w -t {START_TIMEOUT:.0f} start",
+                      env=primary.env)  # fmt: skip
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}\nlog tail:\n{_tail(server_log)}") from None
+    _wait("postgres after its restart", lambda: primary.sql("SELECT 1") == "1", primary.log)
+    primary.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", "postgres")
+    replica = Postgres(address, primary.port, primary.version, primary.binaries, data, sock, primary.database,
+                       log, primary.ca_cert, primary.env)  # fmt: skip
+    _wait(
+        "the replica streaming", lambda: primary.sql("SELECT count(*) FROM pg_stat_replication") == "1", log
+    )
+    _wait("the replica's pg_stat_statements", lambda: replica.sql(
+        "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'", "postgres") == "1", log)  # fmt: skip
+    return replica
+
+
+def statements_run(server: Postgres, database: str) -> dict[str, int]:
+    """Calls of the statements clients (not the rig's own superuser) ran in `database` since the last
+    pg_stat_statements_reset(), by first word (SELECT, INSERT...)."""
+    rows = server.sql(
+        "SELECT upper(substring(ltrim(s.query) from '^[A-Za-z]+')), sum(s.calls) FROM pg_stat_statements s "
+        f"JOIN pg_roles r ON r.oid = s.userid JOIN pg_database d ON d.oid = s.dbid "
+        f"WHERE r.rolname <> '{PG_BOOTSTRAP}' AND d.datname = '{database}' GROUP BY 1",
+        "postgres",
+    )
+    return {word: int(calls) for word, calls in (line.split("|") for line in rows.splitlines())}
+
+
 def _self_test() -> None:
     import tempfile
 

@@ -20,8 +20,9 @@ $CFG->prefix    = 'mdl_';
 // a new TLS handshake and SCRAM login per page. Measured by `make bench-node` (2 cores, 16 users, EFS
 // latency model): 1.39x the pages of the same node files without it (login page 1.82x, dashboard and
 // course page 1.21x), the only setting that gained more than the run-to-run noise. Each worker holds one
-// connection, so a node opens at most pm.max_children of them: `moodle-cfn validate` refuses params whose
-// largest fleet could exceed the database's max_connections (src/moodle_cfn/layers/connections.py). Safe
+// connection (and one to the reader, below), so a node opens at most 2 x pm.max_children of them:
+// `moodle-cfn validate` refuses params whose largest fleet could exceed the database's max_connections
+// (src/moodle_cfn/layers/connections.py). Safe
 // in a cluster: nothing of the connection outlives the request: at the end of every request Moodle rolls
 // back an unfinished transaction and drops its temporary tables (moodle_database::dispose), releases its
 // advisory locks (postgres_lock_factory::auto_release, a shutdown handler), and closes leftover cursors
@@ -32,6 +33,41 @@ $CFG->dboptions = [
     'dbport' => (int) $settings['database']['port'],
     'connecttimeout' => 10,
 ];
+// The Aurora reader endpoint takes the reads Moodle deems safe (its read-only replica option, Moodle 3.9+:
+// lib/dml/moodle_read_slave_trait.php, moodle_read_replica_trait.php from 5.0; same `readonly` key). Moodle
+// sends a SELECT to the reader unless the request is in a transaction, reads a temporary table or
+// mdl_sessions / lock_db, takes or releases a pg_*lock, changed the schema, or wrote one of its tables
+// less than `latency` seconds before; everything else goes to the writer. The reader logs in as the writer
+// does (dbuser/dbpass/dbport inherited); with dbpersist each PHP-FPM worker keeps one connection to each
+// endpoint. An unreachable reader costs a request at most `connecttimeout` before Moodle uses the writer
+// alone. A reader that names the writer (the rig's legs without a replica) is left out: it would only
+// double the writer's connections.
+// Moodle's guard lasts one request, but the page a user loads after a form post (its redirect) is the next
+// request, and an Aurora replica typically lags the writer by less than 100 ms (AWS Database Blog, "How to
+// set up a single pgpool endpoint for reads and writes with Amazon Aurora PostgreSQL"). So a form post
+// reads from the writer alone and marks the browser for $readerpause seconds (a cookie holding the time,
+// seen by every node), during which its requests read from the writer alone too: the user sees what they
+// just wrote on whichever node serves them next. Web-service calls (lib/ajax) are left out: pages make
+// them on every load, mostly to read. Measured by make rehearse-node (a replica applying commits 100 ms
+// late): 57% of a page mix's SELECTs ran on the reader; 6 forum posts showed on the next page on both
+// nodes, and so did 6 more without the cookie: a precaution for a replica lagging more than that.
+$reader = $settings['database']['reader_host'] ?? '';
+$readerpause = 5;
+$readercookie = 'MOODLECFN_WROTE';
+$posted = PHP_SAPI !== 'cli' && ($_SERVER['REQUEST_METHOD'] ?? 'GET') === 'POST'
+    && !preg_match('#/lib/ajax/[^/]*\.php$#', $_SERVER['SCRIPT_NAME'] ?? '');
+if ($posted) {
+    setcookie($readercookie, (string) time(), ['expires' => time() + $readerpause, 'path' => '/',
+        'secure' => true, 'httponly' => true, 'samesite' => 'Lax']);
+}
+$wroterecently = (int) ($_COOKIE[$readercookie] ?? 0) > time() - $readerpause;
+if ($reader !== '' && $reader !== $CFG->dbhost && !$posted && !$wroterecently) {
+    $CFG->dboptions['readonly'] = [
+        'instance' => [['dbhost' => $reader]],
+        'latency' => 1,
+        'connecttimeout' => 2,
+    ];
+}
 
 // TLS ends at CloudFront or the load balancer: Moodle is told its address is https.
 $CFG->wwwroot  = $settings['wwwroot'];

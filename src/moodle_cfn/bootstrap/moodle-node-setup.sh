@@ -26,6 +26,8 @@ readonly code_parent=/var/www
 readonly moodle_dir=$code_parent/moodle
 readonly local_cache=/var/cache/moodle
 readonly settings_file=$etc_dir/moodle.json
+# What OPcache never caches: Moodle's PHP files on the shared disk (opcache-moodledata.blacklist).
+readonly opcache_blacklist=$etc_dir/opcache-moodledata.blacklist
 readonly moodle_lines=$share_dir/moodle-lines.json
 # The release this site runs, recorded by the node that installed or upgraded it (and by the first node
 # of a site whose MoodleVersion is `latest`).
@@ -307,10 +309,11 @@ write_settings() {
   # The secrets on stdin (the login, then each cache's settings), never as arguments.
   printf '%s\n' "$database" "$session" "$application" | jq -s \
     --arg wwwroot "$WWWROOT" --arg host "$DATABASE_HOST" --arg port "$DATABASE_PORT" --arg name "$DATABASE_NAME" \
+    --arg reader "${DATABASE_READER_HOST:-}" \
     --argjson router "$router" --arg data "$moodledata" --arg localcache "$local_cache" \
     '.[0] as $credentials | .[1] as $session | .[2] as $application |
      {wwwroot: $wwwroot, router: $router,
-      database: {host: $host, port: ($port | tonumber), name: $name,
+      database: {host: $host, reader_host: $reader, port: ($port | tonumber), name: $name,
                  user: $credentials.username, password: $credentials.password},
       paths: {dataroot: ($data + "/data"), cachedir: ($data + "/cache"), tempdir: ($data + "/temp"),
               backuptempdir: ($data + "/backuptemp"), localcachedir: $localcache},
@@ -341,7 +344,9 @@ configure_web_server() {
   source "$etc_dir/runtime.env"
   local router=""
   [[ ${moodle_release%%.*} -ge 5 ]] && router="FallbackResource /r.php"
-  install_rendered php-moodle.ini "$php_ini_path"
+  install_rendered opcache-moodledata.blacklist "$opcache_blacklist" "MOODLEDATA=$moodledata" \
+    "DATAROOT=$moodledata/data"
+  install_rendered php-moodle.ini "$php_ini_path" "OPCACHE_BLACKLIST=$opcache_blacklist"
   local memory_mib vcpus
   memory_mib=$(platform_memory_mib)
   vcpus=$(platform_vcpus)

@@ -82,6 +82,7 @@ DATA_INPUTS = tuple(
         file_system.ACCESS_POINT_ARN,
         file_system.CODE_ACCESS_POINT_ARN,
         database.DATABASE_ENDPOINT,
+        database.DATABASE_READER_ENDPOINT,
         database.DATABASE_PORT,
         file_system.FILE_SYSTEM_ID,
         file_system.ACCESS_POINT_ID,
@@ -238,6 +239,8 @@ def node_settings(host: If, admin_secret: object, release_parameter: object) -> 
         "ADMIN_SECRET_ARN": Ref(admin_secret),
         "DATABASE_HOST": Ref(output_as_parameter(database.DATABASE_ENDPOINT)),
         "DATABASE_PORT": Ref(output_as_parameter(database.DATABASE_PORT)),
+        # Moodle's read-only replica option (config.php): the same port and login as the writer.
+        "DATABASE_READER_HOST": Ref(output_as_parameter(database.DATABASE_READER_ENDPOINT)),
         "DATABASE_NAME": Ref(database.DATABASE_NAME.parameter),
         # The major alone (the node installs that PostgreSQL client): a minor change rolls no node.
         "DATABASE_MAJOR_VERSION": Select(0, Split(".", Ref(database.DATABASE_ENGINE_VERSION.parameter))),

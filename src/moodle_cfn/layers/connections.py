@@ -46,6 +46,10 @@ CLASS_MEMORY_GIB = {
 }  # fmt: skip
 # Besides its PHP-FPM workers, each node: one cron.php, one setup or upgrade CLI run.
 PER_NODE_CLI = 2
+# Each of those processes connects to the writer and to the reader endpoint (config.php: dboptions
+# readonly). While the cluster has no replica (a failover, a replaced reader) the reader endpoint is the
+# writer, so the writer may hold both.
+CONNECTIONS_PER_PROCESS = 2
 
 
 def fpm_max_children(values: Mapping[str, str]) -> int:
@@ -74,7 +78,12 @@ def max_connections(values: Mapping[str, str]) -> tuple[int, str]:
 
 def fleet_connections(values: Mapping[str, str]) -> int:
     """Connections WebMaxSize nodes could hold at once."""
-    return int(number(values, WEB_MAX_SIZE.name)) * (fpm_max_children(values) + PER_NODE_CLI)
+    return int(number(values, WEB_MAX_SIZE.name)) * per_node(values)
+
+
+def per_node(values: Mapping[str, str]) -> int:
+    """Connections one node may hold on the writer."""
+    return (fpm_max_children(values) + PER_NODE_CLI) * CONNECTIONS_PER_PROCESS
 
 
 def connections_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
@@ -85,11 +94,12 @@ def connections_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
     if needed <= budget:
         return None
     nodes = int(number(values, WEB_MAX_SIZE.name))
-    fits = budget // (fpm_max_children(values) + PER_NODE_CLI)
+    fits = budget // per_node(values)
     return WEB_MAX_SIZE.name, (
-        f"{nodes} {values[WEB_INSTANCE_TYPE.name]} web nodes x ({fpm_max_children(values)} PHP-FPM workers, each with a persistent database connection, "
-        f"+ {PER_NODE_CLI} CLI) = {needed} connections, more than the {budget} that {where} allows "
-        f"(max_connections {allowed} less {AWS_RESERVED} for AWS); use at most {fits} nodes or a larger database"
+        f"{nodes} {values[WEB_INSTANCE_TYPE.name]} web nodes x ({fpm_max_children(values)} PHP-FPM workers "
+        f"+ {PER_NODE_CLI} CLI) x {CONNECTIONS_PER_PROCESS} persistent connections (writer and reader endpoint) = "
+        f"{needed} connections, more than the {budget} that {where} allows (max_connections {allowed} less "
+        f"{AWS_RESERVED} for AWS); use at most {fits} nodes or a larger database"
     )
 
 

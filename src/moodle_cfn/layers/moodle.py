@@ -45,6 +45,7 @@ SHARED_FILES = (
     ("muc-configure.php", "000644"),
     ("moodle-vhost.conf", "000644"),
     ("php-moodle.ini", "000644"),
+    ("opcache-moodledata.blacklist", "000644"),
     ("php-fpm-moodle.conf", "000644"),
     ("moodle-logrotate.conf", "000644"),
     ("php-fpm-size.sh", "000644"),
