@@ -47,6 +47,7 @@ SHARED_FILES = (
     ("moodle-cron.timer", "000644"),
     ("moodle-credentials.service", "000644"),
     ("moodle-credentials.timer", "000644"),
+    ("ses-smtp-password.php", "000644"),
 )
 # Node logs shipped by the CloudWatch agent: file -> log group suffix (web_tier.LOG_NAMES).
 SHIPPED_LOGS = {
