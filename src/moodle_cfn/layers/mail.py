@@ -404,8 +404,8 @@ def secret_arns(credentials: Secret) -> list[If]:
 
 
 def relay_secret_arn() -> Sub:
-    """The relay's secret, named in this account and Region (where the nodes read it): the ARN given,
-    rebuilt from its last field so that a typo in the account or Region reads nothing rather than another."""
+    """The relay's secret for the nodes' policy, named in this account and Region (where the nodes read
+    it): rebuilt from the ARN's last field, so a wrong account or Region in the parameter reads nothing."""
     return Sub(
         "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${Name}",
         Name=Select(6, Split(":", Ref(SMTP_RELAY_SECRET_ARN.parameter))),
@@ -425,7 +425,7 @@ def node_settings(credentials: Secret) -> dict[str, object]:
         ),
         "MAIL_SECRET_ARN": If(
             HAS_SMTP_RELAY,
-            relay_secret_arn(),
+            Ref(SMTP_RELAY_SECRET_ARN.parameter),
             If(SEND_THROUGH_SES, Ref(credentials), ""),
         ),
         "MAIL_NOREPLY_ADDRESS": If(
