@@ -54,7 +54,7 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
     *mail.PARAMETERS,
     *web_tier.MASTER_ONLY_PARAMETERS,
 )
-CHECKS = (*web_tier.CHECKS, *moodle.CHECKS, *connections.CHECKS)
+CHECKS = (*web_tier.CHECKS, *moodle.CHECKS, *connections.CHECKS, *mail.CHECKS)
 EXPANDERS = {
     **web_tier.EXPANDERS,
     **moodle.EXPANDERS,
@@ -298,7 +298,10 @@ def build() -> Template:
     )
     _, profile = web_tier.add_instance_role(template, resources)
     host = site_host(alb, distribution)
-    settings = {**node_settings(host, admin_secret, release_parameter), **mail.node_settings(mail_credentials)}
+    settings = {
+        **node_settings(host, admin_secret, release_parameter),
+        **mail.node_settings(mail_credentials),
+    }
     launch_template = web_tier.add_launch_template(
         template,
         profile,

@@ -16,6 +16,8 @@ SmtpRelay (host:port) with SmtpRelaySecretArn ({"username", "password"}) replace
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from awacs import ses, sns
 from awacs.aws import (
     Allow,
@@ -64,6 +66,7 @@ from troposphere.ses import (
 )
 from troposphere.sns import Topic, TopicPolicy
 
+from moodle_cfn.checks import CrossCheck, FindingCheck
 from moodle_cfn.common import RETAIN_EXCEPT_ON_CREATE, SITE_NAME, OperatorParameter, checkov_skips, tags
 from moodle_cfn.encryption import CUSTOMER_KEY_SKIP_REASON, customer_key
 from moodle_cfn.layers import site
@@ -102,7 +105,7 @@ SMTP_RELAY_SECRET_ARN = OperatorParameter(
         Default="",
         AllowedPattern=r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+)?$",
         ConstraintDescription="Empty, or the ARN of a Secrets Manager secret.",
-        Description="With SmtpRelay: a Secrets Manager secret holding {\"username\", \"password\"} for the "
+        Description='With SmtpRelay: a Secrets Manager secret holding {"username", "password"} for the '
         "relay (under the AWS-managed key or DataKmsKeyArn). The web nodes may read it and no other.",
     ),
     label="SMTP relay credentials secret ARN",
@@ -165,7 +168,9 @@ def configuration_set_arn(configuration_set: ConfigurationSet) -> Sub:
 
 def identity_arn() -> Sub:
     """The domain identity's ARN."""
-    return Sub(f"arn:${{AWS::Partition}}:ses:${{AWS::Region}}:${{AWS::AccountId}}:identity/${{{site.DOMAIN_NAME.name}}}")
+    return Sub(
+        f"arn:${{AWS::Partition}}:ses:${{AWS::Region}}:${{AWS::AccountId}}:identity/${{{site.DOMAIN_NAME.name}}}"
+    )
 
 
 def add_feedback(template: Template) -> tuple[ConfigurationSet, Topic]:
@@ -260,7 +265,9 @@ def add_identity(template: Template, configuration_set: ConfigurationSet) -> Ema
             MailFromAttributes=MailFromAttributes(
                 MailFromDomain=mail_from_domain(), BehaviorOnMxFailure="USE_DEFAULT_VALUE"
             ),
-            ConfigurationSetAttributes=ConfigurationSetAttributes(ConfigurationSetName=Ref(configuration_set)),
+            ConfigurationSetAttributes=ConfigurationSetAttributes(
+                ConfigurationSetName=Ref(configuration_set)
+            ),
             FeedbackAttributes=FeedbackAttributes(EmailForwardingEnabled=False),
         )
     )
@@ -318,9 +325,7 @@ def sender_policy(configuration_set: ConfigurationSet) -> PolicyDocument:
                 Effect=Allow,
                 Action=[ses.SendRawEmail],
                 Resource=[identity_arn(), configuration_set_arn(configuration_set)],
-                Condition=Condition(
-                    StringLike({"ses:FromAddress": Sub(f"*@${{{site.DOMAIN_NAME.name}}}")})
-                ),
+                Condition=Condition(StringLike({"ses:FromAddress": Sub(f"*@${{{site.DOMAIN_NAME.name}}}")})),
             )
         ],
     )
@@ -352,7 +357,9 @@ def add_smtp_credentials(template: Template, configuration_set: ConfigurationSet
         Secret(
             "MailCredentialsSecret",
             Condition=SEND_THROUGH_SES,
-            Description=Sub(f"SES SMTP sender of ${{{SITE_NAME.name}}}: IAM access key (nodes derive the password)"),
+            Description=Sub(
+                f"SES SMTP sender of ${{{SITE_NAME.name}}}: IAM access key (nodes derive the password)"
+            ),
             SecretString=Sub(
                 '{"username": "${Key}", "secret_access_key": "${Secret}"}',
                 Key=Ref(key),
@@ -437,6 +444,32 @@ def node_settings(credentials: Secret) -> dict[str, object]:
         # the verified domain may be a From.
         "MAIL_ALLOWED_DOMAINS": If(SEND_THROUGH_SES, domain, ""),
     }
+
+
+def noreply_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
+    """With SES, Moodle's From must be at the domain the stack verifies (SES refuses any other)."""
+    address, domain = values.get(NOREPLY_ADDRESS.name, ""), values.get(site.DOMAIN_NAME.name, "")
+    if address and domain and not values.get(SMTP_RELAY.name) and address.rpartition("@")[2] != domain:
+        return NOREPLY_ADDRESS.name, (
+            f"must be an address at {domain}: Amazon SES sends only as the identity the stack verifies "
+            "(or set SmtpRelay)"
+        )
+    return None
+
+
+CHECKS = (
+    CrossCheck(
+        SMTP_RELAY_SECRET_ARN.name,
+        "is required with SmtpRelay (a secret holding the relay's username and password)",
+        lambda v: not v.get(SMTP_RELAY.name) or bool(v.get(SMTP_RELAY_SECRET_ARN.name)),
+    ),
+    CrossCheck(
+        SMTP_RELAY_SECRET_ARN.name,
+        "applies only with SmtpRelay (without it the site sends through Amazon SES with its own key)",
+        lambda v: bool(v.get(SMTP_RELAY.name)) or not v.get(SMTP_RELAY_SECRET_ARN.name),
+    ),
+    FindingCheck(noreply_problem),
+)
 
 
 def master_rules() -> dict[str, dict[str, object]]:
