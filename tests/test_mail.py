@@ -152,8 +152,6 @@ def test_the_smtp_sender_may_only_send_raw_mail_as_the_sites_domain(app_template
     assert configuration_set["Fn::Sub"][0].endswith(":configuration-set/${Name}")
     assert statement["Condition"] == {"StringLike": {"ses:FromAddress": {"Fn::Sub": "*@${DomainName}"}}}
     assert "LoginProfile" not in user["Properties"] and "ManagedPolicyArns" not in user["Properties"]
-    skipped = {s["id"] for s in user["Metadata"]["checkov"]["skip"] if s["comment"]}
-    assert skipped == {"CKV_AWS_273", "CKV_AWS_40"}
 
 
 def test_without_a_domain_there_is_no_ses_and_no_mail_settings(app_template):

@@ -340,12 +340,6 @@ def add_smtp_credentials(template: Template, configuration_set: ConfigurationSet
             Path="/moodle-cfn/",
             Policies=[Policy(PolicyName="send-site-mail", PolicyDocument=sender_policy(configuration_set))],
             Tags=tags("mail-sender"),
-            Metadata=checkov_skips(
-                CKV_AWS_273="SES's SMTP interface authenticates only IAM users' access keys (SES Developer Guide, "
-                "Obtaining Amazon SES SMTP credentials); no console access, no other permission.",
-                CKV_AWS_40="One machine user with one inline statement (ses:SendRawEmail as the site's domain); "
-                "a group would add a resource and no restriction.",
-            ),
         )
     )
     key = template.add_resource(
@@ -369,8 +363,6 @@ def add_smtp_credentials(template: Template, configuration_set: ConfigurationSet
             Tags=tags("mail-sender"),
             Metadata=checkov_skips(
                 CKV_AWS_149=CUSTOMER_KEY_SKIP_REASON,
-                CKV2_AWS_57="An IAM access key, not a password: rotating it means a new AccessKey resource (README: "
-                "E-mail); Secrets Manager has no rotation function for IAM keys.",
             ),
             **RETAIN_EXCEPT_ON_CREATE,
         )
