@@ -659,10 +659,14 @@ def request_password_reset(node: Node, username: str) -> str:
     """Moodle's own forgot-password form, anonymously through `node`: the page it answers with."""
     browser = Browser(SITE_HOST)
     _, _, page = browser.request(node, "GET", "/login/forgot_password.php")
-    sesskey = re.search(r'name="sesskey" value="([^"]+)"', page)
-    assert sesskey, "the forgot-password page has no sesskey"
-    form = {"sesskey": sesskey.group(1), "_qf__login_forgot_password_form": "1", "username": username,
-            "submitbuttonusername": "Search", "email": ""}  # fmt: skip
+    # The form's hidden fields (sesskey, _qf__login_forgot_password_form), whatever their attribute order.
+    hidden = {}
+    for tag in re.findall(r'<input\b[^>]*\btype="hidden"[^>]*>', page):
+        name, value = re.search(r'\bname="([^"]*)"', tag), re.search(r'\bvalue="([^"]*)"', tag)
+        if name and value:
+            hidden[name.group(1)] = unescape(value.group(1))
+    assert "sesskey" in hidden, f"the forgot-password page has no sesskey: {page[:1500]}"
+    form = {**hidden, "username": username, "submitbuttonusername": "Search", "email": ""}
     status, _, answer = browser.request(node, "POST", "/login/forgot_password.php", form)
     assert status == 200, answer[:2000]
     return answer
