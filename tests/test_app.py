@@ -11,7 +11,7 @@ import pytest
 from moodle_cfn import bootstrap
 from moodle_cfn.checks import run_checks
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import app, edge, listeners, load_balancer, moodle, web_tier
+from moodle_cfn.layers import app, edge, listeners, load_balancer, mail, moodle, web_tier
 from tests.cfn_eval import active_resources, evaluate_conditions, of_type, resolve_ifs
 from tests.conftest import tool
 from tests.variants import DOMAIN, REGIONAL_CERTIFICATE, US_EAST_1_CERTIFICATE, ZONE
@@ -388,6 +388,8 @@ def test_outputs(app_template):
         app.TARGET_GROUP_FULL_NAME,
         app.ADMIN_SECRET_OUTPUT,
         moodle.RELEASE_OUTPUT,
+        mail.FEEDBACK_TOPIC_OUTPUT,
+        mail.CREDENTIALS_OUTPUT,
     } == set(app_template["Outputs"])
     conditions = evaluate_conditions(app_template, CREATED_CERTIFICATE)
     url = resolve_ifs(app_template["Outputs"][app.SITE_URL]["Value"], conditions)

@@ -67,7 +67,11 @@ BY_PARAMETER_SUFFIX = {
     "AccessPointArn": f"arn:aws:elasticfilesystem:{REGION}:{ACCOUNT}:access-point/fsap-0example",
     "KmsKeyArn": CUSTOMER_KEY,
 }
-BY_REF_TYPE = {"AWS::SecretsManager::Secret": SECRET}
+BY_REF_TYPE = {
+    "AWS::SecretsManager::Secret": SECRET,
+    "AWS::SNS::Topic": f"arn:aws:sns:{REGION}:{ACCOUNT}:example-{{title}}",
+    "AWS::SES::ConfigurationSet": "example-{title}",
+}
 BY_GETATT = {
     ("AWS::Logs::LogGroup", "Arn"): f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/example/{{title}}:*",
     ("AWS::S3::Bucket", "Arn"): "arn:aws:s3:::example-{title}",

@@ -16,7 +16,7 @@ import pytest
 from moodle_cfn import bootstrap
 from moodle_cfn.checks import run_checks
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import app, moodle
+from moodle_cfn.layers import app, mail, moodle
 from tests.cfn_eval import resolve_ifs
 from tests.conftest import tool
 from tests.node_rig.cfn_init import resolve
@@ -168,6 +168,7 @@ def test_config_php_with_valkey_sessions(tmp_path, layout):
 
 def test_site_json_gives_the_script_every_setting_it_reads():
     given = set(app.node_settings(app.site_host(object(), object()), object(), object()))
+    given |= set(mail.node_settings(object()))
     assert moodle.settings_names() == given
 
 

@@ -24,7 +24,7 @@ from troposphere import (
 from troposphere.cloudformation import Stack
 
 from moodle_cfn.common import GROUP_TEMPLATES, SITE_NAME, OperatorParameter
-from moodle_cfn.layers import LAYERS, Layer, app, cache, database, file_system, site
+from moodle_cfn.layers import LAYERS, Layer, app, cache, database, file_system, mail, site
 from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, VPC_ID
 
 TEMPLATES_BUCKET_NAME = OperatorParameter(
@@ -211,6 +211,8 @@ def build(location: TemplateLocation = S3_LOCATION) -> Template:
     for name, condition in location.conditions:
         template.add_condition(name, condition)
     for name, rule in site.master_rules().items():
+        template.add_rule(name, rule)
+    for name, rule in mail.master_rules().items():
         template.add_rule(name, rule)
     stacks = add_layer_stacks(template, location.url)
     add_outputs(template, stacks)

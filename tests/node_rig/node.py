@@ -25,6 +25,9 @@ from tests.node_rig.aws import Imds
 from tests.node_rig.cfn_init import InitFile, write
 
 HERE = Path(__file__).resolve().parent
+# Names each node resolves to the rig (its own /etc/hosts): Amazon SES's SMTP endpoint of the rig's Region is
+# the rig's SMTP sink (rehearse_node.py's mail test), never the real one.
+RIG_HOSTS = {"email-smtp.us-east-1.amazonaws.com": "127.0.0.1"}
 PLATFORM_FILE = HERE / "platform-debian.sh"
 # What user-data.sh hands over to at first boot, and the systemd unit runs at every later boot.
 READY = "/usr/share/moodle-cfn/moodle-node-ready.sh"
@@ -71,6 +74,9 @@ class Node:
             (self.root / empty).mkdir(parents=True, exist_ok=True)
         (self.root / "etc/apache2/ports.conf").write_text(f"Listen {self.address}:80\n")
         (self.root / "var/moodledata").mkdir(parents=True, exist_ok=True)
+        hosts = self.root / "etc-hosts"
+        hosts.write_text(Path("/etc/hosts").read_text() + "".join(f"{a} {n}\n" for n, a in RIG_HOSTS.items()))
+        mounts.append(f"mount --bind {hosts} /etc/hosts")
         script = " && ".join([*mounts, "exec sleep infinity"])
         self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
         deadline = time.monotonic() + 10

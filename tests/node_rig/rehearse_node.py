@@ -14,6 +14,8 @@ Moodle line does not run on the machine's PHP (4.5 on Debian 13's PHP 8.4) is sk
 
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
 import http.client
 import json
@@ -48,7 +50,8 @@ from tests.node_rig.cfn_init import app_template, database_parameters, init_file
 from tests.node_rig.iam_check import StackState, denied_report, evaluate, group_tags
 from tests.node_rig.memory_cgroup import MemoryCgroup, namespace_processes
 from tests.node_rig.metrics_check import check_moodle_health_metrics
-from tests.node_rig.node import PLATFORM_FILE, Browser, Node
+from tests.node_rig.node import PLATFORM_FILE, RIG_HOSTS, Browser, Node
+from tests.test_mail import AWS_EXAMPLE_SECRET_KEY, AWS_REFERENCE_PASSWORDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -136,6 +139,10 @@ SMALL_NODE = {"RIG_MEMORY_MIB": "4096", "RIG_VCPUS": "2"}
 # The heaviest pages a logged-in user of the rig's site opens (the dashboard, the admin tree, the course
 # list, the profile): what fills a PHP-FPM worker's memory.
 LOAD_PAGES = ("/my/", "/admin/search.php", "/course/index.php", "/user/profile.php")
+MAIL_SENDER = {"username": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": AWS_EXAMPLE_SECRET_KEY}
+# Where Moodle's mail goes on every leg: SES's SMTP endpoint of the rig's Region, which each node resolves
+# to the loopback (node.RIG_HOSTS); the mail test's sink listens there.
+SES_SMTP = ("email-smtp.us-east-1.amazonaws.com", 587)
 # The rig's servers listen from here: below Linux's ephemeral range (32768-60999), so that while one is
 # stopped (a fault) no client's connection to it can take its port (a TCP self-connect), which would
 # keep it from starting again. Seen: PostgreSQL on 55400 could not restart after a 60 s outage.
@@ -170,7 +177,8 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tls() -> Iterator[services.Tls]:
-    material = services.make_ca(WORK / "tls", ["localhost"])
+    # The server certificate names SES's SMTP endpoint too: the mail test's sink answers for it.
+    material = services.make_ca(WORK / "tls", ["localhost", *RIG_HOSTS])
     services.trust_ca(material)
     yield material
     services.untrust_ca()
@@ -376,6 +384,8 @@ def stack_values(engine: str, aws: Aws, postgres: services.Postgres, cache_ports
         "MoodleAdminSecret": aws.secret(
             f"rig-{leg}-admin", {"username": "admin", "password": ADMIN_PASSWORD}
         ),
+        # The SES SMTP sender's access key, as the stack keeps it (AWS's documented example key).
+        "MailCredentialsSecret": aws.secret(f"rig-{leg}-mail", MAIL_SENDER),
         "FileSystemId": "fs-0rehearsal",
         "FileSystemAccessPointId": "fsap-0rehearsal",
         # platform-debian.sh mounts RIG_CODE_DIR for this one.
@@ -689,6 +699,67 @@ def test_site_name_and_admin_email_arrive_unchanged(site: Site) -> None:
     assert site.db("SELECT email FROM mdl_user WHERE username = 'admin'") == ADMIN_EMAIL
     settings = json.loads(site.nodes[0].file("/etc/moodle-cfn/site.json"))
     assert (settings["SITE_FULL_NAME"], settings["ADMIN_EMAIL"]) == (SITE_FULL_NAME, ADMIN_EMAIL)
+
+
+def body_text(message: Any) -> str:
+    """Every text part of a parsed mail, decoded."""
+    return "".join(part.get_content() for part in message.walk() if part.get_content_maintype() == "text")
+
+
+def request_password_reset(node: Node, username: str) -> str:
+    """Moodle's own forgot-password form, anonymously through `node`: the page it answers with."""
+    browser = Browser(SITE_HOST)
+    _, _, page = browser.request(node, "GET", "/login/forgot_password.php")
+    # The form's hidden fields (sesskey, _qf__login_forgot_password_form), whatever their attribute order.
+    hidden = {}
+    for tag in re.findall(r'<input\b[^>]*\btype="hidden"[^>]*>', page):
+        name, value = re.search(r'\bname="([^"]*)"', tag), re.search(r'\bvalue="([^"]*)"', tag)
+        if name and value:
+            hidden[name.group(1)] = unescape(value.group(1))
+    assert "sesskey" in hidden, f"the forgot-password page has no sesskey: {page[:1500]}"
+    form = {**hidden, "username": username, "submitbuttonusername": "Search", "email": ""}
+    status, _, answer = browser.request(node, "POST", "/login/forgot_password.php", form)
+    assert status == 200, answer[:2000]
+    return answer
+
+
+def test_a_password_reset_mail_leaves_each_node_through_ses_smtp_over_tls(site: Site) -> None:
+    """Moodle's forgot-password flow on node 1, then on node 2: each sends the reset mail to SES's SMTP
+    endpoint (the rig's sink, resolved there by the nodes), over STARTTLS, authenticated by AUTH LOGIN with
+    the access key id and the SMTP password the node derived from the secret's key, From the site's noreply
+    address. One leg: nothing here depends on the cache engine or the database major."""
+    if site.leg != LEGS[0]:
+        pytest.skip(f"the mail test runs on the first leg ({LEGS[0]}) only")
+    password = AWS_REFERENCE_PASSWORDS["us-east-1"]
+    sink = services.start_smtp_sink("127.0.0.1", SES_SMTP[1], site.tls, MAIL_SENDER["username"], password)
+    started = time.monotonic()
+    try:
+        site.db("DELETE FROM mdl_user_password_resets")
+        for node in site.nodes:
+            settings = json.loads(node.file("/etc/moodle-cfn/moodle.json"))["mail"]
+            assert settings == {"smtphosts": f"{SES_SMTP[0]}:{SES_SMTP[1]}", "user": MAIL_SENDER["username"],
+                                "password": password, "noreplyaddress": f"noreply@{SITE_HOST}",
+                                "allowedemaildomains": SITE_HOST}  # fmt: skip
+            before = len(sink.messages)
+            page = request_password_reset(node, "admin")
+            assert "Error sending password change confirmation email" not in page
+            assert "then an email should have been sent to you" in page
+            deadline = time.monotonic() + 30
+            resets: list[tuple[dict[str, Any], Any]] = []
+            while not resets and time.monotonic() < deadline:
+                time.sleep(0.1)
+                parsed = [(m, email.message_from_bytes(m["content"], policy=email.policy.default))
+                          for m in sink.messages[before:]]  # fmt: skip
+                resets = [(m, p) for m, p in parsed if "forgot_password.php?token=" in body_text(p)]
+            assert resets, f"{node.name}: no reset mail reached the sink; logins {sink.logins}"
+            (accepted, message), *_ = resets
+            assert accepted["tls"] and accepted["login"] == MAIL_SENDER["username"]
+            assert message["From"].addresses[0].addr_spec == f"noreply@{SITE_HOST}"
+            assert accepted["rcpt_tos"] == [ADMIN_EMAIL]
+        assert all(ok and mechanism == "LOGIN" for mechanism, _, ok in sink.logins), sink.logins
+    finally:
+        sink.stop()
+        site.steps["mail: a reset mail from each node"] = round(time.monotonic() - started, 1)
 
 
 def test_tables_belong_to_moodles_owner_role_and_no_node_holds_master_credentials(site: Site) -> None:

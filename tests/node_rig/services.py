@@ -484,3 +484,57 @@ def _self_test() -> None:
 
 if __name__ == "__main__":
     _self_test()
+
+
+@dataclass
+class SmtpSink:
+    """An SMTP server on the loopback standing in for Amazon SES's SMTP endpoint (or a relay): STARTTLS with
+    the rig CA's certificate, required before AUTH, and AUTH required before mail. `messages` holds what it
+    accepted, each with whether the session was encrypted and the login it authenticated as; `logins`
+    every AUTH attempt (mechanism, login, accepted)."""
+
+    controller: Any
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    logins: list[tuple[str, str, bool]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def start_smtp_sink(address: str, port: int, tls: Tls, username: str, password: str) -> SmtpSink:
+    """aiosmtpd accepting exactly `username`/`password`, only over STARTTLS."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    sink = SmtpSink(controller=None)
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            sink.logins.append((mechanism, "", False))
+            return AuthResult(success=False, handled=False)
+        login = data.login.decode(errors="replace")
+        accepted = (login, data.password.decode(errors="replace")) == (username, password)
+        sink.logins.append((mechanism, login, accepted))
+        return AuthResult(success=accepted, handled=False, auth_data=login)
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            sink.messages.append({
+                "mail_from": envelope.mail_from,
+                "rcpt_tos": list(envelope.rcpt_tos),
+                "content": envelope.original_content or envelope.content,
+                "tls": session.ssl is not None,
+                "login": session.auth_data if session.authenticated else None,
+            })  # fmt: skip
+            return "250 OK"
+
+    _port_free(port)
+    sink.controller = Controller(Handler(), hostname=address, port=port, tls_context=context,
+                                 require_starttls=True, auth_required=True, auth_require_tls=True,
+                                 authenticator=authenticate)  # fmt: skip
+    sink.controller.start()
+    return sink

@@ -125,6 +125,24 @@ if (!empty($settings['router'])) {
     $CFG->routerconfigured = true;
 }
 
+// Outgoing mail (README: E-mail): Amazon SES's SMTP endpoint or the operator's relay, STARTTLS on 587 and
+// AUTH LOGIN, the login from the node's settings; set here, so the admin pages show them as fixed. No
+// relay (a site without a domain): Moodle's defaults, and no mail leaves the node.
+$mail = $settings['mail'] ?? [];
+if (!empty($mail['smtphosts'])) {
+    $CFG->smtphosts    = $mail['smtphosts'];
+    $CFG->smtpsecure   = 'tls';
+    $CFG->smtpauthtype = 'LOGIN';
+    $CFG->smtpuser     = $mail['user'];
+    $CFG->smtppass     = $mail['password'];
+}
+if (!empty($mail['noreplyaddress'])) {
+    $CFG->noreplyaddress = $mail['noreplyaddress'];
+}
+if (!empty($mail['allowedemaildomains'])) {
+    $CFG->allowedemaildomains = $mail['allowedemaildomains'];
+}
+
 // A node whose code is not the code the database runs (another node upgraded it) answers 503 until the
 // load balancer and Auto Scaling have replaced it, instead of Moodle's errors against a newer database.
 // The flag is set below by the first page that finds out; the health check (moodle-health.php) reads it.

@@ -295,10 +295,41 @@ cache_settings() {
   fi
 }
 
+# Moodle's outgoing mail (README: E-mail): SES's SMTP endpoint with the password derived from the stack's
+# IAM key (ses-smtp-password.php), the operator's relay with its own login, or none (no domain). The same
+# on every node. Secrets pass on stdin only, as everywhere in this script.
+mail_settings() {
+  local credentials user password=""
+  case $MAIL_CREDENTIALS in
+    none)
+      jq -n --arg noreply "$MAIL_NOREPLY_ADDRESS" '{noreplyaddress: $noreply}'
+      return
+      ;;
+    ses)
+      credentials=$(secret "$MAIL_SECRET_ARN") || exit 1
+      password=$(jq -j .secret_access_key <<< "$credentials" | php "$share_dir/ses-smtp-password.php" "$AWS_REGION") ||
+        die "cannot derive the SES SMTP password from the secret $MAIL_SECRET_ARN"
+      ;;
+    relay)
+      credentials=$(secret "$MAIL_SECRET_ARN") || exit 1
+      password=$(jq -j '.password // empty' <<< "$credentials")
+      ;;
+    *) die "site.json: MAIL_CREDENTIALS is '$MAIL_CREDENTIALS' (ses, relay or none)" ;;
+  esac
+  user=$(jq -r '.username // empty' <<< "$credentials")
+  [[ -n $user && -n $password ]] || die "the secret $MAIL_SECRET_ARN has no username and password (or SES key)"
+  # The password as a JSON string on stdin, then the rest as arguments (none of them secret).
+  jq -Rs . <<< "$password" | jq --arg hosts "$MAIL_SMTP_HOST" --arg user "$user" \
+    --arg noreply "$MAIL_NOREPLY_ADDRESS" --arg domains "$MAIL_ALLOWED_DOMAINS" \
+    '{smtphosts: $hosts, user: $user, password: rtrimstr("\n"), noreplyaddress: $noreply,
+      allowedemaildomains: $domains}'
+}
+
 write_settings() {
   step "writing $settings_file from the stack's outputs and secrets"
-  local database session application public=$moodle_dir router=false
+  local database session application mail public=$moodle_dir router=false
   database=$(secret "$DATABASE_APP_SECRET_ARN")
+  mail=$(mail_settings)
   session=$(cache_settings "$SESSION_CACHE_ENGINE" "$SESSION_CACHE_ID" "$SESSION_CACHE_ENDPOINT" \
     "$SESSION_CACHE_PORT" "$SESSION_CACHE_AUTH_SECRET_ARN")
   application=$(cache_settings "$APPLICATION_CACHE_ENGINE" "$APPLICATION_CACHE_ID" \
@@ -307,7 +338,7 @@ write_settings() {
   [[ ${moodle_release%%.*} -ge 5 ]] && router=true
   umask 027
   # The secrets on stdin (the login, then each cache's settings), never as arguments.
-  printf '%s\n' "$database" "$session" "$application" | jq -s \
+  printf '%s\n' "$database" "$session" "$application" "$mail" | jq -s \
     --arg wwwroot "$WWWROOT" --arg host "$DATABASE_HOST" --arg port "$DATABASE_PORT" --arg name "$DATABASE_NAME" \
     --arg reader "${DATABASE_READER_HOST:-}" \
     --argjson router "$router" --arg data "$moodledata" --arg localcache "$local_cache" \
@@ -317,7 +348,7 @@ write_settings() {
                  user: $credentials.username, password: $credentials.password},
       paths: {dataroot: ($data + "/data"), cachedir: ($data + "/cache"), tempdir: ($data + "/temp"),
               backuptempdir: ($data + "/backuptemp"), localcachedir: $localcache},
-      session: $session, application: $application}' > "$settings_file.partial"
+      session: $session, application: $application, mail: .[3]}' > "$settings_file.partial"
   chgrp "$web_user" "$settings_file.partial"
   mv "$settings_file.partial" "$settings_file"
   printf 'MOODLE_DIR=%s\nMOODLE_PUBLIC=%s\nMOODLE_CFN_SETTINGS=%s\n' "$moodle_dir" "$public" "$settings_file" \

@@ -42,6 +42,7 @@ from moodle_cfn.layers import (
     file_system,
     listeners,
     load_balancer,
+    mail,
     moodle,
     site,
     waf,
@@ -56,9 +57,10 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
     *waf.PARAMETERS,
     *web_tier.PARAMETERS,
     *moodle.PARAMETERS,
+    *mail.PARAMETERS,
     *web_tier.MASTER_ONLY_PARAMETERS,
 )
-CHECKS = (*web_tier.CHECKS, *moodle.CHECKS, *connections.CHECKS)
+CHECKS = (*web_tier.CHECKS, *moodle.CHECKS, *connections.CHECKS, *mail.CHECKS)
 EXPANDERS = {
     **web_tier.EXPANDERS,
     **moodle.EXPANDERS,
@@ -277,6 +279,7 @@ def build() -> Template:
     web_tier.add_conditions(template)
     waf.add_conditions(template)
     template.add_condition(HAS_CODE_BUNDLE, Not(Equals(Ref(moodle.CODE_S3_URI.parameter), "")))
+    mail.add_conditions(template)
 
     certificate = site.add_certificate(template)
     alb, target_group = load_balancer.add_load_balancer(template)
@@ -290,11 +293,13 @@ def build() -> Template:
     admin_secret = moodle.add_admin_secret(template)
     release_parameter = moodle.add_release_parameter(template)
     logs = web_tier.add_log_groups(template)
+    mail_credentials = mail.add_resources(template)
     resources = WebNodeResources(
         secret_arns=[
             Ref(output_as_parameter(database.DATABASE_APP_SECRET_ARN)),
             *cache_secret_arns(),
             Ref(admin_secret),
+            *mail.secret_arns(mail_credentials),
         ],
         file_system_arn=Ref(output_as_parameter(file_system.FILE_SYSTEM_ARN)),
         access_point_arn=Ref(output_as_parameter(file_system.ACCESS_POINT_ARN)),
@@ -306,7 +311,10 @@ def build() -> Template:
     )
     _, profile = web_tier.add_instance_role(template, resources)
     host = site_host(alb, distribution)
-    settings = node_settings(host, admin_secret, release_parameter)
+    settings = {
+        **node_settings(host, admin_secret, release_parameter),
+        **mail.node_settings(mail_credentials),
+    }
     launch_template = web_tier.add_launch_template(
         template,
         profile,

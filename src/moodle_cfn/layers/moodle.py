@@ -58,6 +58,7 @@ SHARED_FILES = (
     ("moodle-metrics.sh", "000755"),
     ("moodle-metrics.service", "000644"),
     ("moodle-metrics.timer", "000644"),
+    ("ses-smtp-password.php", "000644"),
 )
 # Node logs shipped by the CloudWatch agent: file -> log group suffix (web_tier.LOG_NAMES).
 SHIPPED_LOGS = {
