@@ -56,6 +56,6 @@ def test_too_many_nodes_for_the_database_is_one_line_naming_file_and_key(tmp_pat
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1, err
     assert err.startswith(
-        f"moodle-cfn: error: {path}: WebMaxSize: 12 m7g.large web nodes x (16 PHP-FPM workers + 2 CLI) x 2"
+        f"moodle-cfn: error: {path}: WebMaxSize: 12 m7g.large web nodes x (16 PHP-FPM workers x 2"
     ), err
     assert "DatabaseMaxCapacity 1 ACU allows" in err

@@ -169,7 +169,7 @@ def test_an_smtp_relay_replaces_ses_and_the_nodes_read_only_its_secret(app_templ
     assert settings_["MAIL_SECRET_ARN"] == {"Ref": "SmtpRelaySecretArn"}
     assert settings_["MAIL_ALLOWED_DOMAINS"] == ""
     relay_arn = {"Fn::Sub": ["arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${Name}",
-                             {"Name": {"Fn::Select": [6, {"Fn::Split": [":", {"Ref": "SmtpRelaySecretArn"}]}]}}]}  # fmt: skip
+                             {"Name": {"Fn::Select": [6, {"Fn::Split": [":", {"Fn::Sub": "${SmtpRelaySecretArn}:::::::"}]}]}}]}  # fmt: skip
     assert relay_arn in node_secret_arns(resources)
     assert relay_arn not in node_secret_arns(active_resources(app_template, SES))
 

@@ -121,8 +121,9 @@ def settings(session_engine: str, router: bool) -> dict[str, Any]:
     }
 
 
-def run_config(tmp_path: Path, layout: str, data: dict[str, Any]) -> dict[str, Any]:
-    """Execute the real config.php against a stub lib/setup.php that prints $CFG."""
+def run_config(tmp_path: Path, layout: str, data: dict[str, Any], cli: bool = False) -> dict[str, Any]:
+    """Execute the real config.php against a stub lib/setup.php that prints $CFG: as a web request, or as a
+    Moodle command-line script (`cli`: CLI_SCRIPT defined first, as every admin/cli script does)."""
     root = tmp_path / "moodle"
     lib = root / ("public/lib" if layout == "5.1+" else "lib")
     lib.mkdir(parents=True)
@@ -130,7 +131,12 @@ def run_config(tmp_path: Path, layout: str, data: dict[str, Any]) -> dict[str, A
     shutil.copy(BOOTSTRAP_DIR / "config.php", root / "config.php")
     settings_file = tmp_path / "moodle.json"
     settings_file.write_text(json.dumps(data))
-    result = subprocess.run([PHP, str(root / "config.php")], capture_output=True, text=True, check=False,
+    script = (
+        ["-r", f"define('CLI_SCRIPT', true); require '{root / 'config.php'}';"]
+        if cli
+        else [str(root / "config.php")]
+    )
+    result = subprocess.run([PHP, *script], capture_output=True, text=True, check=False,
                             env={"MOODLE_CFN_SETTINGS": str(settings_file), "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -437,6 +443,18 @@ def test_config_php_without_a_separate_reader_uses_the_writer_alone(tmp_path, re
     if reader is not None:
         data["database"]["reader_host"] = reader
     assert "readonly" not in run_config(tmp_path, "4.5", data)["dboptions"]
+
+
+@needs_php
+def test_command_line_runs_read_from_the_writer_alone(tmp_path):
+    """Cron's task manager re-reads a task's row after taking its lock: on a lagging reader a second node
+    would see it still due and run it again."""
+    data = settings("memcached", router=False)
+    data["database"]["reader_host"] = "db.cluster-ro"
+    (tmp_path / "web").mkdir()
+    (tmp_path / "cli").mkdir()
+    assert "readonly" in run_config(tmp_path / "web", "4.5", data)["dboptions"]
+    assert "readonly" not in run_config(tmp_path / "cli", "4.5", data, cli=True)["dboptions"]
 
 
 def test_the_node_is_given_the_reader_endpoint(app_template):

@@ -1210,7 +1210,7 @@ def test_a_failure_is_one_line_that_says_what_failed(site: Site) -> None:
 
 def test_a_rotated_database_login_reaches_every_node_and_the_site_never_stops(site: Site) -> None:
     """Secrets Manager's rotation of Moodle's login, the function's own four steps (alternating users), twice.
-    After each, both nodes still serve on the login they hold, then take the new one at their hourly check
+    After each, both nodes still serve on the login they hold, then take the new one at their 5-minute check
     (run here at once) and serve on it; the second rotation retires the first login's password. Before the
     restore below, which stops these nodes."""
     secrets = site.aws.client("secretsmanager")

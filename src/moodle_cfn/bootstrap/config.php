@@ -61,7 +61,11 @@ if ($posted) {
         'secure' => true, 'httponly' => true, 'samesite' => 'Lax']);
 }
 $wroterecently = (int) ($_COOKIE[$readercookie] ?? 0) > time() - $readerpause;
-if ($reader !== '' && $reader !== $CFG->dbhost && !$posted && !$wroterecently) {
+// Command-line runs (cron, upgrades, the metrics agent) read from the writer alone: the task manager takes
+// a task's lock, then reads its row again to see whether another node has just run it; a reader lagging
+// behind would show the row as still due, and a second node would run the task again.
+$commandline = defined('CLI_SCRIPT') && CLI_SCRIPT;
+if ($reader !== '' && $reader !== $CFG->dbhost && !$commandline && !$posted && !$wroterecently) {
     $CFG->dboptions['readonly'] = [
         'instance' => [['dbhost' => $reader]],
         'latency' => 1,
@@ -147,7 +151,7 @@ if (!empty($mail['allowedemaildomains'])) {
 // load balancer and Auto Scaling have replaced it, instead of Moodle's errors against a newer database.
 // The flag is set below by the first page that finds out; the health check (moodle-health.php) reads it.
 $nodestale = $CFG->localcachedir . '/node-stale';
-$webrequest = !defined('CLI_SCRIPT') || !CLI_SCRIPT;
+$webrequest = !$commandline;
 $stalepage = function (): void {
     http_response_code(503);
     header('Retry-After: 30');

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Lets a node leave its Auto Scaling group without losing Moodle's work. Runs from boot to the node's last
-# minute (moodle-node-drain.service) and watches where the group is taking the node. When that is no
-# longer InService (a scale-in, an instance refresh or a rolling update terminates it, or returns it to
-# the warm pool), the group's terminate lifecycle hook (web_tier.DRAIN_HOOK) holds the node in
+# minute (moodle-node-drain.service) and watches where the group is taking the node. When that is
+# Terminated or Warmed:* (a scale-in, an instance refresh or a rolling update terminates it, or returns it
+# to the warm pool), the group's terminate lifecycle hook (web_tier.DRAIN_HOOK) holds the node in
 # Terminating:Wait while this script:
 #   1. stops the cron timer: the node starts no new cron run, so it takes no new task;
 #   2. asks a running cron.php to stop with SIGTERM, which Moodle's cron takes as "finish the task you are
@@ -28,8 +28,8 @@ source "$share_dir/moodle-lifecycle.sh"
 
 log() { printf '%s moodle-node-drain: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
 
-# Where the group is taking this node; InService when the metadata cannot say (a node is never drained
-# on a guess).
+# Where the group is taking this node (InService, Terminated, Warmed:Stopped, Standby, Detached...);
+# InService when the metadata cannot say (a node is never drained on a guess).
 target_state() { imds autoscaling/target-lifecycle-state 2> /dev/null || echo InService; }
 
 drain() {
@@ -52,20 +52,29 @@ drain() {
       sleep 1
     done
   fi
-  log "drained in $((SECONDS - started))s: completing the lifecycle hook"
-  lifecycle_action complete-lifecycle-action "$(site DRAIN_HOOK)" --lifecycle-action-result CONTINUE || true
+  log "drained in $((SECONDS - started))s"
+  local status=0
+  lifecycle_action complete-lifecycle-action "$(site DRAIN_HOOK)" --lifecycle-action-result CONTINUE || status=$?
+  case $status in
+    0) log "lifecycle hook completed" ;;
+    2) log "no lifecycle action was pending for this node (a warm-pool launch): nothing to complete" ;;
+  esac
 }
 
 main() {
-  instance_id=$(imds instance-id)
-  group=$(imds tags/instance/aws:autoscaling:groupName)
+  # Without them no heartbeat or completion could name this node: fail, and systemd starts it again.
+  instance_id=$(imds instance-id) || exit 1
+  group=$(imds tags/instance/aws:autoscaling:groupName) || exit 1
   local state
   while :; do
     state=$(target_state)
-    if [[ $state != InService ]]; then
-      drain "$state"
-      return 0
-    fi
+    # Leaving for good or for the warm pool; Standby and Detached nodes keep running and come back.
+    case $state in
+      Terminated | Warmed:*)
+        drain "$state"
+        return 0
+        ;;
+    esac
     sleep "$poll_seconds"
   done
 }

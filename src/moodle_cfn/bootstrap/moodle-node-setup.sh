@@ -623,7 +623,8 @@ update_settings() {
 #     the rotation after it; open connections stay logged in;
 #   - a memcached cluster resized (ElastiCache adds or removes nodes) has a new node list. The sessions'
 #     list is read by config.php; the application cache's is in Moodle's cache configuration on EFS,
-#     shared by every node, rewritten by the first node to see the change (under the install lock).
+#     shared by every node, rewritten by each node that sees the change (under the install lock; the
+#     same settings each time).
 refresh_settings() {
   step "bringing moodle.json up to date with the login's secret and the caches' nodes"
   [[ -s $settings_file ]] || die "$settings_file is missing: this node's setup has not run"

@@ -1,9 +1,11 @@
 """The database connections the largest web fleet could open, against what the chosen Aurora size allows.
 
-Each PHP-FPM worker of a web node keeps one persistent connection (config.php: dbpersist), so a node holds
-at most `pm.max_children` connections (sized at boot from its memory and vCPUs; node_sizing.py applies the
-same rule to WebInstanceType), plus one for its cron run (moodle-cron.service runs one cron.php at a time) and one for a setup or upgrade
-CLI run. At WebMaxSize nodes that must fit in the writer's max_connections, less what AWS keeps for itself.
+Each PHP-FPM worker of a web node keeps a persistent connection (config.php: dbpersist) to the writer and
+one to the reader endpoint, which is the writer while the cluster has no replica. A node runs
+`pm.max_children` workers (sized at boot from its memory and vCPUs; node_sizing.py applies the same rule to
+WebInstanceType), plus its cron run (moodle-cron.service runs one cron.php at a time), its metrics agent
+and a setup or upgrade CLI run, each on the writer alone. At WebMaxSize nodes that must fit in the
+writer's max_connections, less what AWS keeps for itself.
 
 Aurora PostgreSQL's default max_connections is LEAST({DBInstanceClassMemory/9531392}, 5000) (Aurora User
 Guide, "Maximum connections to an Aurora PostgreSQL DB instance", AuroraPostgreSQL.Managing.html; its
@@ -44,12 +46,13 @@ CLASS_MEMORY_GIB = {
     **{f"db.{family}.{size}": gib for family in ("r7g", "r6g", "r6i")
        for size, gib in (("large", 16), ("xlarge", 32), ("2xlarge", 64), ("4xlarge", 128), ("8xlarge", 256))},
 }  # fmt: skip
-# Besides its PHP-FPM workers, each node: one cron.php, one setup or upgrade CLI run.
-PER_NODE_CLI = 2
-# Each of those processes connects to the writer and to the reader endpoint (config.php: dboptions
-# readonly). While the cluster has no replica (a failover, a replaced reader) the reader endpoint is the
-# writer, so the writer may hold both.
-CONNECTIONS_PER_PROCESS = 2
+# Besides its PHP-FPM workers, each node: one cron.php, one setup or upgrade CLI run, one metrics agent
+# run (moodle-metrics.timer, every minute).
+PER_NODE_CLI = 3
+# A worker connects to the writer and to the reader endpoint (config.php: dboptions readonly; command-line
+# runs use the writer alone). While the cluster has no replica (a failover, a replaced reader) the reader
+# endpoint is the writer, so the writer may hold both.
+CONNECTIONS_PER_WORKER = 2
 
 
 def fpm_max_children(values: Mapping[str, str]) -> int:
@@ -83,7 +86,7 @@ def fleet_connections(values: Mapping[str, str]) -> int:
 
 def per_node(values: Mapping[str, str]) -> int:
     """Connections one node may hold on the writer."""
-    return (fpm_max_children(values) + PER_NODE_CLI) * CONNECTIONS_PER_PROCESS
+    return fpm_max_children(values) * CONNECTIONS_PER_WORKER + PER_NODE_CLI
 
 
 def connections_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
@@ -96,8 +99,8 @@ def connections_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
     nodes = int(number(values, WEB_MAX_SIZE.name))
     fits = budget // per_node(values)
     return WEB_MAX_SIZE.name, (
-        f"{nodes} {values[WEB_INSTANCE_TYPE.name]} web nodes x ({fpm_max_children(values)} PHP-FPM workers "
-        f"+ {PER_NODE_CLI} CLI) x {CONNECTIONS_PER_PROCESS} persistent connections (writer and reader endpoint) = "
+        f"{nodes} {values[WEB_INSTANCE_TYPE.name]} web nodes x ({fpm_max_children(values)} PHP-FPM workers x "
+        f"{CONNECTIONS_PER_WORKER} persistent connections (writer and reader endpoint) + {PER_NODE_CLI} CLI) = "
         f"{needed} connections, more than the {budget} that {where} allows (max_connections {allowed} less "
         f"{AWS_RESERVED} for AWS); use at most {fits} nodes or a larger database"
     )

@@ -407,7 +407,9 @@ def relay_secret_arn() -> Sub:
     it): rebuilt from the ARN's last field, so a wrong account or Region in the parameter reads nothing."""
     return Sub(
         "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${Name}",
-        Name=Select(6, Split(":", Ref(SMTP_RELAY_SECRET_ARN.parameter))),
+        # Padded with colons: an empty parameter (no relay) still has a 7th field, whichever branch of the
+        # Fn::If around this CloudFormation evaluates.
+        Name=Select(6, Split(":", Sub(f"${{{SMTP_RELAY_SECRET_ARN.name}}}:::::::"))),
     )
 
 
