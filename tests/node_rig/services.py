@@ -63,6 +63,18 @@ def _wait(what: str, ready: Callable[[], bool], log: Path, proc: subprocess.Pope
     raise RuntimeError(f"{what} did not answer within {START_TIMEOUT:.0f}s; log tail:\n{_tail(log)}")
 
 
+def _server_dirs(workdir: Path, private: tuple[Path, ...], log: Path) -> None:
+    """A PostgreSQL server's places, as the server's OS user needs them: its work directory reachable, its
+    data and socket directories its own (0700), its log file its own."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    _traversable(workdir)
+    for d in private:
+        d.mkdir(mode=0o700, exist_ok=True)
+        shutil.chown(d, PG_OS_USER, PG_OS_USER)
+    log.touch()
+    shutil.chown(log, PG_OS_USER, PG_OS_USER)
+
+
 def _port_free(port: int) -> None:
     """Refuse a busy port: otherwise the readiness poll would happily talk to a stranger."""
     with socket.socket() as s:
@@ -307,14 +319,8 @@ def start_postgres(
     _pg_ctl_stop(binaries, data)  # a server left by an interrupted run would hold the port
     _port_free(port)
     shutil.rmtree(data, ignore_errors=True)
-    workdir.mkdir(parents=True, exist_ok=True)
-    for p in (workdir, binaries):
-        _traversable(p)
-    for d in (data, sock):
-        d.mkdir(mode=0o700, exist_ok=True)
-        shutil.chown(d, PG_OS_USER, PG_OS_USER)
-    log.touch()
-    shutil.chown(log, PG_OS_USER, PG_OS_USER)
+    _traversable(binaries)
+    _server_dirs(workdir, (data, sock), log)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"PGCONNECT_TIMEOUT": "5"}
 
     _as_pgrig(f"{bin_dir}/initdb -D {q(data)} -U {PG_BOOTSTRAP} -E UTF8 --locale=C.UTF-8", env=env)
@@ -374,13 +380,7 @@ def start_replica(primary: Postgres, workdir: Path, address: str) -> Postgres:
     data, log, sock = workdir / "pgdata", workdir / "postgres.log", Path(f"/tmp/pgrig-{primary.port}-replica")
     _pg_ctl_stop(primary.binaries, data)  # a replica left by an interrupted run would hold the address
     shutil.rmtree(data, ignore_errors=True)
-    workdir.mkdir(parents=True, exist_ok=True)
-    _traversable(workdir)
-    for d in (workdir, sock):
-        d.mkdir(mode=0o700, exist_ok=True)
-        shutil.chown(d, PG_OS_USER, PG_OS_USER)
-    log.touch()
-    shutil.chown(log, PG_OS_USER, PG_OS_USER)
+    _server_dirs(workdir, (workdir, sock), log)
     _pg_ctl_stop(primary.binaries, primary.data)
     _run(["cp", "-a", str(primary.data), str(data)])
     (data / "postmaster.opts").unlink(missing_ok=True)

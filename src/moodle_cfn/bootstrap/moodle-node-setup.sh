@@ -325,6 +325,18 @@ mail_settings() {
       allowedemaildomains: $domains}'
 }
 
+# moodle.json replaced atomically with what jq makes of its arguments and stdin, readable by the web
+# server's group only. A jq that fails leaves the current file in place.
+write_settings_file() {
+  local previous
+  previous=$(umask)
+  umask 027
+  jq "$@" > "$settings_file.partial"
+  chgrp "$web_user" "$settings_file.partial"
+  mv "$settings_file.partial" "$settings_file"
+  umask "$previous"
+}
+
 write_settings() {
   step "writing $settings_file from the stack's outputs and secrets"
   local database session application mail public=$moodle_dir router=false
@@ -336,9 +348,9 @@ write_settings() {
     "$APPLICATION_CACHE_ENDPOINT" "$APPLICATION_CACHE_PORT" "$APPLICATION_CACHE_AUTH_SECRET_ARN")
   [[ -d $moodle_dir/public ]] && public=$moodle_dir/public
   [[ ${moodle_release%%.*} -ge 5 ]] && router=true
-  umask 027
   # The secrets on stdin (the login, then each cache's settings), never as arguments.
-  printf '%s\n' "$database" "$session" "$application" "$mail" | jq -s \
+  # shellcheck disable=SC2016  # a jq program: its $names are jq's
+  printf '%s\n' "$database" "$session" "$application" "$mail" | write_settings_file -s \
     --arg wwwroot "$WWWROOT" --arg host "$DATABASE_HOST" --arg port "$DATABASE_PORT" --arg name "$DATABASE_NAME" \
     --arg reader "${DATABASE_READER_HOST:-}" \
     --argjson router "$router" --arg data "$moodledata" --arg localcache "$local_cache" \
@@ -348,9 +360,8 @@ write_settings() {
                  user: $credentials.username, password: $credentials.password},
       paths: {dataroot: ($data + "/data"), cachedir: ($data + "/cache"), tempdir: ($data + "/temp"),
               backuptempdir: ($data + "/backuptemp"), localcachedir: $localcache},
-      session: $session, application: $application, mail: .[3]}' > "$settings_file.partial"
-  chgrp "$web_user" "$settings_file.partial"
-  mv "$settings_file.partial" "$settings_file"
+      session: $session, application: $application, mail: .[3]}'
+  umask 027
   printf 'MOODLE_DIR=%s\nMOODLE_PUBLIC=%s\nMOODLE_CFN_SETTINGS=%s\n' "$moodle_dir" "$public" "$settings_file" \
     > "$etc_dir/runtime.env.partial"
   mv "$etc_dir/runtime.env.partial" "$etc_dir/runtime.env"
@@ -606,16 +617,9 @@ record_release() {
     log "warning: cannot publish the release to the SSM parameter $RELEASE_PARAMETER: $(tail -n 1 <<< "$published")"
 }
 
-# moodle.json with a jq filter applied to [moodle.json, the document on stdin], replaced atomically and
-# readable by the web server's group only: a secret travels on stdin, never as an argument.
-update_settings() {
-  local filter=$1
-  umask 027
-  jq -s "$filter" "$settings_file" - > "$settings_file.partial"
-  chgrp "$web_user" "$settings_file.partial"
-  mv "$settings_file.partial" "$settings_file"
-  umask 022
-}
+# moodle.json with a jq filter applied to [moodle.json, the document on stdin]: a secret travels on
+# stdin, never as an argument.
+update_settings() { write_settings_file -s "$1" "$settings_file" -; }
 
 # What changes under a running node (moodle-settings-refresh.timer, every 5 minutes), brought to
 # moodle.json, where config.php reads it at the next request:
