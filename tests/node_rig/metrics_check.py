@@ -99,7 +99,7 @@ def check_moodle_health_metrics(site: Site) -> dict[str, Any]:
         faildelay = site.db(f"SELECT faildelay FROM mdl_task_adhoc WHERE id = {task_id}")
         assert faildelay and int(faildelay) > 0, ran.stdout[-2000:] + ran.stderr[-2000:]
         site.db(
-            f"UPDATE mdl_config_plugins SET value = extract(epoch FROM now())::bigint - {int(minutes_back * 60)} "
+            f"UPDATE mdl_config_plugins SET value = floor(extract(epoch FROM now()))::bigint - {int(minutes_back * 60)} "
             "WHERE plugin = 'tool_task' AND name = 'lastcronstart'"
         )
         while time.time() % 60 > LATEST_START_SECOND:
@@ -124,7 +124,8 @@ def check_moodle_health_metrics(site: Site) -> dict[str, Any]:
         cron_minutes = published(site, "MinutesSinceLastCronStart", minute)
         failing_adhoc = published(site, "FailingAdhocTasks", minute)
         assert len(cron_minutes) == 1 and cron_minutes[0] > threshold, (cron_minutes, threshold)
-        # Set back by minutes_back, measured seconds later.
+        # Set back by minutes_back, measured seconds later. Whole seconds on both sides, both floored (PHP's
+        # time() floors; a bare ::bigint cast rounds, which once made it 19.98 for 20 minutes).
         assert minutes_back <= cron_minutes[0] < minutes_back + 1, cron_minutes
         assert failing_adhoc and failing_adhoc[0] >= alarm_threshold("FailingAdhocTasks"), failing_adhoc
         return {
