@@ -16,8 +16,9 @@ CHECKOV := $(BIN)/checkov -d $(TEMPLATES) --framework cloudformation --skip-down
 RIG_PACKAGES := apache2 php-fpm php-cli php-pgsql php-intl php-mbstring php-gd php-soap \
 	php-xml php-zip php-curl php-memcached php-redis php-apcu memcached redis-server \
 	postgresql-client jq git unzip openssl ca-certificates util-linux procps nftables logrotate
-# make bench-node also needs a load generator and FUSE (the EFS latency model runs on libfuse3 through mfusepy).
-BENCH_PACKAGES := wrk fuse3 libfuse3-3
+# make bench-node also needs a load generator, FUSE (the EFS latency model runs on libfuse3 through mfusepy) and
+# Excimer, the sampling profiler its profile loads into PHP-FPM (only then: disabled for every other use).
+BENCH_PACKAGES := wrk fuse3 libfuse3-3 php-excimer
 BENCH_FUSE := .rig/fuse
 MFUSEPY_VERSION := 3.1.1
 RIG_AWSCLI := .rig/awscli
@@ -66,6 +67,8 @@ rig-machine: ## Install what the node rehearsal runs on (Debian packages, the AW
 	if [ -n "$$missing" ]; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+	@# Excimer is loaded only by make bench-node's profile (its own ini), never by the rehearsals' nodes.
+	-phpdismod -s ALL excimer 2> /dev/null
 	@# Debian starts the services it installs; the rig runs its own, on its own ports.
 	-apache2ctl stop > /dev/null 2>&1; pkill -x memcached; pkill -x redis-server; true
 	@[ -x $(RIG_AWSCLI)/bin/aws ] || { $(PYTHON) -m venv $(RIG_AWSCLI) && \

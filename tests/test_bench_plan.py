@@ -21,7 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.node_rig import flamegraph
 from tests.node_rig.bench_plan import Plan, cpu_by_program, parse_plan, replay, substitute
+from tests.node_rig.bench_storm import attempt_answers
 from tests.node_rig.rehearse_node import FIXTURES
 
 TEMPLATES = {
@@ -201,3 +203,27 @@ def test_cpu_is_summed_per_program_from_proc(tmp_path) -> None:
         process.kill()
         process.wait()
     assert 0.25 <= after.get("PHP-FPM", 0.0) - before.get("PHP-FPM", 0.0) < 1.0
+
+
+def test_a_student_submits_the_attempt_forms_hidden_fields_and_true_for_each_question() -> None:
+    page = """<form action="https://moodle.rig.test/mod/quiz/processattempt.php" method="post">
+      <input type="hidden" name="attempt" value="42"><input type="hidden" name="sesskey" value="k&amp;1">
+      <input type="hidden" name="q7:1_:sequencecheck" value="1">
+      <input type="radio" name="q7:1_answer" value="1" id="a"><input type="radio" name="q7:1_answer" value="0">
+      <input type="radio" name="q7:2_answer" value="0"><input type="radio" name="q7:2_answer" value="1">
+      <input type="text" name="search" value="x"><input type="hidden" name="slots" value="1,2"></form>"""
+    assert attempt_answers(page) == {"attempt": "42", "sesskey": "k&1", "q7:1_:sequencecheck": "1",
+                                     "q7:1_answer": "1", "q7:2_answer": "1", "slots": "1,2"}  # fmt: skip
+
+
+def test_the_flame_graph_sums_stacks_and_is_the_same_file_for_the_same_stacks() -> None:
+    lines = ["/my/index.php;main;render 30", "/my/index.php;main;db_query 50", "/my/index.php;main;render 20",
+             "bad line", "/course/view.php;main;render 100"]  # fmt: skip
+    stacks = flamegraph.parse(lines)
+    assert stacks["/my/index.php;main;render"] == 50 and sum(stacks.values()) == 200
+    assert flamegraph.self_time(stacks).most_common(1) == [("render", 150)]
+    assert flamegraph.inclusive_time(stacks, skip_first=True)["main"] == 200
+    assert flamegraph.first_frames(stacks) == {"/my/index.php": 100, "/course/view.php": 100}
+    drawn = flamegraph.svg(stacks, "t")
+    assert drawn == flamegraph.svg(flamegraph.parse(list(reversed(lines))), "t")
+    assert drawn.count("<rect ") == 1 + 1 + 2 + 2 + 3  # background, all, two scripts, two mains, three leaves

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.node_rig import bench_pages, bench_plan, services
+from tests.node_rig import bench_pages, bench_plan, bench_storm, flamegraph, services
 from tests.node_rig.aws import running_aws
 from tests.node_rig.node import PLATFORM_FILE, Node
 from tests.node_rig.rehearse_node import CACHE, ROOT, SITE_HOST, Site, machine_php, php_refuses, running_site
@@ -49,6 +49,14 @@ RESULTS = CACHE / "bench.json"
 LEG = os.environ.get("BENCH_LEG") or ("memcached-17" if php_refuses("4.5.0") is None else "memcached-17-5.1")
 WORKLOAD = os.environ.get("BENCH_WORKLOAD", "plan")
 PLAN_SIZE = os.environ.get("BENCH_PLAN_SIZE", "S")
+PROFILE = os.environ.get("BENCH_PROFILE", "1") == "1"
+# BENCH_STRICT=1 (CI): an error anywhere (a failed plan step, a storm student who could not submit, a
+# non-200 page) fails the run; otherwise the figures are printed and the run succeeds.
+STRICT = os.environ.get("BENCH_STRICT") == "1"
+PROBLEMS: list[str] = []
+# Seconds the EFS model's client keeps lookups, attributes and "no such file" answers: 1 (a kind model of an
+# NFS client, which keeps them 3-60 s) or 0 (none: every path resolution reaches "EFS").
+EFS_LOOKUP_CACHE = float(os.environ.get("BENCH_EFS_LOOKUP_CACHE", "1"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 PASSWORD = "Bench-User-Pass-1!"
 BOOTSTRAP = "src/moodle_cfn/bootstrap"
@@ -72,6 +80,8 @@ def pool_size() -> dict[str, str]:
 
 
 OPCACHE_BLACKLIST = "/etc/moodle-cfn/opcache-moodledata.blacklist"
+PROFILE_INI = f"/etc/php/{PHP_VERSION}/fpm/conf.d/95-bench-profile.ini"
+PROFILE_DIR = "/var/log/moodle-cfn-excimer"
 MARKERS = {"WEB_USER": "www-data", "FPM_SOCKET": "/run/php-fpm/www.sock",
            "PHP_ERROR_LOG": "/var/log/php-fpm/www-error.log", "OPCACHE_BLACKLIST": OPCACHE_BLACKLIST,
            **pool_size()}  # fmt: skip
@@ -182,7 +192,8 @@ def efs_model(model: EfsModel) -> Callable[[Path, Path], object]:
         model.stats = workdir / "efs-stats.json"
         log = (workdir / "efs-latency.log").open("w")
         model.process = subprocess.Popen([str(FUSE_PYTHON), str(HERE / "efs_latency.py"), str(backing), str(shared),
-                                          "--stats", str(model.stats)], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                                          "--stats", str(model.stats), "--lookup-cache-seconds", str(EFS_LOOKUP_CACHE)],
+                                         stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 15
         while subprocess.run(["mountpoint", "-q", str(shared)]).returncode != 0:
             if time.monotonic() > deadline or model.process.poll() is not None:
@@ -238,6 +249,7 @@ def plan_workload(site: Site, model: EfsModel, chosen: list[Variant]) -> tuple[s
         return lambda: site.db(f"DELETE FROM mdl_forum_posts WHERE id > {last}")
 
     measured: dict[str, list[bench_plan.Measured]] = {}
+    storms: list[str] = []
     for round_number in range(ROUNDS):
         for variant in chosen if round_number % 2 == 0 else reversed(chosen):
             install(site, variant)
@@ -246,10 +258,80 @@ def plan_workload(site: Site, model: EfsModel, chosen: list[Variant]) -> tuple[s
             )
             print("\n".join(bench_plan.report_lines(variant.name, result)), flush=True)
             measured.setdefault(variant.name, []).append(result)
+            if result.run.errors:
+                PROBLEMS.append(f"{variant.name}: {result.run.errors} errors in Moodle's plan")
+            if bench_storm.STUDENTS:
+                storms.append(exam_start_storm(site, f"{variant.name} round {round_number + 1}"))
+                print(storms[-1], flush=True)
     ordered = {v.name: measured[v.name] for v in chosen}
+    profile = profile_shipped(site, plan, forum_posts_reset) if PROFILE else ""
     heading = (f"Moodle's plan (size {PLAN_SIZE}: {plan.threads} users, {plan.loops} loops, {ROUNDS} round(s)); "
-               "EFS model 0.5 ms/read-type op, 2 ms/write-type op")  # fmt: skip
-    return heading + "\n\n" + bench_plan.summary(ordered), bench_plan.results_json(ordered)
+               f"EFS model 0.5 ms/read-type op, 2 ms/write-type op, lookups cached {EFS_LOOKUP_CACHE:g} s")  # fmt: skip
+    text = heading + "\n\n" + bench_plan.summary(ordered) + profile
+    if storms:
+        text += "\n\nExam-start storm (after each configuration's plan run):\n" + "\n".join(storms)
+    return text, bench_plan.results_json(ordered)
+
+
+def exam_start_storm(site: Site, name: str) -> str:
+    """A new quiz (bench/storm.php), then the storm on it; its table, with the finished attempts counted."""
+    made = as_web_user(site.nodes[0], str(HERE / "storm.php"), str(bench_storm.STUDENTS), PASSWORD,
+                       str(bench_storm.QUESTIONS), name)  # fmt: skip
+    cmid = json.loads(made)["cmid"]
+    result = bench_storm.storm([(n.address, 80) for n in site.nodes], SITE_HOST, cmid, PASSWORD)
+    finished = int(site.db("SELECT COUNT(*) FROM mdl_quiz_attempts a JOIN mdl_course_modules cm ON cm.instance = "
+                           f"a.quiz JOIN mdl_modules m ON m.id = cm.module AND m.name = 'quiz' WHERE cm.id = {cmid} "
+                           "AND a.state = 'finished'"))  # fmt: skip
+    errors = sum(r.errors for r in result.steps.values())
+    if errors or finished != bench_storm.STUDENTS:
+        PROBLEMS.append(
+            f"{name}: {errors} errors in the storm, {finished} of {bench_storm.STUDENTS} attempts finished"
+        )
+    return "\n".join(bench_storm.report(name, result, finished, bench_storm.STUDENTS))
+
+
+def profile_shipped(
+    site: Site, plan: bench_plan.Plan, forum_posts_reset: Callable[[], Callable[[], None]]
+) -> str:
+    """The plan once more under the shipped configuration with Excimer sampling each request's CPU every
+    millisecond (bench/excimer-prepend.php); the stacks summed into .rig/bench-profile.collapsed and
+    drawn in .rig/bench-flamegraph.svg. Returns the profile's top frames."""
+    shipped = next(v for v in variants(None) if v.name == "shipped")
+    install(site, shipped)
+    extra = f"extension=excimer.so\nauto_prepend_file={HERE / 'excimer-prepend.php'}\n"
+    for node in site.nodes:
+        (node.root / PROFILE_INI.lstrip("/")).write_text(extra)
+        node.run(["install", "-d", "-o", "www-data", "-g", "www-data", PROFILE_DIR])
+        node.run(["find", PROFILE_DIR, "-name", "*.collapsed", "-delete"])
+        node.run(["bash", "-c", f"source {PLATFORM_FILE} && platform_start_web"])
+    try:
+        profiled = bench_plan.measure_plan(plan, [(n.address, 80) for n in site.nodes], SITE_HOST, dict,
+                                           forum_posts_reset)  # fmt: skip
+    finally:
+        for node in site.nodes:
+            (node.root / PROFILE_INI.lstrip("/")).unlink()
+            node.run(["bash", "-c", f"source {PLATFORM_FILE} && platform_start_web"])
+    if profiled.run.errors:
+        PROBLEMS.append(f"profile: {profiled.run.errors} errors in Moodle's plan")
+    lines = [line for node in site.nodes
+             for found in sorted((node.root / PROFILE_DIR.lstrip("/")).glob("*.collapsed"))
+             for line in found.read_text().splitlines()]  # fmt: skip
+    stacks = flamegraph.parse(lines)
+    (CACHE / "bench-profile.collapsed").write_text("".join(f"{k} {v}\n" for k, v in sorted(stacks.items())))
+    total = sum(stacks.values())
+    title = (f"PHP-FPM CPU, Moodle's plan (size {PLAN_SIZE}), shipped configuration: {total} samples of 1 ms "
+             f"over {profiled.run.samples} plan samples")  # fmt: skip
+    (CACHE / "bench-flamegraph.svg").write_text(flamegraph.svg(stacks, title))
+    text = [f"\nProfile ({title}; {profiled.run.errors} errors):",
+            f"  CPU ms per plan sample while profiled: {total / max(profiled.run.samples, 1):.1f}",
+            "  by script: " + ", ".join(f"{name} {100 * n / max(total, 1):.1f}%" for name, n in
+                                        flamegraph.first_frames(stacks).most_common(8)),
+            "  top self time: " + ", ".join(f"{name} {100 * n / max(total, 1):.1f}%" for name, n in
+                                            flamegraph.self_time(stacks).most_common(15)),
+            "  top inclusive time: " + ", ".join(f"{name} {100 * n / max(total, 1):.1f}%" for name, n in
+                                                 flamegraph.inclusive_time(stacks, skip_first=True).most_common(25)),
+            f"  (stacks in {CACHE / 'bench-profile.collapsed'}, flame graph in {CACHE / 'bench-flamegraph.svg'})"]  # fmt: skip
+    return "\n".join(text)
 
 
 def pages_workload(site: Site, model: EfsModel, chosen: list[Variant]) -> tuple[str, dict]:
@@ -264,6 +346,8 @@ def pages_workload(site: Site, model: EfsModel, chosen: list[Variant]) -> tuple[
             for page, result in bench_pages.measure(site, model.counts, variant.name, pages, cookies).items():
                 results.setdefault(variant.name, {}).setdefault(page, bench_pages.PageResult()).add(result)
     results = {v.name: results[v.name] for v in chosen}
+    PROBLEMS.extend(f"{name}: {sum(r.non_200 for r in res.values())} non-200 answers" for name, res in results.items()
+                    if any(r.non_200 for r in res.values()))  # fmt: skip
     text = (f"{bench_pages.USERS} users, {ROUNDS} x {bench_pages.SECONDS} s per page after {bench_pages.WARMUP} s "
             "of warm-up; EFS model 0.5 ms/read-type op, 2 ms/write-type op\n\n" + bench_pages.report(results, list(pages)))  # fmt: skip
     for name in ("reference", "shipped"):
@@ -305,9 +389,13 @@ def main() -> int:
     finally:
         services.untrust_ca()
     print(f"\n{text}\n\nsite boot {booted:.0f} s, whole run {time.monotonic() - started:.0f} s")
-    RESULTS.write_text(json.dumps({"workload": WORKLOAD, "rounds": ROUNDS, "leg": LEG, "results": results},
+    RESULTS.write_text(json.dumps({"workload": WORKLOAD, "rounds": ROUNDS, "leg": LEG,
+                                   "efs_lookup_cache_seconds": EFS_LOOKUP_CACHE, "results": results},
                                   indent=2) + "\n")  # fmt: skip
     print(f"(written to {RESULTS})")
+    if PROBLEMS:
+        print("\nProblems:\n" + "\n".join(f"  {problem}" for problem in PROBLEMS), file=sys.stderr)
+        return 1 if STRICT else 0
     return 0
 
 

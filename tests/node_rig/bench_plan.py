@@ -184,6 +184,7 @@ class PlanUser:
         self.turn = offset
         self.cookies: dict[str, str] = {}
         self.connections: dict[Address, http.client.HTTPConnection] = {}
+        self.last_path = ""  # the path of the last answer (after redirects)
 
     def _send(self, node: Address, method: str, path: str, body: str | None) -> tuple[int, str | None, str]:
         headers = {"Host": self.host, "X-Forwarded-Proto": "https", "Connection": "keep-alive"}
@@ -224,6 +225,7 @@ class PlanUser:
             node = self.nodes[self.turn % len(self.nodes)]
             self.turn += 1
             status, location, text = self._send(node, method, path, body)
+            self.last_path = path
             if status not in (301, 302, 303, 307) or not location:
                 return status, text, count
             target = urlsplit(location)

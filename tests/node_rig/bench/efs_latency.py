@@ -12,7 +12,7 @@ one: a node configuration that beats another here by avoiding the disk beats it 
 EFS.
 
 Which operations pay: the kernel's FUSE client keeps directory entries, attributes and "no such file"
-answers for 1 s (entry/attribute/negative timeouts), less than the NFS client keeps them between
+answers for 1 s (entry/attribute/negative timeouts; --lookup-cache-seconds, 0 for none), less than the NFS client keeps them between
 revalidations (acregmin 3 s, acdirmin 30 s, negative lookups cached: the nfs(5) defaults), and drops a
 file's cached pages when it is opened again (no kernel_cache option), which is NFS's close-to-open
 consistency: every open and every read of a file's data reaches this process, as it would reach EFS.
@@ -213,11 +213,14 @@ def main() -> None:
     parser.add_argument("--stats", required=True, type=Path)
     parser.add_argument("--read-ms", type=float, default=0.5)
     parser.add_argument("--write-ms", type=float, default=2.0)
+    # 0: no lookup caching at all, every path resolution pays (the harsher of the two models make bench-node runs).
+    parser.add_argument("--lookup-cache-seconds", type=float, default=1.0)
     args = parser.parse_args()
     ops = Passthrough(args.backing, args.read_ms / 1000, args.write_ms / 1000)
     threading.Thread(target=write_stats, args=(ops, args.stats), daemon=True).start()
     fuse.FUSE(ops, args.mountpoint, foreground=True, nothreads=False, allow_other=True, default_permissions=True,
-              fsname="rig-efs", entry_timeout=1.0, attr_timeout=1.0, negative_timeout=1.0)  # fmt: skip
+              fsname="rig-efs", entry_timeout=args.lookup_cache_seconds, attr_timeout=args.lookup_cache_seconds,
+              negative_timeout=args.lookup_cache_seconds)  # fmt: skip
 
 
 if __name__ == "__main__":
