@@ -8,6 +8,7 @@ define('CLI_SCRIPT', true);
 require(getenv('MOODLE_DIR') . '/config.php');
 require_once($CFG->libdir . '/testing/generator/lib.php');
 require_once($CFG->dirroot . '/mod/quiz/locallib.php');
+require_once($CFG->libdir . '/questionlib.php');
 
 [, $students, $password, $questions, $tag] = $argv;
 \core\session\manager::set_user(get_admin());
@@ -23,10 +24,24 @@ $quiz = $generator->create_module('quiz', [
     'course' => $course->id, 'name' => "Exam $tag", 'questionsperpage' => 0, 'grade' => 100,
     'sumgrades' => (int) $questions,
 ]);
-$questiongenerator = $generator->get_plugin_generator('core_question');
-$category = $questiongenerator->create_question_category(['contextid' => context_module::instance($quiz->cmid)->id]);
+// The quiz's default question category: made by question_make_default_categories on 4.5, by
+// question_get_default_category(..., true) on 5.x (which removed the former).
+$context = context_module::instance($quiz->cmid);
+$category = function_exists('question_make_default_categories')
+    ? question_make_default_categories([$context])
+    : question_get_default_category($context->id, true);
+// Each question saved as the question editing form saves it (qtype_truefalse's own test helper's form
+// data; the test generators need PHPUnit). The statement is true: a student answers True.
 for ($n = 1; $n <= (int) $questions; $n++) {
-    $question = $questiongenerator->create_question('truefalse', null, ['category' => $category->id, 'name' => "Q$n"]);
+    $html = fn(string $text): array => ['text' => $text, 'format' => FORMAT_HTML];
+    $form = (object) [
+        'category' => $category->id . ',' . $category->contextid, 'name' => "Q$n",
+        'questiontext' => $html("Statement $n is true."), 'generalfeedback' => $html(''), 'defaultmark' => 1,
+        'correctanswer' => '1', 'feedbacktrue' => $html('Right.'), 'feedbackfalse' => $html('Wrong.'),
+        'penalty' => 1, 'status' => \core_question\local\bank\question_version_status::QUESTION_STATUS_READY,
+    ];
+    $question = (object) ['category' => $category->id, 'qtype' => 'truefalse', 'createdby' => $USER->id];
+    $question = question_bank::get_qtype('truefalse')->save_question($question, $form);
     quiz_add_quiz_question($question->id, $quiz);
 }
 echo json_encode(['cmid' => (int) $quiz->cmid], JSON_THROW_ON_ERROR), "\n";
