@@ -18,13 +18,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from troposphere import And, Equals, Join, Not, Parameter, Ref, Template
+from troposphere import Equals, Join, Not, Parameter, Ref, Template
 
 from moodle_cfn.azs import AVAILABILITY_ZONE_COUNT
 from moodle_cfn.checks import FindingCheck
 from moodle_cfn.common import GROUP_NETWORK, SITE_NAME, OperatorParameter, declare_parameters
 from moodle_cfn.layers import network
 from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, VPC_ID
+from moodle_cfn.layers.site import ENABLE_CLOUDFRONT
 
 # Master conditions: exactly one of the network stack and this layer's stack exists.
 CREATES_VPC = "CreatesVpc"
@@ -70,8 +71,9 @@ def _id_list(name: str, what: str, holds: str, label: str) -> OperatorParameter:
 EXISTING_PUBLIC_SUBNET_IDS = _id_list(
     "ExistingPublicSubnetIds",
     "public",
-    "the load balancer only when CloudFront is off (with CloudFront it is internal, in the app subnets); "
-    "their route tables need a default route to an Internet gateway",
+    "the load balancer only when CloudFront is off, and then need a default route to an Internet gateway. "
+    "With CloudFront the load balancer is internal, in the app subnets: a VPC without public subnets may "
+    "repeat ExistingAppSubnetIds here",
     "Existing public subnet ids",
 )
 EXISTING_APP_SUBNET_IDS = _id_list(
@@ -161,10 +163,11 @@ def master_rules() -> dict[str, dict[str, object]]:
             "RuleCondition": Equals(Ref(EXISTING_VPC_ID.parameter), ""),
             "Assertions": [
                 {
-                    "Assert": And(*(_is_empty(parameter) for parameter in LISTS)),
-                    "AssertDescription": "The Existing* subnet and Availability Zone lists apply only with "
-                    "ExistingVpcId; give it, or empty them to create a new VPC.",
+                    "Assert": _is_empty(parameter),
+                    "AssertDescription": f"{parameter.name} applies only with ExistingVpcId: give the VPC id, or "
+                    f"empty {parameter.name} to create a new VPC.",
                 }
+                for parameter in LISTS
             ],
         },
     }
@@ -180,6 +183,13 @@ def _items(text: str) -> list[str]:
     return [item for item in text.split(",") if item]
 
 
+def public_subnets_unused(values: Mapping[str, str]) -> bool:
+    """With CloudFront the load balancer sits in the app subnets, so the public list may repeat the app list
+    (a campus VPC without public subnets); the check then skips it."""
+    same = values.get(EXISTING_PUBLIC_SUBNET_IDS.name) == values.get(EXISTING_APP_SUBNET_IDS.name)
+    return same and values.get(ENABLE_CLOUDFRONT.name) == "true"
+
+
 def existing_vpc_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
     """(key, reason) for the first Existing* list that cannot work: not an id, not AvailabilityZoneCount
     items, or an id used twice (one subnet per AZ and per tier). None without ExistingVpcId (the Rules
@@ -189,11 +199,17 @@ def existing_vpc_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
     count = int(values[AVAILABILITY_ZONE_COUNT.name])
     seen: dict[str, str] = {}
     for parameter in LISTS:
+        if parameter is EXISTING_PUBLIC_SUBNET_IDS and public_subnets_unused(values):
+            continue
         items = _items(values.get(parameter.name, ""))
         for item in items:
             if not re.fullmatch(ID_PATTERNS[parameter.name], item):
-                kind = "subnet id" if parameter in (p for _, p in SUBNET_LISTS) else "Availability Zone name"
-                return parameter.name, f"{item!r} is not a {kind}"
+                kind = (
+                    "a subnet id"
+                    if parameter in (p for _, p in SUBNET_LISTS)
+                    else "an Availability Zone name"
+                )
+                return parameter.name, f"{item!r} is not {kind}"
         if len(items) != count:
             return (
                 parameter.name,
