@@ -6,6 +6,7 @@ The deploy itself, with no network stack, is rehearsed in moto by tests/test_reh
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from moodle_cfn import cost, master, rules
+from moodle_cfn import cost, deploy, master, rules
 from moodle_cfn.errors import InputError
 from moodle_cfn.layers import LAYERS, existing_vpc, monitoring, network
 from moodle_cfn.rules import effective_values
@@ -91,7 +92,13 @@ def test_the_security_stack_builds_the_network_layers_groups_in_the_existing_vpc
 
     assert groups(security, {"Ref": "ExistingVpcId"}) == groups(network_template, {"Ref": "Vpc"})
     assert set(security["Resources"]) == set(groups(security, {"Ref": "ExistingVpcId"}))
-    assert security["Parameters"]["ExistingVpcId"]["Type"] == "AWS::EC2::VPC::Id"
+    assert {name: spec["Type"] for name, spec in security["Parameters"].items() if name != "SiteName"} == {
+        "ExistingVpcId": "AWS::EC2::VPC::Id",
+        "ExistingPublicSubnetIds": "List<AWS::EC2::Subnet::Id>",
+        "ExistingAppSubnetIds": "List<AWS::EC2::Subnet::Id>",
+        "ExistingDataSubnetIds": "List<AWS::EC2::Subnet::Id>",
+        "ExistingAvailabilityZoneNames": "List<AWS::EC2::AvailabilityZone::Name>",
+    }
     assert set(security["Outputs"]) == {g.id_output for g in network.SECURITY_GROUPS}
 
 
@@ -199,3 +206,65 @@ def test_the_shipped_existing_vpc_file_deploys_no_network_of_its_own(master_temp
     assert not {"VpcCidr", "NatGatewayMode", "FlowLogRetentionDays"} & set(values)
     created = active_resources(master_template, values)
     assert "NetworkStack" not in created and "SecurityStack" in created
+
+
+def test_the_security_stack_checks_each_subnet_is_in_the_vpc_and_a_listed_zone():
+    # Fn::ValueOf needs the account, so only CloudFormation evaluates these (rules.py leaves them alone);
+    # here: one rule per subnet list, asserting both attributes against the right parameters.
+    security = existing_vpc.build().to_dict()
+    for tier in network.TIERS:
+        name = f"Existing{tier.key}SubnetIds"
+        rule = security["Rules"][f"{name}InTheVpc"]
+        (vpc, zones) = (a["Assert"] for a in rule["Assertions"])
+        assert vpc == {"Fn::EachMemberEquals": [{"Fn::ValueOf": [name, "VpcId"]}, {"Ref": "ExistingVpcId"}]}
+        assert zones == {
+            "Fn::EachMemberIn": [
+                {"Fn::ValueOf": [name, "AvailabilityZone"]},
+                {"Ref": "ExistingAvailabilityZoneNames"},
+            ]
+        }
+    assert len(security["Rules"]) == 3
+
+
+class SwitchingSite:
+    """A deployed site whose change set removes its network stack: ExistingVpcId given after a first deploy
+    without it (the stand-in records the calls run_deploy makes; the change set is what CloudFormation
+    would list at the root for that switch)."""
+
+    stack = "moodle"
+    creating = False
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def prepare(self) -> list[str]:
+        return []
+
+    def change_set(self, *args: Any) -> tuple[str, list[deploy.Change]]:
+        nested = "AWS::CloudFormation::Stack"
+        return "change-set-1", [
+            deploy.Change(deploy.ROOT_LABEL, "Remove", "NetworkStack", nested, "", ""),
+            deploy.Change(deploy.ROOT_LABEL, "Add", "SecurityStack", nested, "", ""),
+            deploy.Change(
+                "DataStack", "Modify", "DatabaseSubnetGroup", "AWS::RDS::DBSubnetGroup", "False", ""
+            ),
+        ]
+
+    def call(self, method: str, **kwargs: Any) -> None:
+        self.calls.append(method)
+
+
+def test_deploy_refuses_to_switch_a_running_site_to_another_network():
+    site, out = SwitchingSite(), io.StringIO()
+    code = deploy.run_deploy(
+        site, "https://b.s3.amazonaws.com/master.yaml", {}, deploy.DeployOptions(assume_yes=True), out
+    )
+    assert code == deploy.EXIT_REFUSED
+    assert site.calls == ["delete_change_set"]  # never executed
+    assert (
+        "refused: this change removes NetworkStack: ExistingVpcId changed since the first deploy"
+        in out.getvalue()
+    )
+    # A first deploy adds stacks and removes none: not refused by this.
+    adding = [c for c in SwitchingSite().change_set()[1] if c.action != "Remove"]
+    assert deploy.removed_layers(adding) == []

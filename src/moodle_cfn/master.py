@@ -18,6 +18,7 @@ from troposphere import (
     Equals,
     GetAtt,
     If,
+    Join,
     Output,
     Parameter,
     Ref,
@@ -152,12 +153,19 @@ def parameter_sources(
 ) -> dict[str, AWSHelperFn]:
     """Every value a child may ask for: operator parameters by Ref, earlier layers' outputs by GetAtt
     (the network layer's through Fn::If, and before the existing-VPC layer's outputs of the same name)."""
-    sources: dict[str, AWSHelperFn] = {name: Ref(p) for name, p in template.parameters.items()}
+    sources: dict[str, AWSHelperFn] = {name: operator_value(p) for name, p in template.parameters.items()}
     layers = {layer.name: layer for layer in LAYERS}
     for layer_name, outputs in outputs_by_layer.items():
         for output in sorted(outputs):
             sources.setdefault(output, output_source(stacks[layer_name], layers[layer_name], output))
     return sources
+
+
+def operator_value(parameter: Parameter) -> AWSHelperFn:
+    """An operator parameter as a nested stack receives it: a string, so a list is joined with commas."""
+    if parameter.Type == "CommaDelimitedList":
+        return Join(",", Ref(parameter))
+    return Ref(parameter)
 
 
 def stacks_read(value: object) -> set[str]:

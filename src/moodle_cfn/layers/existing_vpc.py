@@ -47,7 +47,8 @@ EXISTING_VPC_ID = OperatorParameter(
         Description="Empty: the stack creates its own VPC (the settings above). A VPC id: deploy into that VPC "
         "instead, with the four Existing* lists below; no VPC, subnet, NAT gateway, flow log or endpoint is "
         "created, and the VpcCidr, subnet CIDR, NatGatewayMode and FlowLogRetentionDays settings are not used. "
-        "The VPC needs DNS support and DNS hostnames enabled (EFS and Aurora endpoints resolve through it).",
+        "The VPC needs DNS support and DNS hostnames enabled (EFS and Aurora endpoints resolve through it). "
+        "Choose at the first deploy: changing it later would move the database and file system.",
     ),
     label="Existing VPC id (instead of a new VPC)",
     group=GROUP_NETWORK,
@@ -225,18 +226,62 @@ def existing_vpc_problem(values: Mapping[str, str]) -> tuple[str, str] | None:
 CHECKS = (FindingCheck(existing_vpc_problem),)
 
 
+# The AWS types this layer declares the operator's ids with: CloudFormation then checks they exist in the
+# account and Region before creating anything, and the Rules below can read the subnets' attributes.
+AWS_TYPES = {
+    EXISTING_VPC_ID.name: "AWS::EC2::VPC::Id",
+    **{parameter.name: "List<AWS::EC2::Subnet::Id>" for _, parameter in SUBNET_LISTS},
+    EXISTING_AVAILABILITY_ZONE_NAMES.name: "List<AWS::EC2::AvailabilityZone::Name>",
+}
+
+
+def subnet_rules() -> dict[str, dict[str, object]]:
+    """What only the account knows, checked by CloudFormation when this stack is created, before any other
+    layer: every subnet is in the VPC and in one of the listed AZs. `Fn::ValueOf` reads a subnet parameter's
+    VpcId and AvailabilityZone ("Supported attributes" of AWS::EC2::Subnet::Id and List<AWS::EC2::Subnet::Id>,
+    CloudFormation Template Reference, Rule functions). The AZs' order is beyond Rules: a subnet listed at the
+    wrong position fails later, when the data layer pins an Aurora instance to the AZ of that position.
+    (The condition always holds here, the master passes the lists only with a VPC; it also tells cfn-lint the
+    parameter is used, which a name inside Fn::ValueOf does not.)"""
+    vpc, zones = Ref(EXISTING_VPC_ID.parameter), Ref(EXISTING_AVAILABILITY_ZONE_NAMES.parameter)
+    return {
+        f"{parameter.name}InTheVpc": {
+            "RuleCondition": Not(_is_empty(parameter)),
+            "Assertions": [
+                {
+                    "Assert": {"Fn::EachMemberEquals": [{"Fn::ValueOf": [parameter.name, "VpcId"]}, vpc]},
+                    "AssertDescription": f"Every subnet of {parameter.name} must be in ExistingVpcId.",
+                },
+                {
+                    "Assert": {
+                        "Fn::EachMemberIn": [{"Fn::ValueOf": [parameter.name, "AvailabilityZone"]}, zones]
+                    },
+                    "AssertDescription": f"Every subnet of {parameter.name} must be in one of "
+                    "ExistingAvailabilityZoneNames.",
+                },
+            ],
+        }
+        for _, parameter in SUBNET_LISTS
+    }
+
+
 def build() -> Template:
     """The existing-VPC layer: the network layer's security groups, in the operator's VPC."""
     template = Template(
         Description="moodle-cfn security groups in an existing VPC (deployed instead of the network layer)"
     )
     declare_parameters(template, (SITE_NAME,))
-    # The master creates this stack only with a VPC id, so here the AWS type can check that the VPC exists.
-    vpc = template.add_parameter(
-        Parameter(
-            EXISTING_VPC_ID.name, Type="AWS::EC2::VPC::Id", Description="The existing VPC (master parameter)"
+    # The master creates this stack only with the ids given, so here their AWS types can check them.
+    for parameter in PARAMETERS:
+        template.add_parameter(
+            Parameter(
+                parameter.name,
+                Type=AWS_TYPES[parameter.name],
+                Description=f"{parameter.name} (master parameter; CloudFormation checks it exists)",
+            )
         )
-    )
-    groups = network.add_security_groups(template, Ref(vpc))
+    for name, rule in subnet_rules().items():
+        template.add_rule(name, rule)
+    groups = network.add_security_groups(template, Ref(EXISTING_VPC_ID.parameter))
     network.add_security_group_outputs(template, groups)
     return template
