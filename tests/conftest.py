@@ -16,7 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from moodle_cfn import master, params, publish
 from moodle_cfn.layers import LAYERS, all_checks, all_expanders, app, network
-from tests.rehearsal import child_parameters, deploy, with_placeholders
+from tests.rehearsal import child_parameters, deploy, layer_exists, with_placeholders
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES_DIR = ROOT / "templates"
@@ -28,6 +28,7 @@ REHEARSAL_PREFIX = "moodle-cfn/"
 # What each layer's template becomes for moto (see tests/rehearsal.py for why).
 REHEARSAL_TEMPLATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "network": lambda template: template,
+    "security": lambda template: template,
     "data": lambda template: with_placeholders(
         template,
         {
@@ -150,9 +151,34 @@ def aws() -> Iterator[dict[str, Any]]:
                 os.environ[key] = value
 
 
-def rehearsal_overrides(params_file: str, aws: dict[str, Any]) -> dict[str, str]:
+def campus_network(aws: dict[str, Any], zone_count: int) -> dict[str, str]:
+    """A VPC as a university already has it (made with the EC2 API, not by any stack): DNS on, one public,
+    app and data subnet per AZ; returned as the Existing* parameters that point at it."""
+    ec2 = boto3.client("ec2", **aws)
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    for attribute in ("EnableDnsSupport", "EnableDnsHostnames"):
+        ec2.modify_vpc_attribute(VpcId=vpc, **{attribute: {"Value": True}})
+    zones = [f"{REHEARSAL_REGION}{letter}" for letter in "abc"[:zone_count]]
+    values = {"ExistingVpcId": vpc, "ExistingAvailabilityZoneNames": ",".join(zones)}
+    for index, tier in enumerate(("Public", "App", "Data")):
+        ids = [
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{16 * index + slot}.0/24", AvailabilityZone=zone)[
+                "Subnet"
+            ]["SubnetId"]
+            for slot, zone in enumerate(zones)
+        ]
+        values[f"Existing{tier}SubnetIds"] = ",".join(ids)
+    return values
+
+
+def rehearsal_overrides(params_file: str, aws: dict[str, Any], given: dict[str, str]) -> dict[str, str]:
     """What a rehearsal adds to a params file: production gets a domain with a certificate, which moto's
-    load balancer needs to exist in its ACM first; dev keeps CloudFront's own name."""
+    load balancer needs to exist in its ACM first; dev keeps CloudFront's own name; the existing-VPC file
+    gets a VPC and subnets made in moto beforehand, in place of its example ids."""
+    if given.get("ExistingVpcId"):
+        # Its own SiteName: it shares one moto server with production.yaml, and names derived from it (log
+        # groups, say) are fixed.
+        return {**campus_network(aws, int(given["AvailabilityZoneCount"])), "SiteName": "campus"}
     if params_file != "production.yaml":
         return {}
     domain = "moodle.example.edu"
@@ -180,14 +206,17 @@ def rehearsal(aws, master_template) -> Callable[[str], dict[str, Any]]:
 
     def deploy_layers(params_file: str) -> dict[str, Any]:
         if params_file not in deployed:
-            given = params.load(
-                PARAMS_DIR / params_file, master_template, all_checks(), all_expanders()
-            ) | rehearsal_overrides(params_file, aws)
+            given = params.load(PARAMS_DIR / params_file, master_template, all_checks(), all_expanders())
+            given |= rehearsal_overrides(params_file, aws, given)
             stacks: dict[str, Any] = {}
             deployed[params_file] = stacks  # filled as layers deploy; a failed layer is not retried
             for layer in LAYERS:
+                if not layer_exists(master_template, layer, given, REHEARSAL_REGION):
+                    continue  # as in the master: no network stack in an existing VPC, no security stack without
                 outputs = {title: stack["outputs"] for title, stack in stacks.items()}
-                parameters = child_parameters(master_template, layer, given, outputs, read_ssm)
+                parameters = child_parameters(
+                    master_template, layer, given, outputs, read_ssm, REHEARSAL_REGION
+                )
                 template = REHEARSAL_TEMPLATES[layer.name](published(layer.file_name))
                 stack_name = f"{params_file.removesuffix('.yaml')}-{layer.name}"
                 stacks[layer.stack_title] = {

@@ -27,7 +27,7 @@ from typing import Any
 import boto3
 
 from moodle_cfn.layers import Layer
-from moodle_cfn.rules import effective_values
+from moodle_cfn.rules import condition_values, effective_values
 
 PLACEHOLDER = "moto-placeholder:"
 
@@ -41,24 +41,49 @@ def child_parameters(
     given: dict[str, str],
     outputs_by_stack: dict[str, dict[str, str]],
     read_ssm: Callable[[str], str],
+    region: str = "us-east-1",
 ) -> dict[str, str]:
     """The parameter values the master passes `layer`'s nested stack, for params `given`.
 
     `outputs_by_stack` maps a nested stack's logical id (NetworkStack, ...) to its deployed outputs. A master
-    parameter of an SSM type is resolved as CloudFormation would, by reading the SSM parameter it names.
+    parameter of an SSM type is resolved as CloudFormation would, by reading the SSM parameter it names; an
+    Fn::If by the master's Conditions for these values (the network outputs, in an existing VPC), an
+    Fn::Join of a list parameter by joining it.
     """
     values = effective_values(master_template["Parameters"], given)
+    conditions = stack_conditions(master_template, given, region)
     passed = master_template["Resources"][layer.stack_title]["Properties"]["Parameters"]
-    resolved = {}
-    for name, source in passed.items():
+
+    def resolve(source: Any) -> str:
+        if isinstance(source, str):
+            return source
+        if "Fn::If" in source:
+            name, when_true, when_false = source["Fn::If"]
+            return resolve(when_true if conditions[name] else when_false)
+        if "Fn::Join" in source:
+            separator, items = source["Fn::Join"]
+            return resolve(items) if isinstance(items, dict) else separator.join(resolve(i) for i in items)
         if "Ref" in source:
             value = values[source["Ref"]]
             is_ssm = master_template["Parameters"][source["Ref"]]["Type"].startswith(SSM_TYPE)
-            resolved[name] = read_ssm(value) if is_ssm else value
-        else:
-            stack, attribute = source["Fn::GetAtt"]
-            resolved[name] = outputs_by_stack[stack][attribute.removeprefix("Outputs.")]
-    return resolved
+            return read_ssm(value) if is_ssm else value
+        stack, attribute = source["Fn::GetAtt"]
+        return outputs_by_stack[stack][attribute.removeprefix("Outputs.")]
+
+    return {name: resolve(source) for name, source in passed.items()}
+
+
+def stack_conditions(master_template: dict[str, Any], given: dict[str, str], region: str) -> dict[str, bool]:
+    """The master's Conditions for params `given` in `region`: which nested stacks exist, which Fn::If
+    branch each passes on."""
+    values = {**effective_values(master_template["Parameters"], given), "AWS::Region": region}
+    return condition_values(master_template, values)
+
+
+def layer_exists(master_template: dict[str, Any], layer: Layer, given: dict[str, str], region: str) -> bool:
+    """Whether the master creates `layer`'s nested stack for params `given` (the network stack, say, only
+    without ExistingVpcId)."""
+    return layer.condition is None or stack_conditions(master_template, given, region)[layer.condition]
 
 
 def with_placeholders(

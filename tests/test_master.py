@@ -7,7 +7,7 @@ import pytest
 from moodle_cfn import master, rules
 from moodle_cfn.common import GROUP_SITE, GROUP_TEMPLATES
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import LAYERS
+from moodle_cfn.layers import LAYERS, existing_vpc
 from tests.conftest import TEMPLATES_DIR
 
 # "Template body size in an Amazon S3 object: 1 MB" (AWS CloudFormation quotas,
@@ -44,6 +44,20 @@ def test_every_parameter_is_described_and_constrained(master_template):
             assert "AllowedValues" in spec or "AllowedPattern" in spec, f"{name} accepts anything"
 
 
+# What each network output becomes in an existing VPC: the operator's id, the security stack's group, or
+# nothing (the stack owns no NAT gateway there; the monitoring layer's NAT alarms are off).
+EXISTING_VPC_SOURCES = {
+    "VpcId": [{"Ref": "ExistingVpcId"}],
+    "AvailabilityZoneNames": [{"Fn::Join": [",", {"Ref": "ExistingAvailabilityZoneNames"}]}],
+    **{
+        f"{t}SubnetIds": [{"Fn::Join": [",", {"Ref": f"Existing{t}SubnetIds"}]}]
+        for t in ("Public", "App", "Data")
+    },
+    **{o: [{"Fn::GetAtt": ["SecurityStack", f"Outputs.{o}"]}] for o in existing_vpc.build().outputs},
+    "NatGatewayIds": [""],
+}
+
+
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: layer.name)
 def test_each_nested_stack_receives_exactly_its_childs_parameters(master_template, layer):
     child = layer.build().to_dict()
@@ -53,15 +67,25 @@ def test_each_nested_stack_receives_exactly_its_childs_parameters(master_templat
     for name, value in passed.items():
         if "Ref" in value:
             assert value["Ref"] == name and name in master_template["Parameters"]
-        else:
-            producer, attribute = value["Fn::GetAtt"]
-            assert attribute == f"Outputs.{name}"
-            assert LAYERS.index(layer) > [x.stack_title for x in LAYERS].index(producer)
+            continue
+        if "Fn::Join" in value:  # a list parameter, passed as the string a nested stack takes
+            assert value == {"Fn::Join": [",", {"Ref": name}]}
+            assert master_template["Parameters"][name]["Type"] == "CommaDelimitedList"
+            continue
+        if "Fn::If" in value:
+            # A network output: the network stack's, or in an existing VPC what stands in for it.
+            condition, existing, value = value["Fn::If"]
+            assert condition == "UsesExistingVpc"
+            assert existing in EXISTING_VPC_SOURCES[name]
+        producer, attribute = value["Fn::GetAtt"]
+        assert attribute == f"Outputs.{name}"
+        assert LAYERS.index(layer) > [x.stack_title for x in LAYERS].index(producer)
 
 
 def test_every_output_the_master_reads_exists_in_that_child(master_template):
     outputs = {layer.stack_title: set(layer.build().outputs) for layer in LAYERS}
-    read = [v["Value"]["Fn::GetAtt"] for v in master_template["Outputs"].values()]
+    values = [v["Value"] for v in master_template["Outputs"].values()]
+    read = [v["Fn::If"][2]["Fn::GetAtt"] if "Fn::If" in v else v["Fn::GetAtt"] for v in values]
     assert read
     for stack, attribute in read:
         assert attribute.removeprefix("Outputs.") in outputs[stack]

@@ -38,6 +38,14 @@ VARIANTS: dict[str, dict[str, str]] = {
         "FileSystemThroughputMode": "provisioned",
         "EnableWaf": "false",
     },
+    # No network stack: the security stack builds the groups in the given VPC, no NAT alarms.
+    "existing-vpc": {
+        "ExistingVpcId": "vpc-0a1b2c3d4e5f60718",
+        "ExistingPublicSubnetIds": "subnet-0a1b2c3d4e5f60001,subnet-0a1b2c3d4e5f60002",
+        "ExistingAppSubnetIds": "subnet-0a1b2c3d4e5f60011,subnet-0a1b2c3d4e5f60012",
+        "ExistingDataSubnetIds": "subnet-0a1b2c3d4e5f60021,subnet-0a1b2c3d4e5f60022",
+        "ExistingAvailabilityZoneNames": "us-east-1a,us-east-1b",
+    },
     "no-cloudfront-own-domain": {"EnableCloudFront": "false", "DomainName": DOMAIN, "HostedZoneId": ZONE},
     "cloudfront-own-domain": {
         "DomainName": DOMAIN,

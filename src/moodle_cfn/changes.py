@@ -117,3 +117,14 @@ def stateful_resources(templates: Iterable[Mapping[str, Any]]) -> dict[str, str]
 def refused(changes: list[Change], allowed: set[str]) -> list[Change]:
     """The stateful replacements and removals that no --allow names."""
     return [c for c in changes if c.endangers_data() and c.logical_id not in allowed]
+
+
+def removed_layers(changes: list[Change]) -> list[Change]:
+    """The site's nested stacks a change removes. Only the network stack and the existing-VPC security stack
+    can go, when ExistingVpcId changes between empty and an id after the first deploy: the database, caches
+    and file system would then have to move to another network, which no update does in place."""
+    return [
+        c
+        for c in changes
+        if c.stack == ROOT_LABEL and c.resource_type == NESTED_STACK_TYPE and c.kind == "remove"
+    ]

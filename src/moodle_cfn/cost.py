@@ -17,6 +17,7 @@ from typing import Any
 
 from moodle_cfn.errors import InputError
 from moodle_cfn.layers import LAYERS, waf
+from moodle_cfn.layers.existing_vpc import EXISTING_VPC_ID
 from moodle_cfn.rules import active_resources
 
 BUNDLED_REGIONS = ("us-east-1",)
@@ -130,12 +131,19 @@ def web_tier(v: Mapping[str, str], p: PriceTable, a: Assumptions) -> list[Line]:
 
 
 def network(v: Mapping[str, str], p: PriceTable, a: Assumptions) -> list[Line]:
-    """NAT gateways (hours and data) and the load balancer (hours and capacity units)."""
-    gateways = int(v["AvailabilityZoneCount"]) if v["NatGatewayMode"] == "per-az" else 1
-    nat = gateways * a.hours * p.unit("nat_gateway_hour") + a.nat_gb * p.unit("nat_gateway_gb")
+    """NAT gateways (hours and data) and the load balancer (hours and capacity units). In an existing VPC
+    the stack has no NAT gateway: the VPC's own outbound route is its owner's cost, not counted here."""
     alb = a.hours * (p.unit("alb_hour") + a.load_balancer_lcu * p.unit("alb_lcu_hour"))
+    if v.get(EXISTING_VPC_ID.name):
+        nat_line = line(
+            "NAT gateways", 0, "none: ExistingVpcId (the VPC's own outbound route is not counted)"
+        )
+    else:
+        gateways = int(v["AvailabilityZoneCount"]) if v["NatGatewayMode"] == "per-az" else 1
+        nat = gateways * a.hours * p.unit("nat_gateway_hour") + a.nat_gb * p.unit("nat_gateway_gb")
+        nat_line = line("NAT gateways", nat, f"{gateways} x {a.hours:g} h + {a.nat_gb:g} GB processed")
     return [
-        line("NAT gateways", nat, f"{gateways} x {a.hours:g} h + {a.nat_gb:g} GB processed"),
+        nat_line,
         line("Load balancer", alb, f"{a.hours:g} h at {a.load_balancer_lcu:g} LCU average"),
     ]
 

@@ -27,6 +27,7 @@ from moodle_cfn.changes import (  # noqa: F401 (re-exported: deploy.Change and f
     changes_of,
     preview_table,
     refused,
+    removed_layers,
     stateful_resources,
     why,
 )
@@ -399,6 +400,15 @@ def run_deploy(
         return discard(
             f"refused: this change would {'/'.join(sorted({c.kind for c in blocked}))} data the site keeps: {names}. "
             "Nothing was changed. If that is intended, allow each by name with --allow-replace NAME.",
+            EXIT_REFUSED,
+        )
+    moved = removed_layers(changes)
+    if moved:
+        return discard(
+            f"refused: this change removes {', '.join(c.logical_id for c in moved)}: ExistingVpcId changed since "
+            "the first deploy, and the database, caches and file system cannot move to another network in "
+            "place. Nothing was changed. Keep ExistingVpcId as it was deployed, or restore the site's backups "
+            "into a new stack.",
             EXIT_REFUSED,
         )
     if not changes:

@@ -2,11 +2,14 @@
 
 Wiring is by name: a child parameter is either an operator parameter of the same name (passed with Ref) or
 an output of the same name of an earlier layer (passed with GetAtt ...Outputs.Name). Nothing is hand-copied,
-and a child parameter with no source is a build error.
+and a child parameter with no source is a build error. The network stack exists only without ExistingVpcId:
+each of its outputs is passed through Fn::If, whose other branch is the operator's existing id or the
+existing-VPC layer's security group (layers/existing_vpc.py).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -15,6 +18,7 @@ from troposphere import (
     Equals,
     GetAtt,
     If,
+    Join,
     Output,
     Parameter,
     Ref,
@@ -24,7 +28,7 @@ from troposphere import (
 from troposphere.cloudformation import Stack
 
 from moodle_cfn.common import GROUP_TEMPLATES, SITE_NAME, OperatorParameter
-from moodle_cfn.layers import LAYERS, Layer, app, cache, database, file_system, mail, site
+from moodle_cfn.layers import LAYERS, Layer, app, cache, database, existing_vpc, file_system, mail, site
 from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, VPC_ID
 
 TEMPLATES_BUCKET_NAME = OperatorParameter(
@@ -115,15 +119,65 @@ def add_console_form(template: Template, parameters: Iterable[OperatorParameter]
         template.add_parameter_to_group(parameter.parameter, parameter.group)
 
 
+NETWORK_LAYER = next(layer for layer in LAYERS if layer.name == "network")
+EXISTING_VPC_LAYER = next(layer for layer in LAYERS if layer.condition == existing_vpc.USES_EXISTING_VPC)
+
+
+@functools.cache
+def existing_vpc_layer_outputs() -> frozenset[str]:
+    """The outputs of the layer that stands in for the network layer in an existing VPC."""
+    return frozenset(EXISTING_VPC_LAYER.build().outputs)
+
+
+def in_existing_vpc(output: str) -> object:
+    """What a consumer of network output `output` receives in an existing VPC: the operator's id, the
+    existing-VPC layer's security group, or "" (NAT gateway ids, the VPC CIDR: none are the stack's own)."""
+    from_parameter = existing_vpc.from_parameter(output)
+    if from_parameter is not None:
+        return from_parameter
+    if output in existing_vpc_layer_outputs():
+        return GetAtt(EXISTING_VPC_LAYER.stack_title, f"Outputs.{output}")
+    return ""
+
+
+def output_source(stack: Stack, layer: Layer, output: str) -> AWSHelperFn:
+    """How the master passes `layer`'s output `output` on: GetAtt, through Fn::If for the network layer."""
+    value = GetAtt(stack, f"Outputs.{output}")
+    if layer is not NETWORK_LAYER:
+        return value
+    return If(existing_vpc.USES_EXISTING_VPC, in_existing_vpc(output), value)
+
+
 def parameter_sources(
     template: Template, stacks: dict[str, Stack], outputs_by_layer: dict[str, set[str]]
 ) -> dict[str, AWSHelperFn]:
-    """Every value a child may ask for: operator parameters by Ref, earlier layers' outputs by GetAtt."""
-    sources: dict[str, AWSHelperFn] = {name: Ref(p) for name, p in template.parameters.items()}
+    """Every value a child may ask for: operator parameters by Ref, earlier layers' outputs by GetAtt
+    (the network layer's through Fn::If, and before the existing-VPC layer's outputs of the same name)."""
+    sources: dict[str, AWSHelperFn] = {name: operator_value(p) for name, p in template.parameters.items()}
+    layers = {layer.name: layer for layer in LAYERS}
     for layer_name, outputs in outputs_by_layer.items():
         for output in sorted(outputs):
-            sources.setdefault(output, GetAtt(stacks[layer_name], f"Outputs.{output}"))
+            sources.setdefault(output, output_source(stacks[layer_name], layers[layer_name], output))
     return sources
+
+
+def operator_value(parameter: Parameter) -> AWSHelperFn:
+    """An operator parameter as a nested stack receives it: a string, so a list is joined with commas."""
+    if parameter.Type == "CommaDelimitedList":
+        return Join(",", Ref(parameter))
+    return Ref(parameter)
+
+
+def stacks_read(value: object) -> set[str]:
+    """Logical ids of the stacks whose outputs `value` reads (through Fn::If too)."""
+    data = value.to_dict() if isinstance(value, AWSHelperFn) else value
+    if isinstance(data, dict):
+        if "Fn::GetAtt" in data:
+            return {data["Fn::GetAtt"][0]}
+        return {title for item in data.values() for title in stacks_read(item)}
+    if isinstance(data, list):
+        return {title for item in data for title in stacks_read(item)}
+    return set()
 
 
 def add_layer_stacks(template: Template, template_url: Callable[[Layer], object]) -> dict[str, Stack]:
@@ -146,10 +200,15 @@ def add_layer_stacks(template: Template, template_url: Callable[[Layer], object]
             TemplateURL=template_url(layer),
             Parameters=parameters,
         )
+        if layer.condition:
+            stack.Condition = layer.condition
         if layer.after_every_earlier_layer:
-            # The earlier stacks it reads no output from; an output read already orders the two stacks.
-            read = {value.data["Fn::GetAtt"][0] for value in parameters.values() if isinstance(value, GetAtt)}
-            stack.DependsOn = sorted(s.title for s in stacks.values() if s.title not in read)
+            # The earlier stacks it reads no output from; an output read already orders the two stacks. Not a
+            # conditional one (it may not exist): the stacks that read the network's outputs wait for it.
+            read = {title for value in parameters.values() for title in stacks_read(value)}
+            stack.DependsOn = sorted(
+                s.title for s in stacks.values() if s.title not in read and not getattr(s, "Condition", None)
+            )
         stacks[layer.name] = template.add_resource(stack)
         outputs_by_layer[layer.name] = set(child.outputs)
     return stacks
@@ -196,9 +255,10 @@ MASTER_OUTPUTS = {
 
 def add_outputs(template: Template, stacks: dict[str, Stack]) -> None:
     """The MASTER_OUTPUTS, read from the nested stacks."""
+    layers = {layer.name: layer for layer in LAYERS}
     for layer_name, outputs in MASTER_OUTPUTS.items():
         for name, description in outputs:
-            value = GetAtt(stacks[layer_name], f"Outputs.{name}")
+            value = output_source(stacks[layer_name], layers[layer_name], name)
             template.add_output(Output(name, Description=description, Value=value))
 
 
@@ -210,9 +270,12 @@ def build(location: TemplateLocation = S3_LOCATION) -> Template:
     add_console_form(template, operator_parameters(location))
     for name, condition in location.conditions:
         template.add_condition(name, condition)
+    existing_vpc.add_conditions(template)
     for name, rule in site.master_rules().items():
         template.add_rule(name, rule)
     for name, rule in mail.master_rules().items():
+        template.add_rule(name, rule)
+    for name, rule in existing_vpc.master_rules().items():
         template.add_rule(name, rule)
     stacks = add_layer_stacks(template, location.url)
     add_outputs(template, stacks)

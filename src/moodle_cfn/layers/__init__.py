@@ -9,7 +9,7 @@ from troposphere import Template
 
 from moodle_cfn.checks import Check
 from moodle_cfn.common import OperatorParameter
-from moodle_cfn.layers import app, cache, data, monitoring, network, protection
+from moodle_cfn.layers import app, cache, data, existing_vpc, monitoring, network, protection
 from moodle_cfn.operator_checks import operator_checks
 from moodle_cfn.params import Expander
 
@@ -26,6 +26,8 @@ class Layer:
     expanders: Mapping[str, Expander] = field(default_factory=dict)
     # Created only once every earlier layer's stack is complete, not only those it reads outputs from.
     after_every_earlier_layer: bool = False
+    # The master condition under which the nested stack exists (None: always).
+    condition: str | None = None
 
     @property
     def file_name(self) -> str:
@@ -39,7 +41,15 @@ class Layer:
 
 
 LAYERS: tuple[Layer, ...] = (
-    Layer("network", network.build, network.PARAMETERS, network.CHECKS),
+    Layer("network", network.build, network.PARAMETERS, network.CHECKS, condition=existing_vpc.CREATES_VPC),
+    # In an existing VPC, instead of the network layer: its security groups alone (layers/existing_vpc.py).
+    Layer(
+        "security",
+        existing_vpc.build,
+        existing_vpc.PARAMETERS,
+        existing_vpc.CHECKS,
+        condition=existing_vpc.USES_EXISTING_VPC,
+    ),
     Layer("data", data.build, data.PARAMETERS, data.CHECKS),
     Layer("cache", cache.build, cache.PARAMETERS, cache.CHECKS),
     Layer("app", app.build, app.PARAMETERS, app.CHECKS, app.EXPANDERS),

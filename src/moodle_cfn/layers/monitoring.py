@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 
-from troposphere import Equals, If, Not, NoValue, Output, Parameter, Ref, Select, Sub, Template
+from troposphere import And, Equals, If, Not, NoValue, Output, Parameter, Ref, Select, Sub, Template
 from troposphere.cloudwatch import Alarm, Dashboard, Metric, MetricDataQuery, MetricDimension, MetricStat
 from troposphere.sns import SubscriptionResource, Topic
 
-from moodle_cfn.azs import AVAILABILITY_ZONE_COUNT, AZ_SLOTS
+from moodle_cfn.azs import AVAILABILITY_ZONE_COUNT, AZ_SLOTS, three_azs
 from moodle_cfn.common import (
     GROUP_MONITORING,
     SITE_NAME,
@@ -28,7 +28,7 @@ from moodle_cfn.common import (
     output_as_parameter,
 )
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
-from moodle_cfn.layers import app, cache, database, moodle_metrics, network, web_tier
+from moodle_cfn.layers import app, cache, database, existing_vpc, moodle_metrics, network, web_tier
 from moodle_cfn.layers.file_system import FILE_SYSTEM_ID
 
 HAS_ALARM_EMAIL = "HasAlarmEmail"
@@ -77,6 +77,19 @@ INPUTS = tuple(
     )
 )
 NAT_GATEWAYS = network.as_parameter(network.NAT_GATEWAY_IDS)
+# The NAT gateways watched: the stack's own, which exist only when it created the VPC (an existing VPC's
+# routing is its owner's). Spelled out with Equals rather than Condition references, as in the network layer.
+NAT_ALARM_CONDITIONS = {1: "OwnNatGateway1", 2: "OwnNatGateway2", 3: "OwnNatGateway3"}
+
+
+def add_nat_alarm_conditions(template: Template) -> None:
+    """Which NAT gateways have alarms: those the network layer creates (`network.nat_condition`), none in an
+    existing VPC."""
+    creates_vpc = Equals(Ref(existing_vpc.EXISTING_VPC_ID.parameter), "")
+    per_az = Equals(Ref(network.NAT_GATEWAY_MODE.parameter), "per-az")
+    template.add_condition(NAT_ALARM_CONDITIONS[1], creates_vpc)
+    template.add_condition(NAT_ALARM_CONDITIONS[2], And(creates_vpc, per_az))
+    template.add_condition(NAT_ALARM_CONDITIONS[3], And(creates_vpc, per_az, three_azs()))
 
 
 def dimensions(**values: object) -> list[MetricDimension]:
@@ -264,7 +277,7 @@ def network_alarms(topic: Topic) -> list[Alarm]:
     ]  # fmt: skip
     for slot in AZ_SLOTS:
         gateway = dimensions(NatGatewayId=Select(slot - 1, Ref(NAT_GATEWAYS)))
-        condition = network.nat_condition(slot)
+        condition = NAT_ALARM_CONDITIONS[slot]
         alarms += [
             alarm(f"NatGateway{slot}PortAllocationErrors", f"NAT gateway {slot} cannot allocate source ports", topic,
                   0, "GreaterThanThreshold", metric=("AWS/NATGateway", "ErrorPortAllocation", gateway), statistic="Sum",
@@ -333,6 +346,7 @@ def build() -> Template:
             SITE_NAME,
             AVAILABILITY_ZONE_COUNT,
             network.NAT_GATEWAY_MODE,
+            existing_vpc.EXISTING_VPC_ID,
             database.DATABASE_CAPACITY_MODE,
             web_tier.WEB_MAX_SIZE,
             *(role.engine for role in cache.ROLES),
@@ -342,7 +356,7 @@ def build() -> Template:
     )
     for parameter in (*INPUTS, NAT_GATEWAYS):
         template.add_parameter(parameter)
-    network.add_nat_conditions(template)
+    add_nat_alarm_conditions(template)
     database.add_conditions(template)
     cache.add_conditions(template)  # with the customer-key condition
     template.add_condition(HAS_ALARM_EMAIL, Not(Equals(Ref(ALARM_EMAIL.parameter), "")))

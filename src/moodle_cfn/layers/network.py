@@ -489,8 +489,9 @@ def egress_rules(group: TierSecurityGroup, groups: dict[str, SecurityGroup]) -> 
     return rules or [NO_EGRESS]
 
 
-def add_security_groups(template: Template, vpc: VPC) -> dict[str, SecurityGroup]:
-    """One group per tier. Egress is inline, ingress between tiers is standalone, so no two groups form a cycle.
+def add_security_groups(template: Template, vpc_id: AWSHelperFn) -> dict[str, SecurityGroup]:
+    """One group per tier in the VPC `vpc_id`. Egress is inline, ingress between tiers is standalone, so no two
+    groups form a cycle. The network layer calls it for its own VPC, the existing-VPC layer for the operator's.
 
     Who may reach the load balancer depends on whether CloudFront fronts it: the app layer adds that ingress.
     """
@@ -500,7 +501,7 @@ def add_security_groups(template: Template, vpc: VPC) -> dict[str, SecurityGroup
         resource = SecurityGroup(
             group.title,
             GroupDescription=group.description,
-            VpcId=Ref(vpc),
+            VpcId=vpc_id,
             SecurityGroupEgress=egress_rules(group, groups),
             Tags=tags(f"{group.key.lower()}-sg"),
         )
@@ -555,6 +556,11 @@ def add_outputs(
                 Value=per_slot_joined({slot: Ref(subnet) for slot, subnet in subnets[tier.key].items()}),
             )
         )
+    add_security_group_outputs(template, groups)
+
+
+def add_security_group_outputs(template: Template, groups: dict[str, SecurityGroup]) -> None:
+    """The id of each tier's group, for the layers that place resources in it."""
     for group in SECURITY_GROUPS:
         template.add_output(
             Output(group.id_output, Description=group.description, Value=GetAtt(groups[group.key], "GroupId"))
@@ -574,7 +580,7 @@ def build() -> Template:
     gateways = add_nat_gateways(template, attachment, subnets[PUBLIC.key])
     add_s3_endpoint(template, vpc, add_private_routing(template, vpc, subnets, gateways))
     add_flow_logs(template, vpc)
-    groups = add_security_groups(template, vpc)
+    groups = add_security_groups(template, Ref(vpc))
     add_outputs(template, vpc, subnets, groups, gateways)
     return template
 
