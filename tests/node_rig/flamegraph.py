@@ -31,6 +31,8 @@ def parse(lines: list[str]) -> Counter[str]:
     stacks: Counter[str] = Counter()
     for line in lines:
         stack, _, count = line.rstrip().rpartition(" ")
+        # Excimer writes the script's top level as an empty frame: left out.
+        stack = ";".join(name for name in stack.split(";") if name)
         if stack and count.isdigit():
             stacks[stack] += int(count)
     return stacks
