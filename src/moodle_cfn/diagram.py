@@ -7,21 +7,25 @@ Availability Zone (read from each subnet's Fn::Select index). Edges come from th
   the group's id parameter, directly or through its launch template);
 - routes: each default route, from its subnets to the NAT or Internet gateway it points at;
 - a few references that are data paths (CloudFront's origin, instances' subnets, members of a cluster).
-Resources that exist only under a condition are drawn dashed, with the condition named.
+Resources that exist only under a condition are drawn dashed, with the condition in words
+(figure_words.py). The AZs are drawn in order, 1 above 2 above 3.
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from moodle_cfn import figure
 from moodle_cfn.errors import InputError
+from moodle_cfn.figure_words import in_words
 from moodle_cfn.files import write_atomic
 from moodle_cfn.layers import LAYERS
 
@@ -233,9 +237,24 @@ def node_line(node: Node, indent: str) -> str:
     label = f"{node.logical_id}\\n{kind}"
     style = "rounded,filled"
     if node.condition:
-        label += f"\\n(if {node.condition})"
+        label += "\\n" + "\\n".join(textwrap.wrap(f"({in_words(node.condition)})", 34))
         style += ",dashed"
     return f'{indent}"{node.dot_id}" [label="{label}", style="{style}", fillcolor="white", color="{color}"];'
+
+
+def az_order(layer: str, by_slot: dict[int, list[Node]]) -> list[str]:
+    """Invisible anchors that keep a layer's AZs in order, 1 above 2 above 3: one anchor per AZ, linked to
+    every node of its AZ, the anchors chained by flat edges (dot honours a flat edge between two nodes of
+    one cluster, not between nodes of different AZ clusters, so the AZ clusters follow their anchors).
+    In this left-to-right layout a flat edge puts its head above its tail."""
+    if len(by_slot) < 2:
+        return []
+    anchors = {slot: f"{layer}_az{slot}_order" for slot in sorted(by_slot)}
+    lines = [f'    "{a}" [style=invis, shape=point, width=0];' for a in anchors.values()]
+    lines.append("    {rank=same; " + "; ".join(f'"{a}"' for a in anchors.values()) + "}")
+    lines += [f'    "{b}" -> "{a}" [style=invis];' for a, b in pairwise(anchors.values())]
+    lines += [f'    "{anchors[slot]}" -> "{n.dot_id}" [style=invis];' for slot in anchors for n in by_slot[slot]]
+    return lines
 
 
 def dot_source(templates: dict[str, dict[str, Any]]) -> str:
@@ -262,6 +281,7 @@ def dot_source(templates: dict[str, dict[str, Any]]) -> str:
             by_slot.setdefault(
                 az_slot(templates[layer]["Resources"][node.logical_id], templates[layer]), []
             ).append(node)
+        lines += az_order(layer, {slot: nodes for slot, nodes in by_slot.items() if slot is not None})
         for slot in sorted(by_slot, key=lambda s: (s is not None, s or 0)):
             if slot is None:
                 lines += [node_line(n, "    ") for n in by_slot[slot]]
@@ -311,7 +331,7 @@ def built_templates() -> dict[str, dict[str, Any]]:
 def counts(dot: str) -> tuple[int, int]:
     """(nodes, edges) of a DOT source written by dot_source."""
     node_count = len(re.findall(r"^\s+\"[^\"]+\" \[label=", dot, re.M))
-    edge_count = len(re.findall(r"^\s+\"[^\"]+\" -> ", dot, re.M))
+    edge_count = len(re.findall(r"^\s+\"[^\"]+\" -> (?!.*style=invis)", dot, re.M))
     return node_count, edge_count
 
 
