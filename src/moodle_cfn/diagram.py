@@ -14,9 +14,9 @@ Resources that exist only under a condition are drawn dashed, with the condition
 from __future__ import annotations
 
 import re
-import textwrap
 import shutil
 import subprocess
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
@@ -253,7 +253,9 @@ def az_order(layer: str, by_slot: dict[int, list[Node]]) -> list[str]:
     lines = [f'    "{a}" [style=invis, shape=point, width=0];' for a in anchors.values()]
     lines.append("    {rank=same; " + "; ".join(f'"{a}"' for a in anchors.values()) + "}")
     lines += [f'    "{b}" -> "{a}" [style=invis];' for a, b in pairwise(anchors.values())]
-    lines += [f'    "{anchors[slot]}" -> "{n.dot_id}" [style=invis];' for slot in anchors for n in by_slot[slot]]
+    lines += [
+        f'    "{anchors[slot]}" -> "{n.dot_id}" [style=invis];' for slot in anchors for n in by_slot[slot]
+    ]
     return lines
 
 

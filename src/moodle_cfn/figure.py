@@ -128,7 +128,9 @@ def load_balancer(placement: Placement, slots: int) -> str:
         f"in the {TIER_LABELS[placement.other_tier]})"
     )
     wide = node(Item(LOAD_BALANCER, "alb", label), width=slots * COLUMN_WIDTH + (slots - 1) * 0.4)
-    return wide.replace("shape=none, margin=0", 'shape=box, style="rounded,dashed", color="#8C4FFF", margin=0')
+    return wide.replace(
+        "shape=none, margin=0", 'shape=box, style="rounded,dashed", color="#8C4FFF", margin=0'
+    )
 
 
 def store(name: str, title: str, items: Iterable[Item]) -> list[str]:
@@ -143,12 +145,16 @@ def tiers(zones_: list[Zone], placement: Placement, templates: Templates) -> dic
     body["public"] += [node(in_zone(z.nat, z), width=COLUMN_WIDTH) for z in zones_ if z.nat]
     body[placement.tier].append(load_balancer(placement, len(zones_)))
     web_nodes = [node(in_zone(z.web, z), width=COLUMN_WIDTH) for z in zones_]
-    body["app"] += cluster("web_asg", "Auto Scaling group: the web nodes, over the AZs", web_nodes, STYLES["group"])
+    body["app"] += cluster(
+        "web_asg", "Auto Scaling group: the web nodes, over the AZs", web_nodes, STYLES["group"]
+    )
     for group in cache_groups(templates):
         title = f"ElastiCache: {CACHE_TITLES.get(group.key, group.purpose)}"
         body["data"] += store(f"cache_{group.key}", title, [group.item])
     body["data"].append(node(file_system(templates), width=2.2))
-    body["data"] += store("aurora", "Aurora PostgreSQL cluster", (in_zone(d, z) for z in zones_ for d in z.databases))
+    body["data"] += store(
+        "aurora", "Aurora PostgreSQL cluster", (in_zone(d, z) for z in zones_ for d in z.databases)
+    )
     return body
 
 
@@ -227,7 +233,8 @@ def paths(zones_: list[Zone], templates: Templates) -> list[str]:
         lines.append(store_edge(web, group.item.node_id, f"TCP {ports}", lhead=f"cluster_cache_{group.key}"))
     nats = [z.nat.node_id for z in zones_ if z.nat]  # one label where the edges meet
     lines += [
-        edge(n, "InternetGateway", "egress" if n == nats[-1] else "", constraint="false", tailport="n") for n in nats
+        edge(n, "InternetGateway", "egress" if n == nats[-1] else "", constraint="false", tailport="n")
+        for n in nats
     ]
     return [
         *lines,
@@ -255,7 +262,9 @@ def dot_source(templates: dict[str, dict[str, Any]]) -> str:
         'node [fontname="Helvetica"]; edge [fontname="Helvetica", fontsize=10, color="#545B64"];',
         node(VIEWERS),
         *cluster("edge", "AWS edge (global)", [node(i) for i in EDGE_SERVICES], STYLES["edge"]),
-        *cluster("region", "AWS Region", [*side, *cluster("vpc", "VPC", vpc, STYLES["vpc"])], STYLES["region"]),
+        *cluster(
+            "region", "AWS Region", [*side, *cluster("vpc", "VPC", vpc, STYLES["vpc"])], STYLES["region"]
+        ),
         *grid(zones_, templates),
         *paths(zones_, templates),
         "}",

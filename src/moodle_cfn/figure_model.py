@@ -126,7 +126,9 @@ def zones(templates: Templates) -> list[Zone]:
 def load_balancer_placement(templates: Templates) -> Placement:
     """The load balancer's scheme and subnets, both an Fn::If on the same condition (CloudFront or not)."""
     (balancer,) = (
-        r for r in templates["app"]["Resources"].values() if r["Type"] == "AWS::ElasticLoadBalancingV2::LoadBalancer"
+        r
+        for r in templates["app"]["Resources"].values()
+        if r["Type"] == "AWS::ElasticLoadBalancingV2::LoadBalancer"
     )
     condition, scheme, other_scheme = balancer["Properties"]["Scheme"]["Fn::If"]
     subnets_condition, subnets, other_subnets = balancer["Properties"]["Subnets"]["Fn::If"]
@@ -160,7 +162,9 @@ def cache_groups(templates: Templates) -> list[CacheGroup]:
         ]
         label = "\\nor ".join(engine_line(r) for r in members) + f"\\n(the {role.key.lower()} cache engine)"
         ports = tuple(dict.fromkeys(r["Properties"]["Port"] for r in members))
-        groups.append(CacheGroup(role.key, role.purpose, Item(f"{role.key}Cache", "elasticache", label), ports))
+        groups.append(
+            CacheGroup(role.key, role.purpose, Item(f"{role.key}Cache", "elasticache", label), ports)
+        )
     return groups
 
 
