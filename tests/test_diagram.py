@@ -136,6 +136,13 @@ def test_the_figure_has_an_arrow_to_every_tier():
     } <= arrows
 
 
+def test_every_service_drawn_from_a_list_is_one_the_templates_create():
+    created = {r["Type"] for t in diagram.built_templates().values() for r in t["Resources"].values()}
+    drawn = [i.node_id for i in (*figure.EDGE_SERVICES, *figure.SIDE_SERVICES, figure.INTERNET_GATEWAY)]
+    assert sorted(drawn) == sorted(figure.SERVICE_TYPES)
+    assert [t for t in figure.SERVICE_TYPES.values() if t not in created] == []
+
+
 def test_the_load_balancer_is_drawn_in_the_subnets_the_template_puts_it_in():
     templates = diagram.built_templates()
     dot = figure.dot_source(templates)

@@ -64,7 +64,7 @@ AURORA_CLUSTER = "cluster_aurora"
 EDGE_SERVICES = (
     Item("Route53", "route53", "Route 53\\n(your domain)"),
     Item("CloudFront", "cloudfront", "CloudFront\\n(on by default)"),
-    Item("Waf", "waf", "AWS WAF\\n(when enabled)"),
+    Item("Waf", "waf", "AWS WAF (when enabled;\\non the load balancer\\noutside us-east-1)"),
     Item("Certificate", "acm", "ACM certificate"),
 )
 SIDE_SERVICES = (
@@ -74,6 +74,19 @@ SIDE_SERVICES = (
     Item("AlarmTopic", "sns", "SNS alarm e-mail"),
     Item("BackupVault", "backup", "AWS Backup"),
 )
+# The resource type behind each service drawn from these lists (a test checks the templates create it).
+SERVICE_TYPES = {
+    "Route53": "AWS::Route53::RecordSet",
+    "CloudFront": "AWS::CloudFront::Distribution",
+    "Waf": "AWS::WAFv2::WebACL",
+    "Certificate": "AWS::CertificateManager::Certificate",
+    "AccessLogs": "AWS::S3::Bucket",
+    "CloudWatch": "AWS::Logs::LogGroup",
+    "Secrets": "AWS::SecretsManager::Secret",
+    "AlarmTopic": "AWS::SNS::Topic",
+    "BackupVault": "AWS::Backup::BackupVault",
+    "InternetGateway": "AWS::EC2::InternetGateway",
+}
 VIEWERS = Item("Viewers", "viewers", "viewers")
 INTERNET_GATEWAY = Item("InternetGateway", "igw", "Internet gateway")
 STYLES = {

@@ -132,7 +132,8 @@ def load_balancer_placement(templates: Templates) -> Placement:
     )
     condition, scheme, other_scheme = balancer["Properties"]["Scheme"]["Fn::If"]
     subnets_condition, subnets, other_subnets = balancer["Properties"]["Subnets"]["Fn::If"]
-    assert subnets_condition == condition, "the load balancer's scheme and subnets follow one condition"
+    if subnets_condition != condition:
+        raise ValueError(f"the load balancer's scheme follows {condition}, its subnets {subnets_condition}")
     return Placement(
         condition, scheme, SUBNET_TIERS[subnets["Ref"]], other_scheme, SUBNET_TIERS[other_subnets["Ref"]]
     )
