@@ -40,12 +40,15 @@ def test_the_request_path_and_the_data_paths_are_drawn():
         ("app_WebAutoScalingGroup", "cache_SessionMemcachedCluster", "TCP 11211"),
         ("app_WebAutoScalingGroup", "cache_SessionValkeyReplicationGroup", "TCP 6379"),
         ("app_WebAutoScalingGroup", "data_FileSystemMountTarget1", "TCP 2049"),
-        ("network_AppSubnet1", "network_NatGateway1", "0.0.0.0/0"),
-        ("network_NatGateway1", "network_InternetGateway", "0.0.0.0/0"),
+        ("network_AppSubnet1", "network_NatGateway1", ""),  # dotted: a default route, named in the title
+        ("network_NatGateway1", "network_InternetGateway", ""),
         ("network_InternetGateway", "internet", ""),
         ("data_DatabaseCluster", "data_BackupVault", "daily backup"),
     ]
     assert [edge for edge in path if edge not in drawn] == []
+    assert '"network_AppSubnet1" -> "network_NatGateway1" [label="", tooltip="0.0.0.0/0", style=dotted]' in (
+        COMMITTED.read_text()
+    )
     # A cache only takes traffic on its own engine's port.
     assert ("app_WebAutoScalingGroup", "cache_SessionMemcachedCluster", "TCP 6379") not in drawn
 
