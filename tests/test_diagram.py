@@ -6,6 +6,7 @@ from the web tier to every store, conditions in words; the detailed graph draws 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -221,3 +222,48 @@ def test_the_detailed_graph_draws_the_azs_in_order():
     ):
         ys = [position[f"{kind}{slot}"][1] for slot in (1, 2, 3)]
         assert ys == sorted(ys, reverse=True), f"{kind}: AZs not 1 above 2 above 3 {ys}"
+
+
+def text_boxes(drawing: list[dict]) -> list[tuple[str, float, float, float, float]]:
+    """(text, left, bottom, right, top) of each text an xdot drawing writes, in points."""
+    boxes, size = [], 14.0
+    for op in drawing:
+        if op["op"] == "F":
+            size = op["size"]
+        elif op["op"] == "T" and op["text"].strip():
+            x, y = op["pt"]
+            left = {"l": x, "r": x - op["width"]}.get(op["align"], x - op["width"] / 2)
+            boxes.append((op["text"], left, y - 0.25 * size, left + op["width"], y + 0.8 * size))
+    return boxes
+
+
+def overlapping(a: tuple[str, float, float, float, float], b: tuple[str, float, float, float, float]) -> bool:
+    return a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]
+
+
+@pytest.mark.skipif(DOT is None, reason="Graphviz is not installed (.ci/run installs it)")
+def test_no_label_of_the_figure_overlaps_another_or_a_node():
+    layout = json.loads(
+        subprocess.run(
+            [DOT, f"-Gimagepath={figure.icon_directory()}", "-Tjson", str(FIGURE)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    labels_ = text_boxes(layout.get("_ldraw_", []))
+    nodes = []
+    for item in layout["objects"]:
+        if item["name"].startswith("cluster_"):
+            labels_ += text_boxes(item.get("_ldraw_", []))
+        elif "pos" in item and item.get("style") != "invis":
+            x, y = (float(v) for v in item["pos"].split(","))
+            half_width, half_height = float(item["width"]) * 36, float(item["height"]) * 36
+            nodes.append((item["name"], x - half_width, y - half_height, x + half_width, y + half_height))
+    for edge in layout.get("edges", []):
+        for key in ("_ldraw_", "_xldraw_", "_hldraw_", "_tldraw_"):
+            labels_ += text_boxes(edge.get(key, []))
+    assert len(labels_) > 20
+    clashes = [(a[0], b[0]) for i, a in enumerate(labels_) for b in labels_[i + 1 :] if overlapping(a, b)]
+    clashes += [(a[0], n[0]) for a in labels_ for n in nodes if overlapping(a, n)]
+    assert clashes == []
