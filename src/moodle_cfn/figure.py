@@ -1,10 +1,16 @@
 """The architecture figure operators recognise, drawn from the generated templates (figure_model.py reads
 them): the VPC with the tiers in rows (public subnets, private app subnets, private data subnets) and the
 AZs in columns, in order; one Application Load Balancer spanning the AZs, drawn in the subnets it really
-sits in; the Auto Scaling group as a boundary around the web nodes of every AZ; Aurora, EFS and the two
-ElastiCache clusters (sessions, application cache) as named clusters the web tier has an arrow to each;
-the edge services on the left and the Region's side services (logs, secrets, backups) in a column on the
-right, so no edge crosses the figure. AWS service icons come from the `diagrams` package's icon set.
+sits in; the Auto Scaling group as a boundary around the web nodes of every AZ; Aurora and the two
+ElastiCache clusters (sessions, application cache) as named clusters and EFS as one file system, with an
+arrow and its port from the web tier to each; the edge services on the left and the Region's side
+services (logs, secrets, alarms, backups) in a column on the right, so no edge crosses the figure. AWS
+service icons come from the `diagrams` package's icon set.
+
+Graphviz notes, measured while drawing it (2.43): a flat edge orders two nodes of one cluster but is
+ignored between nodes of different clusters, so each row is kept in order inside its own cluster; the
+side services go right of the VPC because their cluster is written first; labels at the middle of the
+arrows into the data tier would share one narrow row, so those are external labels (xlabel).
 
 The DOT source names icons relative to the icon set (Graphviz's imagepath), so it is the same on every
 machine and a test can compare it with the committed one.
