@@ -172,6 +172,38 @@ def non_negative(text: str) -> float:
     return number
 
 
+def params_file_arguments(command: argparse.ArgumentParser, many: bool = False) -> None:
+    """The params file as a positional argument or as --params FILE (publish's spelling), either way."""
+    command.add_argument(
+        "params", metavar="PARAMS.yaml", nargs="*" if many else "?",
+        help="the params file" + (" (several with --format markdown or totals, compared)" if many else ""),
+    )  # fmt: skip
+    command.add_argument(
+        "--params", dest="params_option", metavar="PARAMS.yaml", action="append" if many else "store",
+        help="the params file, as an option" + ("; repeatable" if many else ""),
+    )  # fmt: skip
+
+
+def params_file_given(args: argparse.Namespace) -> str | list[str] | None:
+    """The params file(s) from the positional argument or --params; a usage error (None: with a message)
+    when neither is given or the two name different files."""
+    if not hasattr(args, "params_option"):
+        return getattr(args, "params", None)
+    positional, option = args.params, args.params_option
+    if positional and option and positional != option:
+        shown = " ".join(option) if isinstance(option, list) else option
+        shown_positional = " ".join(positional) if isinstance(positional, list) else positional
+        raise argparse.ArgumentError(
+            None,
+            f"the params file is given twice, as {shown_positional} and as --params {shown}: give it once",
+        )
+    if not (positional or option):
+        raise argparse.ArgumentError(
+            None, "the params file is missing: give PARAMS.yaml or --params PARAMS.yaml"
+        )
+    return positional or option
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per action."""
     root = _OneLineParser(
@@ -189,14 +221,14 @@ def parser() -> argparse.ArgumentParser:
     build.set_defaults(func=cmd_build)
 
     validate = commands.add_parser("validate", help="check a params file against the master template")
-    validate.add_argument("params", metavar="PARAMS.yaml")
+    params_file_arguments(validate)
     validate.add_argument("--region", help="check the Region-dependent rules for this Region "
                           "(default: the profile's or AWS_REGION's, when set)")  # fmt: skip
     validate.add_argument("--profile", help="AWS profile whose Region to use (read locally, no AWS call)")
     validate.set_defaults(func=cmd_validate)
 
     to_json = commands.add_parser("params", help="print a params file as AWS CLI parameter JSON")
-    to_json.add_argument("params", metavar="PARAMS.yaml")
+    params_file_arguments(to_json)
     to_json.add_argument(
         "--out", metavar="FILE", help="write the JSON to FILE (atomically) instead of stdout"
     )
@@ -225,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
     link = commands.add_parser(
         "quick-create-url", help="print the console quick-create link for a params file"
     )
-    link.add_argument("params", metavar="PARAMS.yaml")
+    params_file_arguments(link)
     location_options(link)
     link.add_argument("--region", required=True, help="region the stack is created in")
     link.add_argument("--bucket-region", help="region of the bucket (default: --region)")
@@ -234,7 +266,7 @@ def parser() -> argparse.ArgumentParser:
     ship = commands.add_parser(
         "deploy", help="publish, preview and create or update the site stack (change set with nested stacks)"
     )
-    ship.add_argument("params", metavar="PARAMS.yaml")
+    params_file_arguments(ship)
     ship.add_argument("--stack", "--stack-name", required=True, help="name of the site's stack")
     ship.add_argument("--bucket", required=True, help="S3 bucket the templates are published to")
     ship.add_argument(
@@ -272,8 +304,7 @@ def parser() -> argparse.ArgumentParser:
     remove.set_defaults(func=cmd_delete)
 
     estimate = commands.add_parser("cost", help="estimate the monthly cost of a params file")
-    estimate.add_argument("params", metavar="PARAMS.yaml", nargs="+",
-                          help="a params file (several with --format markdown or totals, compared)")  # fmt: skip
+    params_file_arguments(estimate, many=True)
     estimate.add_argument("--region", default="us-east-1", help="region of the stack (default: us-east-1)")
     estimate.add_argument("--format", choices=["table", "json", "markdown", "totals"], default="table")
     estimate.add_argument("--live", action="store_true", help="price instances from the AWS Price List API")
@@ -294,7 +325,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; bad input is one line on stderr and exit code 2, never a traceback."""
-    args = parser().parse_args(argv)
+    command_line = parser()
+    args = command_line.parse_args(argv)
+    try:
+        args.params = params_file_given(args)
+    except argparse.ArgumentError as error:
+        command_line.error(error.message)
     try:
         return args.func(args)
     except InputError as error:

@@ -7,7 +7,8 @@ Availability Zone (read from each subnet's Fn::Select index). Edges come from th
   the group's id parameter, directly or through its launch template);
 - routes: each default route, from its subnets to the NAT or Internet gateway it points at;
 - a few references that are data paths (CloudFront's origin, instances' subnets, members of a cluster).
-Resources that exist only under a condition are drawn dashed, with the condition named.
+Resources that exist only under a condition are drawn dashed, with the condition in words
+(figure_words.py). The AZs are drawn in order, 1 above 2 above 3.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from moodle_cfn import figure
 from moodle_cfn.errors import InputError
+from moodle_cfn.figure_words import in_words
 from moodle_cfn.files import write_atomic
 from moodle_cfn.layers import LAYERS
 
@@ -58,6 +62,7 @@ REFERENCE_EDGES = {
     ("AWS::ElasticLoadBalancingV2::LoadBalancer", "AWS::S3::Bucket"): "access logs",
 }
 VIEWERS = "viewers"
+DEFAULT_ROUTE = "0.0.0.0/0"
 INTERNET = "internet"
 
 
@@ -233,9 +238,26 @@ def node_line(node: Node, indent: str) -> str:
     label = f"{node.logical_id}\\n{kind}"
     style = "rounded,filled"
     if node.condition:
-        label += f"\\n(if {node.condition})"
+        label += "\\n" + "\\n".join(textwrap.wrap(f"({in_words(node.condition)})", 34))
         style += ",dashed"
     return f'{indent}"{node.dot_id}" [label="{label}", style="{style}", fillcolor="white", color="{color}"];'
+
+
+def az_order(layer: str, by_slot: dict[int, list[Node]]) -> list[str]:
+    """Invisible anchors that keep a layer's AZs in order, 1 above 2 above 3: one anchor per AZ, linked to
+    every node of its AZ, the anchors chained by flat edges (dot honours a flat edge between two nodes of
+    one cluster, not between nodes of different AZ clusters, so the AZ clusters follow their anchors).
+    In this left-to-right layout a flat edge puts its head above its tail."""
+    if len(by_slot) < 2:
+        return []
+    anchors = {slot: f"{layer}_az{slot}_order" for slot in sorted(by_slot)}
+    lines = [f'    "{a}" [style=invis, shape=point, width=0];' for a in anchors.values()]
+    lines.append("    {rank=same; " + "; ".join(f'"{a}"' for a in anchors.values()) + "}")
+    lines += [f'    "{b}" -> "{a}" [style=invis];' for a, b in pairwise(anchors.values())]
+    lines += [
+        f'    "{anchors[slot]}" -> "{n.dot_id}" [style=invis];' for slot in anchors for n in by_slot[slot]
+    ]
+    return lines
 
 
 def dot_source(templates: dict[str, dict[str, Any]]) -> str:
@@ -245,7 +267,8 @@ def dot_source(templates: dict[str, dict[str, Any]]) -> str:
     lines = [
         "digraph moodle_cfn {",
         '  graph [rankdir=LR, fontname="Helvetica", compound=true, newrank=true, label="moodle-cfn architecture '
-        '(generated from templates/)", labelloc=t];',
+        f'(generated from templates/; dotted: a default route, {DEFAULT_ROUTE}; dashed: conditional)", '
+        "labelloc=t];",
         '  node [shape=box, fontname="Helvetica", fontsize=10];',
         '  edge [fontname="Helvetica", fontsize=9];',
         f'  "{VIEWERS}" [label="Viewers", shape=ellipse];',
@@ -262,6 +285,7 @@ def dot_source(templates: dict[str, dict[str, Any]]) -> str:
             by_slot.setdefault(
                 az_slot(templates[layer]["Resources"][node.logical_id], templates[layer]), []
             ).append(node)
+        lines += az_order(layer, {slot: nodes for slot, nodes in by_slot.items() if slot is not None})
         for slot in sorted(by_slot, key=lambda s: (s is not None, s or 0)):
             if slot is None:
                 lines += [node_line(n, "    ") for n in by_slot[slot]]
@@ -298,7 +322,11 @@ def dot_source(templates: dict[str, dict[str, Any]]) -> str:
             if a in ids and b in ids:
                 edges.append((a, b, label, "solid"))
     for a, b, label, style in sorted(set(edges)):
-        lines.append(f'  "{a}" -> "{b}" [label="{label}", style={style}];')
+        if style == "dotted" and label == DEFAULT_ROUTE:
+            # A dozen identical labels crowd the network layer: the title says what a dotted edge is.
+            lines.append(f'  "{a}" -> "{b}" [label="", tooltip="{label}", style={style}];')
+        else:
+            lines.append(f'  "{a}" -> "{b}" [label="{label}", style={style}];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -311,7 +339,7 @@ def built_templates() -> dict[str, dict[str, Any]]:
 def counts(dot: str) -> tuple[int, int]:
     """(nodes, edges) of a DOT source written by dot_source."""
     node_count = len(re.findall(r"^\s+\"[^\"]+\" \[label=", dot, re.M))
-    edge_count = len(re.findall(r"^\s+\"[^\"]+\" -> ", dot, re.M))
+    edge_count = len(re.findall(r"^\s+\"[^\"]+\" -> (?!.*style=invis)", dot, re.M))
     return node_count, edge_count
 
 
