@@ -9,6 +9,7 @@ file.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
@@ -16,7 +17,7 @@ from html import escape
 WIDTH = 1200
 ROW = 16
 FONT = 11
-MIN_WIDTH = 0.3  # pixels: narrower frames are left out of the drawing (their samples still count above)
+MIN_WIDTH = 1.0  # pixels: narrower frames are left out of the drawing (their samples still count above)
 
 
 @dataclass
@@ -26,11 +27,16 @@ class Frame:
     children: dict[str, Frame] = field(default_factory=dict)
 
 
+# The release directory a node's Moodle runs from (/var/www/moodle-4.5.0-<digest>/course/view.php): shown
+# as the path inside Moodle's code.
+RELEASE_DIR = re.compile(r"/var/www/moodle-[^/;]+/")
+
+
 def parse(lines: list[str]) -> Counter[str]:
     """Stack -> samples, summed over repeated stacks; malformed lines ignored."""
     stacks: Counter[str] = Counter()
     for line in lines:
-        stack, _, count = line.rstrip().rpartition(" ")
+        stack, _, count = RELEASE_DIR.sub("", line.rstrip()).rpartition(" ")
         # Excimer writes the script's top level as an empty frame: left out.
         stack = ";".join(name for name in stack.split(";") if name)
         if stack and count.isdigit():
