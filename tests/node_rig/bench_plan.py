@@ -168,6 +168,13 @@ class StepResult:
     http_requests: int = 0
     first_error: str = ""
 
+    def add(self, other: StepResult) -> None:
+        """Another thread's (or round's) results of the same step, merged into these."""
+        self.milliseconds += other.milliseconds
+        self.errors += other.errors
+        self.http_requests += other.http_requests
+        self.first_error = self.first_error or other.first_error
+
     def percentile(self, fraction: float) -> float:
         if not self.milliseconds:
             return float("nan")
@@ -308,19 +315,20 @@ def replay(plan: Plan, nodes: Sequence[Address], host: str, threads: int | None 
             user.close()
             with lock:
                 for name, result in mine.items():
-                    total = results[name]
-                    total.milliseconds += result.milliseconds
-                    total.errors += result.errors
-                    total.http_requests += result.http_requests
-                    total.first_error = total.first_error or result.first_error
+                    results[name].add(result)
 
+    return PlanRun(results, run_threads(thread, threads))
+
+
+def run_threads(target: Callable[[int], None], count: int) -> float:
+    """`target(0)` ... `target(count - 1)`, each in its own thread, all at once; the seconds until all ended."""
     started = time.monotonic()
-    workers = [threading.Thread(target=thread, args=(i,), daemon=True) for i in range(threads)]
+    workers = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(count)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return PlanRun(results, time.monotonic() - started)
+    return time.monotonic() - started
 
 
 # CPU accounting -------------------------------------------------------------------------------------------
@@ -458,11 +466,7 @@ def combined(runs: list[Measured]) -> Measured:
     places: dict[str, int] = {}
     for measured in runs:
         for name, result in measured.run.steps.items():
-            total = steps.setdefault(name, StepResult())
-            total.milliseconds += result.milliseconds
-            total.errors += result.errors
-            total.http_requests += result.http_requests
-            total.first_error = total.first_error or result.first_error
+            steps.setdefault(name, StepResult()).add(result)
         for into, source in ((cpu, measured.cpu), (efs, measured.efs), (places, measured.efs_places)):
             for key, value in source.items():
                 into[key] = into.get(key, 0) + value

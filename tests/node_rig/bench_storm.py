@@ -124,20 +124,10 @@ def storm(nodes: Sequence[Address], host: str, cmid: int, password: str, student
             user.close()
             with lock:
                 for name, result in mine.items():
-                    total = results[name]
-                    total.milliseconds += result.milliseconds
-                    total.errors += result.errors
-                    total.http_requests += result.http_requests
-                    total.first_error = total.first_error or result.first_error
+                    results[name].add(result)
 
     cpu_before, busy_before = cpu_by_program(), machine_cpu_seconds()
-    started = time.monotonic()
-    workers = [threading.Thread(target=student, args=(i,), daemon=True) for i in range(students)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    elapsed = time.monotonic() - started
+    elapsed = run_threads(student, students)
     return Storm(results, elapsed, spent(cpu_before, cpu_by_program()), machine_cpu_seconds() - busy_before)
 
 
