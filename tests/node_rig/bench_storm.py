@@ -24,6 +24,7 @@ from tests.node_rig.bench_plan import (
     StepResult,
     cpu_by_program,
     machine_cpu_seconds,
+    run_threads,
     spent,
 )
 
