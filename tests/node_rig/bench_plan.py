@@ -150,8 +150,13 @@ def parse_plan(jmx: str, users_csv: str) -> Plan:
     loops = thread_group.find("elementProp/stringProp[@name='LoopController.loops']")
     steps = tuple(_step(e, s) for e, s in _walk(tree) if e.tag == "HTTPSamplerProxy")
     rows = [row for row in csv.reader(io.StringIO(users_csv)) if row]
-    return Plan(variables, steps, int(number(settings["ThreadGroup.num_threads"])),
-                int(number(loops.text if loops is not None else "1")),
+    threads = int(number(settings["ThreadGroup.num_threads"]))
+    loop_count = int(number(loops.text if loops is not None else "1"))
+    if threads < 1 or loop_count < 1 or not rows:
+        raise ValueError(
+            f"the plan runs {threads} threads x {loop_count} loops with {len(rows)} users: nothing to replay"
+        )
+    return Plan(variables, steps, threads, loop_count,
                 float(number(settings.get("ThreadGroup.ramp_time", "0") or "0")),
                 tuple((row[0], row[1]) for row in rows))  # fmt: skip
 
@@ -217,7 +222,11 @@ class PlanUser:
             cookie = SimpleCookie()
             cookie.load(header)
             for key, morsel in cookie.items():
-                if "1970" in morsel["expires"] or morsel.value == "deleted":
+                if (
+                    "1970" in morsel["expires"]
+                    or morsel["max-age"] in ("0", "-1")
+                    or morsel.value == "deleted"
+                ):
                     self.cookies.pop(key, None)
                 else:
                     self.cookies[key] = morsel.value
@@ -239,7 +248,8 @@ class PlanUser:
             if target.netloc and target.netloc != self.host:
                 return status, text, count
             path = target.path + (f"?{target.query}" if target.query else "")
-            method, body = "GET", None
+            if status != 307:  # 307 keeps the method and the body; 301-303 turn into a GET
+                method, body = "GET", None
         raise RuntimeError(f"too many redirects from {path}")
 
     def close(self) -> None:
