@@ -217,6 +217,11 @@ def as_web_user(node: Node, *argv: str) -> str:
     return result.stdout
 
 
+def restart_web(node: Node) -> None:
+    """PHP-FPM and Apache (re)started on `node` as the platform starts them, reading their settings anew."""
+    node.run(["bash", "-c", f"source {PLATFORM_FILE} && platform_start_web"])
+
+
 def install(site: Site, variant: Variant) -> None:
     """The variant on both nodes, PHP-FPM and Apache restarted, the shared MUC set, every cache purged."""
     for node in site.nodes:
@@ -228,7 +233,7 @@ def install(site: Site, variant: Variant) -> None:
         ):
             (node.root / path.lstrip("/")).write_text(text)
         node.run(["install", "-d", "-o", "www-data", "-g", "www-data", "/var/www/.opcache"])
-        node.run(["bash", "-c", f"source {PLATFORM_FILE} && platform_start_web"])
+        restart_web(node)
     # Each variant's MUC choices from Moodle's defaults, not from the previous variant's.
     for script in ((str(HERE / "muc-files.php"),), *variant.muc):
         as_web_user(site.nodes[0], *script)
@@ -303,14 +308,14 @@ def profile_shipped(
         (node.root / PROFILE_INI.lstrip("/")).write_text(extra)
         node.run(["install", "-d", "-o", "www-data", "-g", "www-data", PROFILE_DIR])
         node.run(["find", PROFILE_DIR, "-name", "*.collapsed", "-delete"])
-        node.run(["bash", "-c", f"source {PLATFORM_FILE} && platform_start_web"])
+        restart_web(node)
     try:
         profiled = bench_plan.measure_plan(plan, [(n.address, 80) for n in site.nodes], SITE_HOST, dict,
                                            forum_posts_reset)  # fmt: skip
     finally:
         for node in site.nodes:
             (node.root / PROFILE_INI.lstrip("/")).unlink()
-            node.run(["bash", "-c", f"source {PLATFORM_FILE} && platform_start_web"])
+            restart_web(node)
     if profiled.run.errors:
         PROBLEMS.append(f"profile: {profiled.run.errors} errors in Moodle's plan")
     lines = [line for node in site.nodes

@@ -29,6 +29,8 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
+from tests.node_rig.bench_pages import READ_OPS, delta
+
 THREAD_GROUP = "Moodle Test"
 # A web node: (address, port).
 Address = tuple[str, int]
@@ -173,6 +175,11 @@ class StepResult:
     http_requests: int = 0
     first_error: str = ""
 
+    def failed(self, description: str) -> None:
+        """One more error; the first one's description is kept."""
+        self.errors += 1
+        self.first_error = self.first_error or description
+
     def add(self, other: StepResult) -> None:
         """Another thread's (or round's) results of the same step, merged into these."""
         self.milliseconds += other.milliseconds
@@ -257,29 +264,40 @@ class PlanUser:
             connection.close()
 
 
-def run_step(user: PlanUser, step: Step, values: dict[str, str], result: StepResult) -> None:
-    """One sample: the request, its time (redirects included, as JMeter's follow_redirects counts it),
-    the extractors into `values`, the assertions; any failure counts as the step's error."""
-    path = substitute(step.path, values)
-    form = {substitute(name, values): substitute(value, values) for name, value in step.arguments}
+def timed_request(user: PlanUser, method: str, path: str, form: dict[str, str] | None,
+                  result: StepResult) -> tuple[int, str] | None:  # fmt: skip
+    """(status, body) of one sample, its time (redirects included, as JMeter's follow_redirects counts it)
+    and requests recorded in `result`; None, counted as an error, when the connection failed."""
     started = time.perf_counter()
     try:
-        status, body, requests = user.request(step.method, path, form)
+        status, body, requests = user.request(method, path, form)
     except (OSError, http.client.HTTPException) as error:
-        result.errors += 1
-        result.first_error = result.first_error or f"{type(error).__name__}: {error}"
-        return
+        result.failed(f"{type(error).__name__}: {error}")
+        return None
     result.milliseconds.append((time.perf_counter() - started) * 1000)
     result.http_requests += requests
+    return status, body
+
+
+def run_step(user: PlanUser, step: Step, values: dict[str, str], result: StepResult) -> None:
+    """One sample: the request, the extractors into `values`, the assertions; any failure counts as the
+    step's error."""
+    path = substitute(step.path, values)
+    form = {substitute(name, values): substitute(value, values) for name, value in step.arguments}
+    answer = timed_request(user, step.method, path, form, result)
+    if answer is None:
+        return
+    status, body = answer
     for extractor in step.extractors:
         match = extractor.pattern.search(body)
         values[extractor.variable] = match.group(1) if match else extractor.default
-    failed = status >= 400 or any(not pattern.search(body) for pattern in step.assertions)
-    if failed:
-        result.errors += 1
-        if not result.first_error:
-            text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))[:300]
-            result.first_error = f"status {status}: {text}"
+    if status >= 400 or any(not pattern.search(body) for pattern in step.assertions):
+        result.failed(f"status {status} at {user.last_path}: {page_text(body)}")
+
+
+def page_text(body: str) -> str:
+    """The start of a page's text, tags and runs of white space removed (for an error's description)."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))[:300]
 
 
 @dataclass
@@ -418,19 +436,10 @@ def measure_plan(plan: Plan, nodes: Sequence[Address], host: str, efs_counts: Ca
         efs_after = efs_counts()
     finally:
         undo()
-    return Measured(run, cpu, busy, grown(efs_before, efs_after),
-                    grown(efs_before.get("places", {}), efs_after.get("places", {})))  # fmt: skip
+    return Measured(run, cpu, busy, delta(efs_before, efs_after),
+                    delta(efs_before.get("places", {}), efs_after.get("places", {})))  # fmt: skip
 
 
-def grown(before: dict, after: dict) -> dict[str, int]:
-    """The counters that grew between two snapshots, largest first."""
-    delta = {
-        k: v - before.get(k, 0) for k, v in after.items() if isinstance(v, int) and v != before.get(k, 0)
-    }
-    return dict(sorted(delta.items(), key=lambda item: -item[1]))
-
-
-READ_OPS = ("getattr", "access", "open", "opendir", "read", "readdir", "readlink", "statfs")
 SHOWN = ("PHP-FPM", "PostgreSQL", "Apache", "cache", "EFS model")
 
 

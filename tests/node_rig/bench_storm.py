@@ -10,7 +10,6 @@ no review page after the submit); after the storm the database must hold one fin
 from __future__ import annotations
 
 import html
-import http.client
 import os
 import re
 import threading
@@ -24,8 +23,10 @@ from tests.node_rig.bench_plan import (
     StepResult,
     cpu_by_program,
     machine_cpu_seconds,
+    page_text,
     run_threads,
     spent,
+    timed_request,
 )
 
 STUDENTS = int(os.environ.get("BENCH_STORM_STUDENTS", "48"))
@@ -69,20 +70,12 @@ def one_student(
     def step(
         name: str, method: str, path: str, form: dict[str, str] | None, ok: Callable[[str, str], bool]
     ) -> str | None:
-        result = results[name]
-        started = time.perf_counter()
-        try:
-            status, body, requests = user.request(method, path, form)
-        except (OSError, http.client.HTTPException) as error:
-            result.errors += 1
-            result.first_error = result.first_error or f"{type(error).__name__}: {error}"
+        answer = timed_request(user, method, path, form, results[name])
+        if answer is None:
             return None
-        result.milliseconds.append((time.perf_counter() - started) * 1000)
-        result.http_requests += requests
+        status, body = answer
         if status != 200 or not ok(user.last_path, body):
-            result.errors += 1
-            text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))[:200]
-            result.first_error = result.first_error or f"status {status} at {user.last_path}: {text}"
+            results[name].failed(f"status {status} at {user.last_path}: {page_text(body)}")
             return None
         return body
 
