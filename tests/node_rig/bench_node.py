@@ -120,6 +120,7 @@ CHANGES = (
     Change("shipped - opcache blacklist",
            (("ini", f"opcache.blacklist_filename = {OPCACHE_BLACKLIST}", "opcache.blacklist_filename ="),)),
     Change("shipped + local-safe caches in APCu", muc=(("-d", "apc.enable_cli=1", TWEAK, "map-local"),)),
+    Change("shipped + strings in APCu", muc=(("-d", "apc.enable_cli=1", TWEAK, "map-strings"),)),
     Change("shipped + opcache.validate_timestamps=0",
            (("ini", "opcache.validate_timestamps = 1", "opcache.validate_timestamps = 0"),)),
     Change("shipped + opcache.jit=tracing", (("ini", "", "opcache.jit = tracing\nopcache.jit_buffer_size = 64M\n"),)),
