@@ -117,10 +117,10 @@ TWEAK = str(HERE / "muc-tweak.php")
 # measured effect), then the candidates measured and not kept (README, "Node performance and sizing", says why).
 CHANGES = (
     Change("shipped - dbpersist", (("config", "'dbpersist' => true", "'dbpersist' => false"),)),
+    Change("shipped - strings in APCu", muc=((TWEAK, "unmap-strings"),)),
     Change("shipped - opcache blacklist",
            (("ini", f"opcache.blacklist_filename = {OPCACHE_BLACKLIST}", "opcache.blacklist_filename ="),)),
     Change("shipped + local-safe caches in APCu", muc=(("-d", "apc.enable_cli=1", TWEAK, "map-local"),)),
-    Change("shipped + strings in APCu", muc=(("-d", "apc.enable_cli=1", TWEAK, "map-strings"),)),
     Change("shipped + opcache.validate_timestamps=0",
            (("ini", "opcache.validate_timestamps = 1", "opcache.validate_timestamps = 0"),)),
     Change("shipped + opcache.jit=tracing", (("ini", "", "opcache.jit = tracing\nopcache.jit_buffer_size = 64M\n"),)),
@@ -139,7 +139,7 @@ def render(text: str) -> str:
 
 def shipped_variant(name: str, read: Callable[[str], str], muc_script: Path) -> Variant:
     return Variant(name, render(read("php-moodle.ini")), render(read("php-fpm-moodle.conf")),
-                   read("config.php"), ((str(muc_script),),))  # fmt: skip
+                   read("config.php"), (("-d", "apc.enable_cli=1", str(muc_script)),))  # fmt: skip
 
 
 def variants(ref: str | None) -> list[Variant]:

@@ -440,7 +440,7 @@ install_or_upgrade() {
           "(no rolesactive setting, no $install_marker): empty the database or restore a complete one"
       bring_code_and_database_together
     fi
-    as_web_user php "$share_dir/muc-configure.php"
+    as_web_user php -d apc.enable_cli=1 "$share_dir/muc-configure.php"
     record_release
   ) 9> "$state_dir/install.lock"
 }
@@ -658,7 +658,7 @@ refresh_cache_nodes() {
     source "$etc_dir/runtime.env"
     (
       flock 9
-      as_web_user php "$share_dir/muc-configure.php"
+      as_web_user php -d apc.enable_cli=1 "$share_dir/muc-configure.php"
     ) 9> "$state_dir/install.lock"
   fi
 }
