@@ -12,10 +12,17 @@ one: a node configuration that beats another here by avoiding the disk beats it 
 EFS.
 
 Which operations pay: the kernel's FUSE client keeps directory entries, attributes and "no such file"
-answers for 1 s (entry/attribute/negative timeouts; --lookup-cache-seconds, 0 for none), less than the NFS client keeps them between
-revalidations (acregmin 3 s, acdirmin 30 s, negative lookups cached: the nfs(5) defaults), and drops a
-file's cached pages when it is opened again (no kernel_cache option), which is NFS's close-to-open
-consistency: every open and every read of a file's data reaches this process, as it would reach EFS.
+answers for 1 s (entry/attribute/negative timeouts; --lookup-cache-seconds, 0 for none), less than the NFS
+client keeps them between revalidations (acregmin 3 s, acdirmin 30 s, negative lookups cached: the nfs(5)
+defaults). Every open reaches this process and revalidates the file, which is NFS's close-to-open
+consistency: the file's cached pages are kept when its modification time and size are unchanged, and
+dropped otherwise (libfuse's auto_cache with ac_attr_timeout=0: a getattr at every open). nfs(5), "Close-
+to-open cache consistency": "When an application opens a file stored on an NFS version 3 server, the NFS
+client checks that the file exists on the server and is permitted to the opener by sending a GETATTR or
+ACCESS request. The NFS client sends these requests regardless of the freshness of the file's cached
+attributes"; a file whose attributes are unchanged keeps its cached pages. On EFS (NFS 4.1) the open is one
+OPEN compound whose reply carries the attributes, so the open pays once and its revalidating getattr
+nothing; reading an unchanged file's cached pages pays nothing, a changed file's pages are read again.
 Read-type: lookups and attribute reads (getattr), access, open/opendir, read, readdir, readlink, statfs.
 Write-type: create, write, truncate, unlink, rename, mkdir, rmdir, chmod, chown, utimens, link, symlink,
 fsync. flush/release only close a handle here and pay nothing. File locks (flock) stay in the kernel,
@@ -52,6 +59,8 @@ class Passthrough(fuse.Operations):
         # Operations by kind (r or w) and the first three components of the path, to see who pays.
         self.places: Counter[str] = Counter()
         self.mutex = threading.Lock()
+        # Handles just opened, whose revalidating getattr (auto_cache) is part of the open's round trip.
+        self.revalidating: set[int] = set()
 
     def _real(self, path: str) -> str:
         return os.path.join(self.root, path.lstrip("/"))
@@ -70,7 +79,11 @@ class Passthrough(fuse.Operations):
 
     # Read-type operations.
     def getattr(self, path, fh=None):
-        self._pay("getattr", path)
+        with self.mutex:
+            in_open = fh in self.revalidating
+            self.revalidating.discard(fh)
+        if not in_open:
+            self._pay("getattr", path)
         st = os.lstat(self._real(path)) if fh is None else os.fstat(fh)
         keys = ("st_atime_ns", "st_ctime_ns", "st_gid", "st_mode", "st_mtime_ns", "st_nlink", "st_size",
                 "st_uid", "st_ino", "st_blocks")  # fmt: skip
@@ -87,7 +100,10 @@ class Passthrough(fuse.Operations):
 
     def open(self, path, flags):
         self._pay("open", path)
-        return os.open(self._real(path), flags)
+        fh = os.open(self._real(path), flags)
+        with self.mutex:
+            self.revalidating.add(fh)
+        return fh
 
     def opendir(self, path):
         self._pay("opendir", path)
@@ -188,6 +204,8 @@ class Passthrough(fuse.Operations):
         return 0
 
     def release(self, path, fh):
+        with self.mutex:
+            self.revalidating.discard(fh)
         os.close(fh)
         return 0
 
@@ -220,7 +238,7 @@ def main() -> None:
     threading.Thread(target=write_stats, args=(ops, args.stats), daemon=True).start()
     fuse.FUSE(ops, args.mountpoint, foreground=True, nothreads=False, allow_other=True, default_permissions=True,
               fsname="rig-efs", entry_timeout=args.lookup_cache_seconds, attr_timeout=args.lookup_cache_seconds,
-              negative_timeout=args.lookup_cache_seconds)  # fmt: skip
+              negative_timeout=args.lookup_cache_seconds, auto_cache=True, ac_attr_timeout=0)  # fmt: skip
 
 
 if __name__ == "__main__":
