@@ -211,17 +211,19 @@ def local_plugin_zip() -> Path:
 
 # A page of the rig's plugin: the language revision this request saw, and the core strings' entries in
 # the serving node's APCu (PHP-FPM's shared memory, which a CLI process cannot see). The string cache's
-# keys are "<lang>_<component>_<langrev>" (core_string_manager_standard::load_component_strings), after
-# the APCu store's prefix and the definition's hash.
+# keys are "<lang>_<component>_<langrev>" (core_string_manager_standard::load_component_strings); a simple
+# key is stored as "<key>-<definition's key prefix>" (core_cache\helper::hash_key), after the APCu
+# store's prefix and the definition's hash and "__".
 STRINGS_IN_APCU = """<?php
 define('NO_MOODLE_COOKIES', true);
 require(__DIR__ . '/../../config.php');
 $keys = [];
-foreach (new APCUIterator('/__en_core_[0-9]+$/', APC_ITER_KEY) as $entry) {
+foreach (new APCUIterator('/__en_core_[0-9]+-/', APC_ITER_KEY) as $entry) {
     $keys[] = $entry['key'];
 }
 header('Content-Type: application/json');
-echo json_encode(['langrev' => (int) get_config('core', 'langrev'), 'keys' => $keys]);
+echo json_encode(['langrev' => (int) get_config('core', 'langrev'), 'keys' => $keys,
+    'entries' => apcu_cache_info(true)['num_entries']]);
 """
 
 # An ad-hoc task of the rig's plugin: busy for `seconds` (its custom data), as a course backup or restore
@@ -1471,7 +1473,7 @@ def test_a_string_customised_twice_within_a_minute_shows_on_both_nodes(site: Sit
         # under the revision the change raised: the test above proved a node-local string cache right.
         for node in site.nodes:
             seen = json.loads(reader.request(node, "GET", "/local/rigcheck/strings.php")[2])
-            assert any(key.endswith(f"__en_core_{seen['langrev']}") for key in seen["keys"]), (node.name, seen)
+            assert any(f"__en_core_{seen['langrev']}-" in key for key in seen["keys"]), (node.name, seen)
     finally:
         moodle_php(node1, "require_once($CFG->dirroot . '/admin/tool/customlang/locallib.php');"
                    " $DB->delete_records('tool_customlang'); tool_customlang_utils::checkin('en');")  # fmt: skip
