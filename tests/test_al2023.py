@@ -17,7 +17,7 @@ import pytest
 
 from moodle_cfn import al2023, bootstrap, releases
 from moodle_cfn.cli import main
-from moodle_cfn.layers import app, database, web_tier
+from moodle_cfn.layers import app, database, web_node
 
 BOOTSTRAP = Path(bootstrap.__file__).parent
 PLATFORM = BOOTSTRAP / releases.NODE_PLATFORM_FILE
@@ -211,7 +211,7 @@ def test_validate_accepts_latest_al2023_parameters_and_pinned_amis_new_enough(
 
 
 def test_the_ami_defaults_are_public_latest_al2023_parameters():
-    for ami, arch in ((web_tier.AMI_ARM64, "arm64"), (web_tier.AMI_X86_64, "x86_64")):
+    for ami, arch in ((web_node.AMI_ARM64, "arm64"), (web_node.AMI_X86_64, "x86_64")):
         assert al2023.latest_parameter(arch).match(ami.parameter.Default)
         assert app.EXPANDERS[ami.name](ami.parameter.Default, "p.yaml") == {ami.name: ami.parameter.Default}
 

@@ -11,7 +11,18 @@ import pytest
 from moodle_cfn import bootstrap
 from moodle_cfn.checks import run_checks
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import app, edge, listeners, load_balancer, mail, moodle, web_tier
+from moodle_cfn.layers import (
+    app,
+    auto_scaling,
+    edge,
+    listeners,
+    load_balancer,
+    mail,
+    moodle,
+    scaling_windows,
+    web_node,
+    web_tier,
+)
 from tests.cfn_eval import active_resources, evaluate_conditions, of_type, resolve_ifs
 from tests.conftest import tool
 from tests.variants import DOMAIN, REGIONAL_CERTIFICATE, US_EAST_1_CERTIFICATE, ZONE
@@ -163,7 +174,7 @@ def test_elb_log_principal_follows_the_region(app_template):
 # Web tier -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("instance_type", web_tier.GRAVITON_TYPES + web_tier.X86_TYPES)
+@pytest.mark.parametrize("instance_type", web_node.GRAVITON_TYPES + web_node.X86_TYPES)
 def test_ami_architecture_follows_the_instance_type(app_template, instance_type):
     active = resources(app_template, WebInstanceType=instance_type)
     image = props(active, "WebLaunchTemplate")["LaunchTemplateData"]["ImageId"]
@@ -236,7 +247,7 @@ def test_instance_role_is_scoped_to_this_stack(app_template):
 
 
 def test_auto_scaling_group_waits_for_signals_and_rolls_safely(app_template):
-    group = app_template["Resources"][web_tier.ASG_TITLE]
+    group = app_template["Resources"][auto_scaling.ASG_TITLE]
     properties = group["Properties"]
     assert properties["VPCZoneIdentifier"] == {"Ref": "AppSubnetIds"}
     assert properties["HealthCheckType"] == "ELB" and properties["HealthCheckGracePeriod"] >= 600
@@ -432,14 +443,14 @@ GOOD_WINDOW = {"start": "30 7 * * 1-5", "end": "0 14 * * 1-5", "min_size": 4, "d
 
 
 def test_schedule_list_becomes_window_parameters():
-    values = web_tier.expand_schedule([GOOD_WINDOW], "p.yaml")
+    values = scaling_windows.expand_schedule([GOOD_WINDOW], "p.yaml")
     assert values == {
         "ScalingWindow1Start": "30 7 * * 1-5",
         "ScalingWindow1End": "0 14 * * 1-5",
         "ScalingWindow1MinSize": 4,
         "ScalingWindow1DesiredCapacity": 6,
     }
-    assert web_tier.expand_schedule([], "p.yaml") == {}
+    assert scaling_windows.expand_schedule([], "p.yaml") == {}
 
 
 @pytest.mark.parametrize(
@@ -455,4 +466,4 @@ def test_schedule_list_becomes_window_parameters():
 )
 def test_schedule_list_errors_name_the_entry(entries, key, reason):
     with pytest.raises(InputError, match=f"p.yaml: {re.escape(key)}: .*{reason}"):
-        web_tier.expand_schedule(entries, "p.yaml")
+        scaling_windows.expand_schedule(entries, "p.yaml")

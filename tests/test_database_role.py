@@ -16,7 +16,7 @@ import pytest
 from moodle_cfn import functions, master
 from moodle_cfn.functions import database_role as fn
 from moodle_cfn.layers import LAYERS, database_role
-from moodle_cfn.layers.network import DATABASE_ROLE_FUNCTION_SG, DATABASE_SG, POSTGRES_PORT
+from moodle_cfn.layers.security_groups import DATABASE_ROLE_FUNCTION_SG, DATABASE_SG, POSTGRES_PORT
 
 
 @pytest.fixture(scope="module")

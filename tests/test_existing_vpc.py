@@ -16,7 +16,7 @@ import yaml
 
 from moodle_cfn import cost, deploy, master, rules
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import LAYERS, existing_vpc, monitoring, network
+from moodle_cfn.layers import LAYERS, address_plan, existing_vpc, monitoring, security_groups
 from moodle_cfn.rules import effective_values
 from tests.cfn_eval import active_resources, evaluate_conditions, of_type, resolve_ifs
 from tests.conftest import PARAMS_DIR
@@ -60,11 +60,11 @@ def test_every_layer_receives_the_existing_ids_by_the_network_outputs_names(mast
         for name, value in existing[title]["Properties"]["Parameters"].items()
     }
     assert received["VpcId"] == {"Ref": "ExistingVpcId"}
-    for tier in network.TIERS:
+    for tier in address_plan.TIERS:
         expected = {"Fn::Join": [",", {"Ref": f"Existing{tier.key}SubnetIds"}]}
         assert received[tier.ids_output] == expected
     assert received["AvailabilityZoneNames"] == {"Fn::Join": [",", {"Ref": "ExistingAvailabilityZoneNames"}]}
-    for group in network.SECURITY_GROUPS:
+    for group in security_groups.SECURITY_GROUPS:
         if group.id_output in received:
             assert received[group.id_output] == {
                 "Fn::GetAtt": ["SecurityStack", f"Outputs.{group.id_output}"]
@@ -99,7 +99,7 @@ def test_the_security_stack_builds_the_network_layers_groups_in_the_existing_vpc
         "ExistingDataSubnetIds": "List<AWS::EC2::Subnet::Id>",
         "ExistingAvailabilityZoneNames": "List<AWS::EC2::AvailabilityZone::Name>",
     }
-    assert set(security["Outputs"]) == {g.id_output for g in network.SECURITY_GROUPS}
+    assert set(security["Outputs"]) == {g.id_output for g in security_groups.SECURITY_GROUPS}
 
 
 RULE_CASES = {
@@ -212,7 +212,7 @@ def test_the_security_stack_checks_each_subnet_is_in_the_vpc_and_a_listed_zone()
     # Fn::ValueOf needs the account, so only CloudFormation evaluates these (rules.py leaves them alone);
     # here: one rule per subnet list, asserting both attributes against the right parameters.
     security = existing_vpc.build().to_dict()
-    for tier in network.TIERS:
+    for tier in address_plan.TIERS:
         name = f"Existing{tier.key}SubnetIds"
         rule = security["Rules"][f"{name}InTheVpc"]
         (vpc, zones) = (a["Assert"] for a in rule["Assertions"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from moodle_cfn import bootstrap
-from moodle_cfn.layers import web_tier
+from moodle_cfn.layers import auto_scaling
 
 
 def load_balancer_attribute(app_template: dict, key: str) -> str:
@@ -49,7 +49,7 @@ def test_the_launch_hooks_lease_outlasts_a_long_install_or_upgrade(app_template)
     interval = int(re.search(r"heartbeat_seconds=\$\{MOODLE_CFN_HEARTBEAT_SECONDS:-(\d+)\}", ready).group(1))
     budget = int(re.search(r"heartbeat_budget=(\d+)", ready).group(1))
     # Several heartbeats fit in the hook's timeout, and they go on for as long as CloudFormation waits.
-    assert hook["HeartbeatTimeout"] == web_tier.LIFECYCLE_HEARTBEAT_SECONDS >= 5 * interval
+    assert hook["HeartbeatTimeout"] == auto_scaling.LIFECYCLE_HEARTBEAT_SECONDS >= 5 * interval
     assert group["CreationPolicy"]["ResourceSignal"]["Timeout"] == "PT1H"
     assert group["UpdatePolicy"]["AutoScalingRollingUpdate"]["PauseTime"] == "PT1H"
     assert budget >= 3600

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from moodle_cfn.azs import AZ_SLOTS
-from moodle_cfn.layers import network
+from moodle_cfn.layers import address_plan, network, security_groups
 from tests.cfn_eval import active_resources, of_type
 
 SCENARIOS = [(azs, nat) for azs in ("2", "3") for nat in ("single", "per-az")]
@@ -53,7 +53,7 @@ def test_each_tier_has_one_subnet_per_az_in_distinct_azs(network_template, azs, 
     resources = active_resources(network_template, {"AvailabilityZoneCount": azs, "NatGatewayMode": nat_mode})
     subnets = of_type(resources, "AWS::EC2::Subnet")
     assert len(subnets) == 3 * int(azs)
-    for tier in network.TIERS:
+    for tier in address_plan.TIERS:
         tier_subnets = [s for name, s in subnets.items() if name.startswith(tier.key)]
         assert sorted(az_index(s) for s in tier_subnets) == list(range(int(azs)))
         assert all(s["Properties"]["MapPublicIpOnLaunch"] is False for s in tier_subnets)
@@ -208,8 +208,8 @@ def test_outputs_cover_what_later_layers_need(network_template):
         network.VPC_CIDR_OUTPUT,
         network.AVAILABILITY_ZONE_NAMES,
         network.NAT_GATEWAY_IDS,
-        *(tier.ids_output for tier in network.TIERS),
-        *(group.id_output for group in network.SECURITY_GROUPS),
+        *(tier.ids_output for tier in address_plan.TIERS),
+        *(group.id_output for group in security_groups.SECURITY_GROUPS),
     }
     assert set(network_template["Outputs"]) == expected
 
@@ -228,7 +228,7 @@ def test_third_az_parameters_are_labelled_as_such():
     assert len(descriptions) == 3 and all("only with 3 AZs" in d for d in descriptions)
 
 
-SUBNET_CIDRS = [tier.cidr_parameter(slot).name for tier in network.TIERS for slot in AZ_SLOTS]
+SUBNET_CIDRS = [tier.cidr_parameter(slot).name for tier in address_plan.TIERS for slot in AZ_SLOTS]
 
 
 def cidr_values(**overrides: str) -> dict[str, str]:
@@ -237,28 +237,28 @@ def cidr_values(**overrides: str) -> dict[str, str]:
 
 
 def test_default_cidrs_pass_the_subnet_check():
-    assert network.subnet_cidr_problem(cidr_values(AvailabilityZoneCount="3")) is None
+    assert address_plan.subnet_cidr_problem(cidr_values(AvailabilityZoneCount="3")) is None
 
 
 @pytest.mark.parametrize(("first", "second"), list(itertools.combinations(SUBNET_CIDRS, 2)))
 def test_any_two_overlapping_subnets_are_named(first, second):
     values = cidr_values(AvailabilityZoneCount="3", **{first: "10.0.200.0/24", second: "10.0.200.128/25"})
-    assert network.subnet_cidr_problem(values) == (
+    assert address_plan.subnet_cidr_problem(values) == (
         second,
         f"10.0.200.128/25 overlaps {first} (10.0.200.0/24)",
     )
 
 
 def test_third_az_subnets_are_ignored_with_two_azs():
-    assert network.subnet_cidr_problem(cidr_values(AppSubnet3Cidr="192.168.0.0/24")) is None
-    problem = network.subnet_cidr_problem(
+    assert address_plan.subnet_cidr_problem(cidr_values(AppSubnet3Cidr="192.168.0.0/24")) is None
+    problem = address_plan.subnet_cidr_problem(
         cidr_values(AvailabilityZoneCount="3", AppSubnet3Cidr="192.168.0.0/24")
     )
     assert problem == ("AppSubnet3Cidr", "192.168.0.0/24 is not inside VpcCidr 10.0.0.0/16")
 
 
 def test_host_bits_are_refused():
-    assert network.subnet_cidr_problem(cidr_values(PublicSubnet1Cidr="10.0.0.5/24")) == (
+    assert address_plan.subnet_cidr_problem(cidr_values(PublicSubnet1Cidr="10.0.0.5/24")) == (
         "PublicSubnet1Cidr",
         "10.0.0.5/24 has host bits set; the block is 10.0.0.0/24",
     )

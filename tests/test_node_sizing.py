@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from moodle_cfn import node_sizing
-from moodle_cfn.layers import web_tier
+from moodle_cfn.layers import web_node
 from tests.test_moodle import BOOTSTRAP_DIR
 
 
@@ -20,7 +20,7 @@ def node_rule(memory_mib: int, vcpus: int) -> list[int]:
 
 
 def test_every_web_instance_type_has_its_size():
-    assert set(node_sizing.INSTANCE_SIZES) == set(web_tier.GRAVITON_TYPES + web_tier.X86_TYPES)
+    assert set(node_sizing.INSTANCE_SIZES) == set(web_node.GRAVITON_TYPES + web_node.X86_TYPES)
 
 
 @pytest.mark.parametrize("instance_type", sorted(node_sizing.INSTANCE_SIZES))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from moodle_cfn import params
 from moodle_cfn.cli import main
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import all_checks, all_expanders, network
+from moodle_cfn.layers import address_plan, all_checks, all_expanders
 from tests.conftest import PARAMS_DIR, PARAMS_FILES
 
 VALID_MINIMUM = "TemplatesBucketName: my-bucket\n"
@@ -154,7 +154,7 @@ def test_the_console_script_exits_2_without_a_traceback(tmp_path):
     assert result.stderr.startswith(f"moodle-cfn: error: {bad}: line 1") and result.stderr.count("\n") == 1
 
 
-CIDR = network.CIDR_PATTERN
+CIDR = address_plan.CIDR_PATTERN
 
 
 @given(st.ip_addresses(v=4), st.integers(min_value=16, max_value=28))

@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from moodle_cfn.layers import network
+from moodle_cfn.layers import address_plan, security_groups
 
 PARAMS_FILE = "existing-vpc.yaml"
 
@@ -33,7 +33,7 @@ def given(stacks) -> dict[str, str]:
     received = {name: value for stack in stacks.values() for name, value in stack["parameters"].items()}
     return {
         "vpc": stacks["SecurityStack"]["parameters"]["ExistingVpcId"],
-        **{tier.key: received[tier.ids_output] for tier in network.TIERS},
+        **{tier.key: received[tier.ids_output] for tier in address_plan.TIERS},
     }
 
 
@@ -55,7 +55,7 @@ def test_nothing_of_a_network_is_added_to_the_existing_vpc(aws, stacks, given):
     ec2 = boto3.client("ec2", **aws)
     in_vpc = [{"Name": "vpc-id", "Values": [given["vpc"]]}]
     subnets = {s["SubnetId"] for s in ec2.describe_subnets(Filters=in_vpc)["Subnets"]}
-    assert subnets == {i for tier in network.TIERS for i in given[tier.key].split(",")}
+    assert subnets == {i for tier in address_plan.TIERS for i in given[tier.key].split(",")}
     assert ec2.describe_nat_gateways(Filters=in_vpc)["NatGateways"] == []
     attached = [{"Name": "attachment.vpc-id", "Values": [given["vpc"]]}]
     assert ec2.describe_internet_gateways(Filters=attached)["InternetGateways"] == []
@@ -72,7 +72,7 @@ def test_nothing_of_a_network_is_added_to_the_existing_vpc(aws, stacks, given):
 def test_the_tier_groups_are_in_the_existing_vpc_and_admit_only_their_peer(aws, stacks, given):
     outputs = stacks["SecurityStack"]["outputs"]
     groups = boto3.client("ec2", **aws).describe_security_groups(
-        GroupIds=[outputs[g.id_output] for g in network.SECURITY_GROUPS]
+        GroupIds=[outputs[g.id_output] for g in security_groups.SECURITY_GROUPS]
     )["SecurityGroups"]
     assert {g["VpcId"] for g in groups} == {given["vpc"]}
     by_id = {g["GroupId"]: g for g in groups}

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from moodle_cfn.layers import network
+from moodle_cfn.layers import address_plan, security_groups
 
 
 @pytest.fixture(scope="module", params=["dev.yaml", "production.yaml"])
@@ -32,7 +32,7 @@ def test_each_tier_spans_distinct_azs(deployed):
     azs = int(deployed["parameters"]["AvailabilityZoneCount"])
     subnet_azs = az_of_subnets(deployed["ec2"], deployed["outputs"]["VpcId"])
     assert len(subnet_azs) == 3 * azs
-    for tier in network.TIERS:
+    for tier in address_plan.TIERS:
         ids = deployed["outputs"][tier.ids_output].split(",")
         assert len(ids) == azs
         assert len({subnet_azs[i] for i in ids}) == azs, f"{tier.key} subnets share an AZ"
@@ -82,7 +82,7 @@ def test_data_subnets_have_no_internet_route(deployed):
 def test_tier_security_groups_admit_only_their_peer(deployed):
     outputs = deployed["outputs"]
     groups = deployed["ec2"].describe_security_groups(
-        GroupIds=[outputs[g.id_output] for g in network.SECURITY_GROUPS]
+        GroupIds=[outputs[g.id_output] for g in security_groups.SECURITY_GROUPS]
     )["SecurityGroups"]
     by_id = {g["GroupId"]: g for g in groups}
     database = by_id[outputs["DatabaseSecurityGroupId"]]

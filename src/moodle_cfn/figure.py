@@ -38,7 +38,7 @@ from moodle_cfn.figure_model import (
     zones,
 )
 from moodle_cfn.figure_words import in_words
-from moodle_cfn.layers.network import HTTP_PORT, NFS_PORT
+from moodle_cfn.layers.security_groups import HTTP_PORT, NFS_PORT
 
 ICONS = {
     "viewers": "onprem/client/users.png",

@@ -29,7 +29,8 @@ from troposphere.cloudformation import Stack
 
 from moodle_cfn.common import GROUP_TEMPLATES, SITE_NAME, OperatorParameter
 from moodle_cfn.layers import LAYERS, Layer, app, cache, database, existing_vpc, file_system, mail, site
-from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, VPC_ID
+from moodle_cfn.layers.address_plan import APP, DATA, PUBLIC
+from moodle_cfn.layers.network import AVAILABILITY_ZONE_NAMES, VPC_ID
 
 TEMPLATES_BUCKET_NAME = OperatorParameter(
     Parameter(

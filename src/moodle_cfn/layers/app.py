@@ -35,6 +35,7 @@ from moodle_cfn.common import (
 )
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
 from moodle_cfn.layers import (
+    auto_scaling,
     cache,
     connections,
     database,
@@ -44,8 +45,10 @@ from moodle_cfn.layers import (
     load_balancer,
     mail,
     moodle,
+    scaling_windows,
     site,
     waf,
+    web_node,
     web_tier,
 )
 from moodle_cfn.policies import WebNodeResources
@@ -58,7 +61,7 @@ PARAMETERS: tuple[OperatorParameter, ...] = (
     *web_tier.PARAMETERS,
     *moodle.PARAMETERS,
     *mail.PARAMETERS,
-    *web_tier.MASTER_ONLY_PARAMETERS,
+    *web_node.MASTER_ONLY_PARAMETERS,
 )
 CHECKS = (*web_tier.CHECKS, *moodle.CHECKS, *connections.CHECKS, *mail.CHECKS)
 EXPANDERS = {
@@ -67,7 +70,7 @@ EXPANDERS = {
     # An AMI parameter: a public latest-AL2023 parameter, or a pinned AMI with its release (al2023.py).
     **{
         ami.name: al2023.expand_ami(ami.name, arch)
-        for ami, arch in ((web_tier.AMI_ARM64, "arm64"), (web_tier.AMI_X86_64, "x86_64"))
+        for ami, arch in ((web_node.AMI_ARM64, "arm64"), (web_node.AMI_X86_64, "x86_64"))
     },
 }
 ANY_MEMCACHED = "AnyCacheIsMemcached"
@@ -108,7 +111,7 @@ TARGET_GROUP_FULL_NAME = "TargetGroupFullName"
 
 def declare(template: Template) -> None:
     """Parameters: operator choices, then values from the other layers."""
-    operator = [p for p in PARAMETERS if p not in web_tier.MASTER_ONLY_PARAMETERS]
+    operator = [p for p in PARAMETERS if p not in web_node.MASTER_ONLY_PARAMETERS]
     declare_parameters(
         template,
         (
@@ -122,9 +125,9 @@ def declare(template: Template) -> None:
     )
     for parameter in (
         *load_balancer.NETWORK_INPUTS,
-        web_tier.APP_SUBNET_IDS,
-        web_tier.AMI_ARM64_ID,
-        web_tier.AMI_X86_64_ID,
+        auto_scaling.APP_SUBNET_IDS,
+        web_node.AMI_ARM64_ID,
+        web_node.AMI_X86_64_ID,
         *DATA_INPUTS,
         *CACHE_INPUTS,
     ):
@@ -224,10 +227,10 @@ def node_settings(host: If, admin_secret: object, release_parameter: object) -> 
     values: dict[str, object] = {
         "AWS_REGION": Ref("AWS::Region"),
         "STACK_NAME": Ref("AWS::StackName"),
-        "INIT_RESOURCE": web_tier.LAUNCH_TEMPLATE_TITLE,
-        "SIGNAL_RESOURCE": web_tier.ASG_TITLE,
-        "LIFECYCLE_HOOK": web_tier.LIFECYCLE_HOOK,
-        "DRAIN_HOOK": web_tier.DRAIN_HOOK,
+        "INIT_RESOURCE": web_node.LAUNCH_TEMPLATE_TITLE,
+        "SIGNAL_RESOURCE": auto_scaling.ASG_TITLE,
+        "LIFECYCLE_HOOK": auto_scaling.LIFECYCLE_HOOK,
+        "DRAIN_HOOK": auto_scaling.DRAIN_HOOK,
         "HEALTH_CHECK_PATH": load_balancer.HEALTH_CHECK_PATH,
         "WWWROOT": Sub("https://${Host}", Host=host),
         "MOODLE_VERSION": Ref(moodle.MOODLE_VERSION.parameter),
@@ -292,7 +295,7 @@ def build() -> Template:
 
     admin_secret = moodle.add_admin_secret(template)
     release_parameter = moodle.add_release_parameter(template)
-    logs = web_tier.add_log_groups(template)
+    logs = web_node.add_log_groups(template)
     mail_credentials = mail.add_resources(template)
     resources = WebNodeResources(
         secret_arns=[
@@ -305,24 +308,24 @@ def build() -> Template:
         access_point_arn=Ref(output_as_parameter(file_system.ACCESS_POINT_ARN)),
         code_access_point_arn=Ref(output_as_parameter(file_system.CODE_ACCESS_POINT_ARN)),
         log_group_arns=[GetAtt(group, "Arn") for group in logs.values()],
-        group_tag=(web_tier.GROUP_SITE_TAG, Ref(SITE_NAME.parameter)),
+        group_tag=(auto_scaling.GROUP_SITE_TAG, Ref(SITE_NAME.parameter)),
         release_parameter_arn=moodle.release_parameter_arn(),
         conditional_statements=conditional_statements(template),
     )
-    _, profile = web_tier.add_instance_role(template, resources)
+    _, profile = web_node.add_instance_role(template, resources)
     host = site_host(alb, distribution)
     settings = {
         **node_settings(host, admin_secret, release_parameter),
         **mail.node_settings(mail_credentials),
     }
-    launch_template = web_tier.add_launch_template(
+    launch_template = web_node.add_launch_template(
         template,
         profile,
         load_balancer.WEB_SECURITY_GROUP,
-        web_tier.user_data(
-            SignalResource=web_tier.ASG_TITLE,
-            InitResource=web_tier.LAUNCH_TEMPLATE_TITLE,
-            LifecycleHook=web_tier.LIFECYCLE_HOOK,
+        web_node.user_data(
+            SignalResource=auto_scaling.ASG_TITLE,
+            InitResource=web_node.LAUNCH_TEMPLATE_TITLE,
+            LifecycleHook=auto_scaling.LIFECYCLE_HOOK,
             NodeFilesDigest=moodle.node_files_digest(),
             # The settings, and the site name the log configuration uses.
             NodeInputs=Join(
@@ -331,8 +334,9 @@ def build() -> Template:
         ),
     )
     launch_template.Metadata = moodle.init_metadata(settings)
-    group = web_tier.add_auto_scaling_group(template, launch_template, target_group)
-    web_tier.add_scaling(template, group, load_balancer.alb_full_name_for_metrics(alb, target_group))
+    group = auto_scaling.add_auto_scaling_group(template, launch_template, target_group)
+    auto_scaling.add_scaling(template, group, load_balancer.alb_full_name_for_metrics(alb, target_group))
+    scaling_windows.add_scheduled_actions(template, group)
     add_outputs(template, alb, target_group, distribution, group)
     template.add_output(
         Output(

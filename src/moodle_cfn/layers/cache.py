@@ -35,7 +35,9 @@ from moodle_cfn.common import (
     tags,
 )
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, add_key_condition, customer_key, generated_secret
-from moodle_cfn.layers.network import CACHE_SG, DATA, MEMCACHED_PORT, VALKEY_PORT, as_parameter
+from moodle_cfn.layers.address_plan import DATA
+from moodle_cfn.layers.network import as_parameter
+from moodle_cfn.layers.security_groups import CACHE_SG, MEMCACHED_PORT, VALKEY_PORT
 
 MEMCACHED_VERSION = "1.6.22"
 VALKEY_VERSION = "8.1"

@@ -22,13 +22,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from moodle_cfn.checks import FindingCheck, number
+from moodle_cfn.layers.auto_scaling import WEB_MAX_SIZE
 from moodle_cfn.layers.database import (
     DATABASE_CAPACITY_MODE,
     DATABASE_INSTANCE_CLASS,
     DATABASE_MAX_CAPACITY,
     DATABASE_MIN_CAPACITY,
 )
-from moodle_cfn.layers.web_tier import WEB_INSTANCE_TYPE, WEB_MAX_SIZE
+from moodle_cfn.layers.web_node import WEB_INSTANCE_TYPE
 from moodle_cfn.node_sizing import instance_fpm_workers
 
 BYTES_PER_CONNECTION = 9531392

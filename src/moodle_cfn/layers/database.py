@@ -40,7 +40,9 @@ from moodle_cfn.encryption import (
     customer_key,
     generated_secret,
 )
-from moodle_cfn.layers.network import AVAILABILITY_ZONE_NAMES, DATA, DATABASE_SG, POSTGRES_PORT, as_parameter
+from moodle_cfn.layers.address_plan import DATA
+from moodle_cfn.layers.network import AVAILABILITY_ZONE_NAMES, as_parameter
+from moodle_cfn.layers.security_groups import DATABASE_SG, POSTGRES_PORT
 from moodle_cfn.policies import service_trust_policy
 
 IS_SERVERLESS = "DatabaseIsServerless"

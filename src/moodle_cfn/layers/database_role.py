@@ -2,7 +2,7 @@
 
 The function (functions/database_role.py) speaks PostgreSQL itself, over TLS, from the app subnets (NAT to
 Secrets Manager, the S3 gateway endpoint to CloudFormation's response URL) through its own security group,
-which alone among non-web groups may reach the database (network.PEER_RULES). It serves two callers:
+which alone among non-web groups may reach the database (security_groups.PEER_RULES). It serves two callers:
 
 - the custom resource, at every create and update: a NOLOGIN owner role owning the database and every
   Moodle object, and the login roles of the app secret's current and previous versions at their passwords;
@@ -30,7 +30,9 @@ from troposphere.secretsmanager import RotationRules, RotationSchedule, Secret
 from moodle_cfn.common import SITE_NAME
 from moodle_cfn.custom_resource_function import InVpc, add_custom_resource_function
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
-from moodle_cfn.layers.network import APP, DATABASE_ROLE_FUNCTION_SG, as_parameter
+from moodle_cfn.layers.address_plan import APP
+from moodle_cfn.layers.network import as_parameter
+from moodle_cfn.layers.security_groups import DATABASE_ROLE_FUNCTION_SG
 from moodle_cfn.policies import POLICY_VERSION
 
 # Its LogGroup, FunctionRole and Function are named from this (custom_resource_function).

@@ -53,7 +53,7 @@ from troposphere.route53 import AliasTarget, RecordSetType
 from moodle_cfn.common import GROUP_EDGE, OperatorParameter, checkov_skips, tags
 from moodle_cfn.layers import site, waf
 from moodle_cfn.layers.listeners import HSTS_MAX_AGE_SECONDS, ORIGIN_HEADER, ORIGIN_SECRET_REFERENCE
-from moodle_cfn.layers.network import HTTP_PORT, HTTPS_PORT
+from moodle_cfn.layers.security_groups import HTTP_PORT, HTTPS_PORT
 
 # AWS managed CloudFront policies.
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"

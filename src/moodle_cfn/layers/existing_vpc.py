@@ -23,8 +23,9 @@ from troposphere import Equals, Join, Not, Parameter, Ref, Template
 from moodle_cfn.azs import AVAILABILITY_ZONE_COUNT
 from moodle_cfn.checks import FindingCheck
 from moodle_cfn.common import GROUP_NETWORK, SITE_NAME, OperatorParameter, declare_parameters
-from moodle_cfn.layers import network
-from moodle_cfn.layers.network import APP, AVAILABILITY_ZONE_NAMES, DATA, PUBLIC, VPC_ID
+from moodle_cfn.layers import security_groups
+from moodle_cfn.layers.address_plan import APP, DATA, PUBLIC
+from moodle_cfn.layers.network import AVAILABILITY_ZONE_NAMES, VPC_ID
 from moodle_cfn.layers.site import ENABLE_CLOUDFRONT
 
 # Master conditions: exactly one of the network stack and this layer's stack exists.
@@ -282,6 +283,6 @@ def build() -> Template:
         )
     for name, rule in subnet_rules().items():
         template.add_rule(name, rule)
-    groups = network.add_security_groups(template, Ref(EXISTING_VPC_ID.parameter))
-    network.add_security_group_outputs(template, groups)
+    groups = security_groups.add_security_groups(template, Ref(EXISTING_VPC_ID.parameter))
+    security_groups.add_security_group_outputs(template, groups)
     return template

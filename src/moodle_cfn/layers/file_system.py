@@ -27,7 +27,9 @@ from moodle_cfn.common import (
     tags,
 )
 from moodle_cfn.encryption import customer_key
-from moodle_cfn.layers.network import DATA, FILE_SYSTEM_SG, as_parameter
+from moodle_cfn.layers.address_plan import DATA
+from moodle_cfn.layers.network import as_parameter
+from moodle_cfn.layers.security_groups import FILE_SYSTEM_SG
 from moodle_cfn.policies import POLICY_VERSION
 
 IS_PROVISIONED_THROUGHPUT = "FileSystemThroughputIsProvisioned"

@@ -39,7 +39,7 @@ from troposphere.secretsmanager import GenerateSecretString, Secret
 from moodle_cfn.common import SITE_NAME, checkov_skips
 from moodle_cfn.encryption import generated_secret
 from moodle_cfn.layers import site
-from moodle_cfn.layers.network import HTTP_PORT, HTTPS_PORT
+from moodle_cfn.layers.security_groups import HTTP_PORT, HTTPS_PORT
 
 ORIGIN_HEADER = "X-Origin-Verify"
 ORIGIN_SECRET_REFERENCE = "{{resolve:secretsmanager:${OriginSecret}:SecretString:value}}"

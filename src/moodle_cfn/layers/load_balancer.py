@@ -57,8 +57,10 @@ from moodle_cfn.common import (
     tags,
 )
 from moodle_cfn.layers import site
-from moodle_cfn.layers.network import ALB_SG, HTTP_PORT, HTTPS_PORT, PUBLIC, VPC_ID, WEB_SG, as_parameter
-from moodle_cfn.layers.web_tier import APP_SUBNET_IDS
+from moodle_cfn.layers.address_plan import PUBLIC
+from moodle_cfn.layers.auto_scaling import APP_SUBNET_IDS
+from moodle_cfn.layers.network import VPC_ID, as_parameter
+from moodle_cfn.layers.security_groups import ALB_SG, HTTP_PORT, HTTPS_PORT, WEB_SG
 from moodle_cfn.policies import POLICY_VERSION
 
 # bootstrap/moodle-health.php on every node: 200 only once the node serves this site's Moodle.

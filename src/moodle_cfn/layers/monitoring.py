@@ -28,7 +28,7 @@ from moodle_cfn.common import (
     output_as_parameter,
 )
 from moodle_cfn.encryption import DATA_KMS_KEY_ARN, HAS_DATA_KMS_KEY
-from moodle_cfn.layers import app, cache, database, existing_vpc, moodle_metrics, network, web_tier
+from moodle_cfn.layers import app, auto_scaling, cache, database, existing_vpc, moodle_metrics, nat, network
 from moodle_cfn.layers.file_system import FILE_SYSTEM_ID
 
 HAS_ALARM_EMAIL = "HasAlarmEmail"
@@ -83,10 +83,10 @@ NAT_ALARM_CONDITIONS = {1: "OwnNatGateway1", 2: "OwnNatGateway2", 3: "OwnNatGate
 
 
 def add_nat_alarm_conditions(template: Template) -> None:
-    """Which NAT gateways have alarms: those the network layer creates (`network.nat_condition`), none in an
+    """Which NAT gateways have alarms: those the network layer creates (`nat.nat_condition`), none in an
     existing VPC."""
     creates_vpc = Equals(Ref(existing_vpc.EXISTING_VPC_ID.parameter), "")
-    per_az = Equals(Ref(network.NAT_GATEWAY_MODE.parameter), "per-az")
+    per_az = Equals(Ref(nat.NAT_GATEWAY_MODE.parameter), "per-az")
     template.add_condition(NAT_ALARM_CONDITIONS[1], creates_vpc)
     template.add_condition(NAT_ALARM_CONDITIONS[2], And(creates_vpc, per_az))
     template.add_condition(NAT_ALARM_CONDITIONS[3], And(creates_vpc, per_az, three_azs()))
@@ -177,7 +177,7 @@ def load_balancer_alarms(topic: Topic) -> list[Alarm]:
                       dimensions(TargetGroup=Ref(TARGET_GROUP_FULL_NAME), LoadBalancer=Ref(LOAD_BALANCER_FULL_NAME))),
               statistic="Maximum", periods=2),
         alarm("WebGroupAtMaximum", "the web group has been at WebMaxSize for 15 minutes", topic,
-              Ref(web_tier.WEB_MAX_SIZE.parameter), "GreaterThanOrEqualToThreshold",
+              Ref(auto_scaling.WEB_MAX_SIZE.parameter), "GreaterThanOrEqualToThreshold",
               metric=("AWS/AutoScaling", "GroupInServiceInstances", dimensions(AutoScalingGroupName=Ref(AUTO_SCALING_GROUP_NAME))),
               statistic="Minimum"),
     ]  # fmt: skip
@@ -345,10 +345,10 @@ def build() -> Template:
         (
             SITE_NAME,
             AVAILABILITY_ZONE_COUNT,
-            network.NAT_GATEWAY_MODE,
+            nat.NAT_GATEWAY_MODE,
             existing_vpc.EXISTING_VPC_ID,
             database.DATABASE_CAPACITY_MODE,
-            web_tier.WEB_MAX_SIZE,
+            auto_scaling.WEB_MAX_SIZE,
             *(role.engine for role in cache.ROLES),
             DATA_KMS_KEY_ARN,
             *PARAMETERS,

@@ -60,7 +60,7 @@ SHARED_FILES = (
     ("moodle-metrics.timer", "000644"),
     ("ses-smtp-password.php", "000644"),
 )
-# Node logs shipped by the CloudWatch agent: file -> log group suffix (web_tier.LOG_NAMES).
+# Node logs shipped by the CloudWatch agent: file -> log group suffix (web_node.LOG_NAMES).
 SHIPPED_LOGS = {
     "/var/log/moodle-bootstrap.log": "bootstrap",
     "/var/log/httpd/access_log": "apache-access",
