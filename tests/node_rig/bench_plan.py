@@ -497,7 +497,7 @@ def summary(measured: dict[str, list[Measured]]) -> str:
     """Every configuration in one table (rounds combined), throughput and PHP-FPM CPU against the reference."""
     totals = {name: combined(runs) for name, runs in measured.items()}
     head = (f"{'configuration':<40}{'samples/s':>10}{'x ref':>7}{'errors':>7}{'p50 ms':>8}{'p95 ms':>8}"
-            + "".join(f"{p + ' ms':>15}" for p in SHOWN) + f"{'machine ms':>12}{'PHP x ref':>10}{'EFS r+w':>10}")  # fmt: skip
+            + "".join(f"{p + ' ms':>15}" for p in SHOWN) + f"{'machine ms':>12}{'PHP x ref':>10}{'EFS r+w':>13}")  # fmt: skip
     lines = [head, "-" * len(head)]
     reference = totals.get("reference")
     for name, total in totals.items():
@@ -514,7 +514,7 @@ def summary(measured: dict[str, list[Measured]]) -> str:
         lines.append(f"{name:<40}{rate:>10.1f}{rate / ref_rate:>7.2f}{run.errors:>7}{every.percentile(0.5):>8.0f}"
                      f"{every.percentile(0.95):>8.0f}"
                      + "".join(f"{per_sample(total.cpu.get(p, 0.0) * 1000, run.samples):>15.1f}" for p in SHOWN)
-                     + f"{per_sample(total.busy * 1000, run.samples):>12.1f}{php / ref_php:>10.2f}{efs_per_sample(total):>10}")  # fmt: skip
+                     + f"{per_sample(total.busy * 1000, run.samples):>12.1f}{php / ref_php:>10.2f}{efs_per_sample(total):>13}")  # fmt: skip
     lines.append("CPU columns: milliseconds of CPU per plan sample (a sample is one step: redirects it follows "
                  "included), by program; EFS r+w: shared-disk read-type + write-type operations per sample.")  # fmt: skip
     for name in ("reference", "shipped"):
