@@ -32,18 +32,17 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.node_rig import bench_pages, bench_plan, bench_storm, flamegraph, services
 from tests.node_rig.aws import running_aws
+from tests.node_rig.efs_standin import EfsModel, efs_layer
 from tests.node_rig.node import PLATFORM_FILE, Node
 from tests.node_rig.rehearse_node import CACHE, ROOT, SITE_HOST, Site, machine_php, php_refuses, running_site
 
 HERE = Path(__file__).resolve().parent / "bench"
-FUSE_PYTHON = CACHE / "fuse" / "bin" / "python"
 RESULTS = CACHE / "bench.json"
 # Moodle 4.5 as in the published table; on a machine whose PHP 4.5 does not run on (Debian 13's 8.4), 5.1.
 LEG = os.environ.get("BENCH_LEG") or ("memcached-17" if php_refuses("4.5.0") is None else "memcached-17-5.1")
@@ -74,15 +73,16 @@ def pool_size() -> dict[str, str]:
     )
     sizes = subprocess.run(["bash", str(ROOT / BOOTSTRAP / "php-fpm-size.sh"), str(memory_mib), str(os.cpu_count())],
                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-    return dict(
-        zip(("MAX_CHILDREN", "START_SERVERS", "MIN_SPARE_SERVERS", "MAX_SPARE_SERVERS"), sizes, strict=True)
-    )
+    names = ("MAX_CHILDREN", "START_SERVERS", "MIN_SPARE_SERVERS", "MAX_SPARE_SERVERS", "LISTEN_BACKLOG",
+             "APACHE_MAX_REQUEST_WORKERS", "APACHE_SERVER_LIMIT")  # fmt: skip
+    sizing = json.loads((ROOT / BOOTSTRAP / "php-fpm-sizing.json").read_text())
+    return {**dict(zip(names, sizes, strict=True)), "QUEUE_SECONDS": str(sizing["queue_seconds"])}
 
 
 OPCACHE_BLACKLIST = "/etc/moodle-cfn/opcache-moodledata.blacklist"
 PROFILE_INI = f"/etc/php/{PHP_VERSION}/fpm/conf.d/95-bench-profile.ini"
 PROFILE_DIR = "/var/log/moodle-cfn-excimer"
-MARKERS = {"WEB_USER": "www-data", "FPM_SOCKET": "/run/php-fpm/www.sock",
+MARKERS = {"WEB_USER": "www-data", "FPM_SOCKET": "/run/php-fpm/www.sock", "FPM_HEALTH_SOCKET": "/run/php-fpm/health.sock",
            "PHP_ERROR_LOG": "/var/log/php-fpm/www-error.log", "OPCACHE_BLACKLIST": OPCACHE_BLACKLIST,
            **pool_size()}  # fmt: skip
 WEB_RUN = ["runuser", "-u", "www-data", "--", "env", "MOODLE_DIR=/var/www/moodle",
@@ -171,43 +171,6 @@ def variants(ref: str | None) -> list[Variant]:
         return found
     names = wanted.split(",")
     return [v for v in found if v.name in names]
-
-
-@dataclass
-class EfsModel:
-    """The latency layer's process and where it reports its counts."""
-
-    stats: Path
-    process: subprocess.Popen | None = None
-
-    def counts(self) -> dict[str, int]:
-        time.sleep(0.25)  # the layer writes its counts every 0.1 s
-        return json.loads(self.stats.read_text()) if self.stats.exists() else {}
-
-
-def efs_model(model: EfsModel) -> Callable[[Path, Path], object]:
-    @contextmanager
-    def layer(workdir: Path, shared: Path) -> Iterator[EfsModel]:
-        backing = workdir / "efs-backing"
-        backing.mkdir()
-        model.stats = workdir / "efs-stats.json"
-        log = (workdir / "efs-latency.log").open("w")
-        model.process = subprocess.Popen([str(FUSE_PYTHON), str(HERE / "efs_latency.py"), str(backing), str(shared),
-                                          "--stats", str(model.stats), "--lookup-cache-seconds", str(EFS_LOOKUP_CACHE)],
-                                         stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        deadline = time.monotonic() + 15
-        while subprocess.run(["mountpoint", "-q", str(shared)]).returncode != 0:
-            if time.monotonic() > deadline or model.process.poll() is not None:
-                raise RuntimeError(f"the EFS latency layer did not mount; see {workdir / 'efs-latency.log'}")
-            time.sleep(0.1)
-        try:
-            yield model
-        finally:
-            subprocess.run(["fusermount3", "-u", "-z", str(shared)], check=False)
-            model.process.terminate()
-            model.process.wait(10)
-
-    return layer
 
 
 def as_web_user(node: Node, *argv: str) -> str:
@@ -374,14 +337,14 @@ def main() -> int:
         return 2
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the moto server's request log
     chosen = variants(os.environ.get("BENCH_COMPARE_REF"))
-    model = EfsModel(CACHE / "efs-stats.json")
+    model = EfsModel(CACHE / "efs-stats.json", lookup_cache_seconds=EFS_LOOKUP_CACHE)
     started = time.monotonic()
     tls = services.make_ca(Path("/tmp/moodle-cfn-rig/tls"), ["localhost"])
     services.trust_ca(tls)
     try:
         with (
             running_aws() as aws,
-            running_site(LEG, 0, tls, aws, efs_model(model), record_timings=False) as site,
+            running_site(LEG, 0, tls, aws, efs_layer(model), record_timings=False) as site,
         ):
             for node, (status, output) in zip(site.nodes, site.boot, strict=True):
                 if status != 0:

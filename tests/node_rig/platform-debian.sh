@@ -25,6 +25,8 @@ readonly web_user=www-data
 readonly php_ini_path=/etc/php/$php_version/fpm/conf.d/90-moodle.ini
 readonly fpm_pool_path=/etc/php/$php_version/fpm/pool.d/www.conf
 readonly fpm_socket=/run/php-fpm/www.sock
+# The load balancer's health check has a PHP-FPM pool of its own (php-fpm-moodle.conf).
+readonly fpm_health_socket=/run/php-fpm/health.sock
 readonly vhost_path=/etc/apache2/sites-enabled/moodle.conf
 # In the node's private /etc/moodle-cfn: the rig's nodes share the machine's /etc/nftables.
 readonly metadata_rules_path=/etc/moodle-cfn/metadata.nft
@@ -80,7 +82,7 @@ platform_start_web() {
   install -d /run/php /run/php-fpm "$(dirname "$php_error_log")"
   chown "$web_user" "$(dirname "$php_error_log")"
   a2dismod -q -f mpm_prefork php"$php_version" > /dev/null 2>&1 || true
-  a2enmod -q mpm_event proxy_fcgi setenvif > /dev/null
+  a2enmod -q mpm_event proxy_fcgi setenvif headers > /dev/null
   rm -f /etc/apache2/sites-enabled/000-default.conf
   local pid_file=/run/php/php$php_version-fpm.pid
   if [[ -s $pid_file ]] && kill -0 "$(cat "$pid_file")" 2> /dev/null; then

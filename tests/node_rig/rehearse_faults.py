@@ -27,7 +27,18 @@ from pathlib import Path
 import pytest
 
 from tests.node_rig.aws import Aws, Imds
+from tests.node_rig.efs_standin import efs_layer
 from tests.node_rig.node import Browser, Node
+
+# The faults that stop answering (collected here, on this module's site; they run first, on a fresh site).
+from tests.node_rig.outage_scenarios import (  # noqa: F401
+    EFS,
+    test_a_cache_cluster_black_holed_for_30_s,
+    test_a_storm_at_three_times_capacity_on_a_course_page,
+    test_the_database_reader_black_holed_for_60_s,
+    test_the_database_writer_black_holed_for_60_s,
+    test_the_shared_disk_stalled_for_60_s,
+)
 from tests.node_rig.rehearse_node import (  # noqa: F401  (aws and tls are fixtures)
     ADMIN_PASSWORD,
     CACHE,
@@ -70,11 +81,17 @@ def record(scenario: str, **measured: object) -> None:
     print(f"{scenario}: {measured}")
 
 
+# Both nodes told they have one vCPU each (the machine's two cores are shared by both, the database and the
+# caches): 8 page workers each, so the load of twice as many users stays within what the rig can drive.
+FAULT_NODE_SIZE = {"RIG_VCPUS": "1"}
+
+
 @pytest.fixture(scope="module")
 def site(tls, aws: Aws) -> Iterator[Site]:  # noqa: F811
     refused = php_refuses(leg_parts(LEG)[2])
     assert refused is None, f"{LEG}: {refused} (RIG_FAULT_LEG picks a leg this machine runs)"
-    with running_site(LEG, 0, tls, aws) as booted:
+    # The shared disk through the EFS stand-in, which the stall scenario stops.
+    with running_site(LEG, 0, tls, aws, efs_layer(EFS), node_size=FAULT_NODE_SIZE) as booted:
         for status, output in booted.boot:
             assert status == 0, output[-4000:]
         yield booted

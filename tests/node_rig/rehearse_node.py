@@ -165,8 +165,9 @@ ALL_LEGS = ("memcached-17", "valkey-16", "valkey-17-5.1")
 MAJOR_UPGRADE_LEG = "memcached-17"
 LEGS = [leg for leg in os.environ.get("RIG_LEGS", ",".join(ALL_LEGS)).split(",") if leg]
 # The legs whose database has a streaming replica as Aurora's reader (the reader endpoint is the writer's
-# address elsewhere, as Aurora's is in a cluster with no replica): the default path (Aurora 17, Moodle 5.x).
-REPLICA_LEGS = ("valkey-17-5.1",)
+# address elsewhere, as Aurora's is in a cluster with no replica): the default path (Aurora 17, Moodle 5.x),
+# and the fault rehearsal's leg, which black-holes the writer and the reader apart.
+REPLICA_LEGS = ("valkey-17-5.1", "memcached-17-5.1")
 # The replica's address: the writer's port, another loopback address, as Aurora's endpoints share a port.
 REPLICA_ADDRESS = "127.0.0.2"
 
@@ -454,9 +455,10 @@ SharedLayer = Callable[[Path, Path], AbstractContextManager[object]]
 
 @contextmanager
 def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer: SharedLayer | None = None,
-                 record_timings: bool = True) -> Iterator[Site]:  # fmt: skip
+                 record_timings: bool = True, node_size: dict[str, str] | None = None) -> Iterator[Site]:  # fmt: skip
     """One leg's site booted (both nodes set up, cron started on node 1), stopped on exit; `index` picks
-    the leg's ports; its step timings go to .rig/timings.json unless `record_timings` is false (the bench)."""
+    the leg's ports; its step timings go to .rig/timings.json unless `record_timings` is false (the bench);
+    `node_size` (RIG_MEMORY_MIB, RIG_VCPUS) sizes both nodes, instead of node 2 alone (SMALL_NODE)."""
     engine, major, release = leg_parts(leg)
     started_at = time.monotonic()
     workdir = WORK / leg
@@ -505,6 +507,7 @@ def running_site(leg: str, index: int, tls: services.Tls, aws: Aws, shared_layer
         node_environment = {**environment, "RIG_IMDS_URL": imds.url, "RIG_NODE_ADDRESS": address}
         if n == 2:
             node_environment.update(SMALL_NODE)
+        node_environment.update(node_size or {})
         nodes.append(Node(f"node{n}", address, workdir / f"node{n}", node_environment, imds=imds))
     site = Site(
         leg, engine, release, postgres, aws, tls, nodes, parameters, names, shared, cache_ports, caches

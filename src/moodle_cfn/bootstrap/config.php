@@ -28,11 +28,22 @@ $CFG->prefix    = 'mdl_';
 // advisory locks (postgres_lock_factory::auto_release, a shutdown handler), and closes leftover cursors
 // when it takes the connection again (pgsql_native_moodle_database::connect); a worker killed mid-request
 // closes its connection with it.
+// connecttimeout: 3 s. AWS's fast-failover guide sets its client's connect and login timeouts "as low as
+// possible" (2 s in its example); 3 s also lets one lost SYN be sent again (Linux's first retransmission is
+// at 1 s). A connection in the VPC takes milliseconds. libpq counts it from the connect to the end of the
+// login, and the service file below bounds every later wait.
 $CFG->dboptions = [
     'dbpersist' => true,
     'dbport' => (int) $settings['database']['port'],
-    'connecttimeout' => 10,
+    'connecttimeout' => 3,
 ];
+// TCP keepalives and a user timeout for every database connection, Moodle's own included (its connection
+// string has no place for them): libpq reads these variables when it connects (moodle-pg-service.conf).
+$pgservice = '/usr/share/moodle-cfn/moodle-pg-service.conf';
+if (is_readable($pgservice)) {
+    putenv('PGSERVICEFILE=' . $pgservice);
+    putenv('PGSERVICE=moodle-cfn');
+}
 // The Aurora reader endpoint takes the reads Moodle deems safe (its read-only replica option, Moodle 3.9+:
 // lib/dml/moodle_read_slave_trait.php, moodle_read_replica_trait.php from 5.0; same `readonly` key). Moodle
 // sends a SELECT to the reader unless the request is in a transaction, reads a temporary table or

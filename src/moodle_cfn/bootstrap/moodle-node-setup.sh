@@ -393,12 +393,15 @@ configure_web_server() {
   memory_mib=$(platform_memory_mib)
   vcpus=$(platform_vcpus)
   size_php_fpm_pool "$memory_mib" "$vcpus" "$share_dir/php-fpm-sizing.json" "$share_dir/php-moodle.ini"
-  log "PHP-FPM: $fpm_max_children workers for $memory_mib MiB and $vcpus vCPUs"
+  log "PHP-FPM: $fpm_max_children workers and $fpm_listen_backlog queued pages for $memory_mib MiB and $vcpus vCPUs"
   install_rendered php-fpm-moodle.conf "$fpm_pool_path" "WEB_USER=$web_user" "FPM_SOCKET=$fpm_socket" \
-    "PHP_ERROR_LOG=$php_error_log" "MAX_CHILDREN=$fpm_max_children" "START_SERVERS=$fpm_start_servers" \
-    "MIN_SPARE_SERVERS=$fpm_min_spare_servers" "MAX_SPARE_SERVERS=$fpm_max_spare_servers"
+    "FPM_HEALTH_SOCKET=$fpm_health_socket" "PHP_ERROR_LOG=$php_error_log" "MAX_CHILDREN=$fpm_max_children" \
+    "START_SERVERS=$fpm_start_servers" "MIN_SPARE_SERVERS=$fpm_min_spare_servers" \
+    "MAX_SPARE_SERVERS=$fpm_max_spare_servers" "LISTEN_BACKLOG=$fpm_listen_backlog" \
+    "QUEUE_SECONDS=$fpm_queue_seconds"
   install_rendered moodle-vhost.conf "$vhost_path" "DOCUMENT_ROOT=$MOODLE_PUBLIC" "ROUTER=$router" \
-    "FPM_SOCKET=$fpm_socket" "HEALTH_PATH=$HEALTH_CHECK_PATH"
+    "FPM_SOCKET=$fpm_socket" "FPM_HEALTH_SOCKET=$fpm_health_socket" "HEALTH_PATH=$HEALTH_CHECK_PATH" \
+    "APACHE_MAX_REQUEST_WORKERS=$apache_max_request_workers" "APACHE_SERVER_LIMIT=$apache_server_limit"
   platform_start_web
 }
 

@@ -11,7 +11,13 @@
 #   workers  = (memory - reserved) / a worker, at most 8 per vCPU: pages are CPU-bound (50-60 ms of CPU
 #              each), so more workers only hold memory and database connections while they queue;
 #              at least 4.
-# Sets fpm_max_children, fpm_start_servers, fpm_min_spare_servers, fpm_max_spare_servers.
+# The queue in front of the workers (php-fpm-moodle.conf, moodle-vhost.conf, moodle-queue-limit.php):
+#   backlog  = the pages the node serves in queue_seconds (10 s), at queue_pages_per_vcpu_second (10: the
+#              69-105 ms of CPU per page `make bench-node` measured) per vCPU; pages beyond it get a 503;
+#   Apache   = threads for every worker, every queued page and a reserve (the health check, what never
+#              reaches PHP), in whole processes of apache_threads_per_child.
+# Sets fpm_max_children, fpm_start_servers, fpm_min_spare_servers, fpm_max_spare_servers, fpm_listen_backlog,
+# fpm_queue_seconds, apache_max_request_workers, apache_server_limit.
 
 # "512M" or "1G" (php.ini shorthand) in MiB.
 php_size_mib() {
@@ -43,11 +49,19 @@ size_php_fpm_pool() {
   fpm_start_servers=$((fpm_max_children / 4 > 2 ? fpm_max_children / 4 : 2))
   fpm_min_spare_servers=$((fpm_max_children / 8 > 2 ? fpm_max_children / 8 : 2))
   fpm_max_spare_servers=$((fpm_max_children / 2 > fpm_min_spare_servers ? fpm_max_children / 2 : fpm_min_spare_servers + 1))
+  local per_child reserve
+  fpm_queue_seconds=$(jq -r .queue_seconds "$sizing")
+  fpm_listen_backlog=$((vcpus * fpm_queue_seconds * $(jq -r .queue_pages_per_vcpu_second "$sizing")))
+  per_child=$(jq -r .apache_threads_per_child "$sizing")
+  reserve=$(jq -r .apache_reserve_threads "$sizing")
+  apache_server_limit=$(((fpm_max_children + fpm_listen_backlog + reserve + per_child - 1) / per_child))
+  apache_max_request_workers=$((apache_server_limit * per_child))
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
   set -euo pipefail
   here=$(dirname "$0")
   size_php_fpm_pool "$1" "$2" "$here/php-fpm-sizing.json" "$here/php-moodle.ini"
-  printf '%s %s %s %s\n' "$fpm_max_children" "$fpm_start_servers" "$fpm_min_spare_servers" "$fpm_max_spare_servers"
+  printf '%s %s %s %s %s %s %s\n' "$fpm_max_children" "$fpm_start_servers" "$fpm_min_spare_servers" \
+    "$fpm_max_spare_servers" "$fpm_listen_backlog" "$apache_max_request_workers" "$apache_server_limit"
 fi

@@ -9,6 +9,8 @@ readonly web_user=apache
 readonly php_ini_path=/etc/php.d/90-moodle.ini
 readonly fpm_pool_path=/etc/php-fpm.d/www.conf
 readonly fpm_socket=/run/php-fpm/www.sock
+# The load balancer's health check has a PHP-FPM pool of its own (php-fpm-moodle.conf).
+readonly fpm_health_socket=/run/php-fpm/health.sock
 readonly vhost_path=/etc/httpd/conf.d/moodle.conf
 # The packet filter that keeps the instance metadata service root's (moodle-metadata.nft).
 readonly metadata_rules_path=/etc/nftables/moodle-cfn-metadata.nft

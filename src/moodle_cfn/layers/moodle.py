@@ -47,6 +47,8 @@ SHARED_FILES = (
     ("php-moodle.ini", "000644"),
     ("opcache-moodledata.blacklist", "000644"),
     ("php-fpm-moodle.conf", "000644"),
+    ("moodle-queue-limit.php", "000644"),
+    ("moodle-pg-service.conf", "000644"),
     ("moodle-logrotate.conf", "000644"),
     ("php-fpm-size.sh", "000644"),
     ("php-fpm-sizing.json", "000644"),
