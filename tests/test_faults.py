@@ -67,3 +67,56 @@ def test_a_stale_warmed_node_signals_no_failure():
     discard = ready[ready.index("discard_if_stale() {") : ready.index("moodle_answers() {")]
     assert "complete_hook ABANDON" in discard and "signal" not in discard.replace("signalled", "")
     assert "fail " not in discard and "exit 0" in discard
+
+
+def pool_sections(text: str) -> dict[str, str]:
+    """php-fpm-moodle.conf's pools by name."""
+    parts = re.split(r"^\[(\w+)\]$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_the_health_check_has_a_php_fpm_pool_that_pages_cannot_occupy():
+    pools = pool_sections(bootstrap.read("php-fpm-moodle.conf"))
+    assert set(pools) == {"www", "health"}
+    assert re.search(r"^listen = @FPM_SOCKET@$", pools["www"], re.M)
+    assert re.search(r"^listen = @FPM_HEALTH_SOCKET@$", pools["health"], re.M)
+    assert re.search(r"^pm = static$", pools["health"], re.M)
+    # No page shedding on the health pool, and its check ends within the target group's timeout.
+    assert "auto_prepend_file" not in pools["health"] and "auto_prepend_file" in pools["www"]
+    assert re.search(r"^request_terminate_timeout = 5$", pools["health"], re.M)
+    vhost = bootstrap.read("moodle-vhost.conf")
+    section = vhost[vhost.index('<Files "moodle-health.php">') : vhost.index("</Files>")]
+    assert 'SetHandler "proxy:unix:@FPM_HEALTH_SOCKET@|fcgi://localhost"' in section
+    # Every platform names the health socket apart from the pages' one.
+    for platform in ("platform-al2023.sh",):
+        text = bootstrap.read(platform)
+        sockets = dict(re.findall(r"^readonly (fpm_socket|fpm_health_socket)=(\S+)$", text, re.M))
+        assert len(set(sockets.values())) == 2, sockets
+
+
+def test_a_page_waits_for_a_worker_at_most_the_bound_then_gets_503_with_retry_after():
+    pools = pool_sections(bootstrap.read("php-fpm-moodle.conf"))
+    assert re.search(r"^listen\.backlog = @LISTEN_BACKLOG@$", pools["www"], re.M)
+    assert "env[MOODLE_CFN_QUEUE_SECONDS] = @QUEUE_SECONDS@" in pools["www"]
+    limit = bootstrap.read("moodle-queue-limit.php")
+    assert "HTTP_X_MOODLE_CFN_RECEIVED" in limit and "http_response_code(503)" in limit
+    assert "Retry-After" in limit and "no-store" in limit
+    vhost = bootstrap.read("moodle-vhost.conf")
+    # Apache's clock, over any header of that name a client sent.
+    assert 'RequestHeader set X-Moodle-Cfn-Received "%t"' in vhost
+    assert re.search(r'^\s*Header always set Retry-After "\d+" "expr=%\{REQUEST_STATUS\} == 503', vhost, re.M)
+    assert "MaxRequestWorkers @APACHE_MAX_REQUEST_WORKERS@" in vhost
+
+
+def test_every_database_connection_has_keepalives_and_a_user_timeout():
+    service = bootstrap.read("moodle-pg-service.conf")
+    values = dict(re.findall(r"^(\w+)=(\S+)$", service, re.M))
+    # AWS's fast-failover guide: keepalive 1 s, interval 1 s, 5 probes ("within five seconds").
+    assert values == {"keepalives": "1", "keepalives_idle": "1", "keepalives_interval": "1",
+                      "keepalives_count": "5", "tcp_user_timeout": "5000"}  # fmt: skip
+    assert re.search(r"^\[moodle-cfn\]$", service, re.M)
+    config = bootstrap.read("config.php")
+    assert "putenv('PGSERVICE=moodle-cfn')" in config
+    assert "putenv('PGSERVICEFILE=' . $pgservice)" in config
+    assert "$pgservice = '/usr/share/moodle-cfn/moodle-pg-service.conf'" in config
+    assert re.search(r"'connecttimeout' => 3,", config)

@@ -13,7 +13,8 @@ from tests.test_moodle import BOOTSTRAP_DIR
 
 
 def node_rule(memory_mib: int, vcpus: int) -> list[int]:
-    """(max_children, start, min spare, max spare) as the node's script computes them."""
+    """(max_children, start, min spare, max spare, listen backlog, Apache's MaxRequestWorkers and
+    ServerLimit) as the node's script computes them."""
     result = subprocess.run(["bash", str(BOOTSTRAP_DIR / "php-fpm-size.sh"), str(memory_mib), str(vcpus)],
                             capture_output=True, text=True, check=True)  # fmt: skip
     return [int(n) for n in result.stdout.split()]
@@ -35,7 +36,7 @@ def test_the_node_and_the_budget_apply_the_same_rule(instance_type):
 @pytest.mark.parametrize("memory_mib", [2048, 3800, 4096, 7800, 16000, 65536])
 @pytest.mark.parametrize("vcpus", [2, 4, 16])
 def test_the_pool_fits_the_memory_with_room_for_cron_and_the_system(memory_mib, vcpus):
-    children, start, min_spare, max_spare = node_rule(memory_mib, vcpus)
+    children, start, min_spare, max_spare, *_ = node_rule(memory_mib, vcpus)
     assert 4 <= children <= 8 * vcpus
     # Every worker at a quarter of memory_limit (512M), one cron run at the full limit, OPcache and APCu
     # (320 MiB) and 512 MiB for the system fit, unless the floor of 4 workers applies.
@@ -52,3 +53,16 @@ def test_the_rule_changes_with_php_memory_limit(tmp_path):
                             text=True, check=True)  # fmt: skip
     # (4096 - 512 - 320 - 1024) / 256
     assert result.stdout.split()[0] == "8"
+
+
+@pytest.mark.parametrize("instance_type", sorted(node_sizing.INSTANCE_SIZES))
+def test_apache_has_a_thread_for_every_worker_every_queued_page_and_the_health_check(instance_type):
+    """Pages beyond the queue are refused (503), so Apache's threads never run out and the load balancer's
+    check never waits in the kernel's accept queue behind pages."""
+    size = node_sizing.INSTANCE_SIZES[instance_type]
+    children, *_, backlog, max_request_workers, server_limit = node_rule(size.memory_gib * 1024, size.vcpus)
+    # The queue holds queue_seconds (10 s) of pages at 10 pages per vCPU per second.
+    assert backlog == size.vcpus * 100
+    assert max_request_workers == server_limit * 25 >= children + backlog + 32
+    # Within the event MPM's compiled ThreadLimit (64) per process and the kernel's somaxconn (4096).
+    assert backlog <= 4096

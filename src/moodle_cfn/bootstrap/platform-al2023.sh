@@ -79,6 +79,17 @@ platform_install_php() {
 }
 
 # EFS through the site's access point, over TLS, and in /etc/fstab so that it survives a reboot.
+# The mount helper's NFS options (amazon-efs-utils): nfsvers=4.1, rsize/wsize 1 MiB, hard, timeo=600,
+# retrans=2, noresvport, which the EFS guide recommends ("Recommended NFS mount settings": "We recommend
+# that you use the hard mount option (hard) to ensure data integrity"; noresvport keeps the file system
+# available "after a network recovery event"). What they allow: an EFS that stops answering makes every
+# process touching moodledata wait until it answers again, however long; timeo and retrans only time the
+# client's retransmissions and its "server not responding" message (nfs(5)). What they do not: a bound on
+# that wait. soft would return EIO instead, which nfs(5) warns "can cause silent data corruption", in the
+# middle of Moodle's writes to the file store. So a stalled EFS is bounded above the mount instead: the
+# load balancer's check never touches it (moodle-health.php, its own PHP-FPM pool), pages that wait for a
+# worker longer than 10 s are answered 503 (moodle-queue-limit.php), and the pool's queue is bounded
+# (listen.backlog); pages already on a worker finish once EFS answers (make rehearse-faults measures it).
 platform_mount_shared() {
   local file_system=$1 access_point=$2 mount_point=$3
   local entry="$file_system:/ $mount_point efs _netdev,noresvport,tls,iam,accesspoint=$access_point 0 0"
