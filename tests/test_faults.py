@@ -86,7 +86,7 @@ def test_the_health_check_has_a_php_fpm_pool_that_pages_cannot_occupy():
     assert re.search(r"^request_terminate_timeout = 5$", pools["health"], re.M)
     vhost = bootstrap.read("moodle-vhost.conf")
     section = vhost[vhost.index('<Files "moodle-health.php">') : vhost.index("</Files>")]
-    assert 'SetHandler "proxy:unix:@FPM_HEALTH_SOCKET@|fcgi://localhost"' in section
+    assert 'SetHandler "proxy:unix:@FPM_HEALTH_SOCKET@|fcgi://moodle-health"' in section
     # Every platform names the health socket apart from the pages' one.
     for platform in ("platform-al2023.sh",):
         text = bootstrap.read(platform)
@@ -105,7 +105,11 @@ def test_a_page_waits_for_a_worker_at_most_the_bound_then_gets_503_with_retry_af
     # Apache's clock, over any header of that name a client sent.
     assert 'RequestHeader set X-Moodle-Cfn-Received "%t"' in vhost
     assert re.search(r'^\s*Header always set Retry-After "\d+" "expr=%\{REQUEST_STATUS\} == 503', vhost, re.M)
-    assert "MaxRequestWorkers @APACHE_MAX_REQUEST_WORKERS@" in vhost
+    # One Apache process, so that mod_proxy's limit is the node's; refusals never disable the pool.
+    assert 'SetHandler "proxy:unix:@FPM_SOCKET@|fcgi://moodle-pages"' in vhost
+    assert "ProxySet max=@PAGE_CONNECTIONS@ acquire=10 retry=0" in vhost
+    for directive in ("ThreadLimit", "ThreadsPerChild", "MaxRequestWorkers"):
+        assert re.search(rf"^\s*{directive} @APACHE_THREADS@$", vhost, re.M), directive
 
 
 def test_every_database_connection_has_keepalives_and_a_user_timeout():

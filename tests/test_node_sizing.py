@@ -13,8 +13,8 @@ from tests.test_moodle import BOOTSTRAP_DIR
 
 
 def node_rule(memory_mib: int, vcpus: int) -> list[int]:
-    """(max_children, start, min spare, max spare, listen backlog, Apache's MaxRequestWorkers and
-    ServerLimit) as the node's script computes them."""
+    """(max_children, start, min spare, max spare, listen backlog, mod_proxy's page connections, Apache's
+    threads) as the node's script computes them."""
     result = subprocess.run(["bash", str(BOOTSTRAP_DIR / "php-fpm-size.sh"), str(memory_mib), str(vcpus)],
                             capture_output=True, text=True, check=True)  # fmt: skip
     return [int(n) for n in result.stdout.split()]
@@ -56,13 +56,12 @@ def test_the_rule_changes_with_php_memory_limit(tmp_path):
 
 
 @pytest.mark.parametrize("instance_type", sorted(node_sizing.INSTANCE_SIZES))
-def test_apache_has_a_thread_for_every_worker_every_queued_page_and_the_health_check(instance_type):
-    """Pages beyond the queue are refused (503), so Apache's threads never run out and the load balancer's
-    check never waits in the kernel's accept queue behind pages."""
+def test_apache_has_a_thread_for_every_page_the_pool_holds_and_the_health_check(instance_type):
+    """Pages beyond the pool's workers and queue are refused (503), so Apache's threads never run out and the
+    load balancer's check never waits in the kernel's accept queue behind pages."""
     size = node_sizing.INSTANCE_SIZES[instance_type]
-    children, *_, backlog, max_request_workers, server_limit = node_rule(size.memory_gib * 1024, size.vcpus)
+    children, *_, backlog, page_connections, threads = node_rule(size.memory_gib * 1024, size.vcpus)
     # The queue holds queue_seconds (10 s) of pages at 10 pages per vCPU per second.
-    assert backlog == size.vcpus * 100
-    assert max_request_workers == server_limit * 25 >= children + backlog + 32
-    # Within the event MPM's compiled ThreadLimit (64) per process and the kernel's somaxconn (4096).
-    assert backlog <= 4096
+    assert backlog == size.vcpus * 100 <= 4096  # the kernel's somaxconn caps a listen backlog
+    assert page_connections == children + backlog
+    assert threads == page_connections + 32

@@ -74,7 +74,7 @@ def pool_size() -> dict[str, str]:
     sizes = subprocess.run(["bash", str(ROOT / BOOTSTRAP / "php-fpm-size.sh"), str(memory_mib), str(os.cpu_count())],
                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
     names = ("MAX_CHILDREN", "START_SERVERS", "MIN_SPARE_SERVERS", "MAX_SPARE_SERVERS", "LISTEN_BACKLOG",
-             "APACHE_MAX_REQUEST_WORKERS", "APACHE_SERVER_LIMIT")  # fmt: skip
+             "PAGE_CONNECTIONS", "APACHE_THREADS")  # fmt: skip
     sizing = json.loads((ROOT / BOOTSTRAP / "php-fpm-sizing.json").read_text())
     return {**dict(zip(names, sizes, strict=True)), "QUEUE_SECONDS": str(sizing["queue_seconds"])}
 
@@ -83,7 +83,8 @@ OPCACHE_BLACKLIST = "/etc/moodle-cfn/opcache-moodledata.blacklist"
 PROFILE_INI = f"/etc/php/{PHP_VERSION}/fpm/conf.d/95-bench-profile.ini"
 PROFILE_DIR = "/var/log/moodle-cfn-excimer"
 MARKERS = {"WEB_USER": "www-data", "FPM_SOCKET": "/run/php-fpm/www.sock", "FPM_HEALTH_SOCKET": "/run/php-fpm/health.sock",
-           "PHP_ERROR_LOG": "/var/log/php-fpm/www-error.log", "OPCACHE_BLACKLIST": OPCACHE_BLACKLIST,
+           "PHP_ERROR_LOG": "/var/log/php-fpm/www-error.log", "PHP_SLOW_LOG": "/var/log/php-fpm/www-slow.log",
+           "OPCACHE_BLACKLIST": OPCACHE_BLACKLIST,
            **pool_size()}  # fmt: skip
 WEB_RUN = ["runuser", "-u", "www-data", "--", "env", "MOODLE_DIR=/var/www/moodle",
            "MOODLE_CFN_SETTINGS=/etc/moodle-cfn/moodle.json", "php"]  # fmt: skip

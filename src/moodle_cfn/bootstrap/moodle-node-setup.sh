@@ -398,10 +398,11 @@ configure_web_server() {
     "FPM_HEALTH_SOCKET=$fpm_health_socket" "PHP_ERROR_LOG=$php_error_log" "MAX_CHILDREN=$fpm_max_children" \
     "START_SERVERS=$fpm_start_servers" "MIN_SPARE_SERVERS=$fpm_min_spare_servers" \
     "MAX_SPARE_SERVERS=$fpm_max_spare_servers" "LISTEN_BACKLOG=$fpm_listen_backlog" \
-    "QUEUE_SECONDS=$fpm_queue_seconds"
+    "QUEUE_SECONDS=$fpm_queue_seconds" "PHP_SLOW_LOG=${php_error_log%/*}/www-slow.log"
   install_rendered moodle-vhost.conf "$vhost_path" "DOCUMENT_ROOT=$MOODLE_PUBLIC" "ROUTER=$router" \
     "FPM_SOCKET=$fpm_socket" "FPM_HEALTH_SOCKET=$fpm_health_socket" "HEALTH_PATH=$HEALTH_CHECK_PATH" \
-    "APACHE_MAX_REQUEST_WORKERS=$apache_max_request_workers" "APACHE_SERVER_LIMIT=$apache_server_limit"
+    "PAGE_CONNECTIONS=$page_connections" "APACHE_THREADS=$apache_threads" \
+    "APACHE_SPARE_THREADS=$apache_spare_threads"
   platform_start_web
 }
 

@@ -14,10 +14,10 @@
 # The queue in front of the workers (php-fpm-moodle.conf, moodle-vhost.conf, moodle-queue-limit.php):
 #   backlog  = the pages the node serves in queue_seconds (10 s), at queue_pages_per_vcpu_second (10: the
 #              69-105 ms of CPU per page `make bench-node` measured) per vCPU; pages beyond it get a 503;
-#   Apache   = threads for every worker, every queued page and a reserve (the health check, what never
-#              reaches PHP), in whole processes of apache_threads_per_child.
+#   Apache   = one process with a thread for every worker and every queued page (page_connections, the
+#              limit mod_proxy holds pages to) and a reserve (the health check, what never reaches PHP).
 # Sets fpm_max_children, fpm_start_servers, fpm_min_spare_servers, fpm_max_spare_servers, fpm_listen_backlog,
-# fpm_queue_seconds, apache_max_request_workers, apache_server_limit.
+# fpm_queue_seconds, page_connections, apache_threads, apache_spare_threads.
 
 # "512M" or "1G" (php.ini shorthand) in MiB.
 php_size_mib() {
@@ -49,13 +49,11 @@ size_php_fpm_pool() {
   fpm_start_servers=$((fpm_max_children / 4 > 2 ? fpm_max_children / 4 : 2))
   fpm_min_spare_servers=$((fpm_max_children / 8 > 2 ? fpm_max_children / 8 : 2))
   fpm_max_spare_servers=$((fpm_max_children / 2 > fpm_min_spare_servers ? fpm_max_children / 2 : fpm_min_spare_servers + 1))
-  local per_child reserve
   fpm_queue_seconds=$(jq -r .queue_seconds "$sizing")
   fpm_listen_backlog=$((vcpus * fpm_queue_seconds * $(jq -r .queue_pages_per_vcpu_second "$sizing")))
-  per_child=$(jq -r .apache_threads_per_child "$sizing")
-  reserve=$(jq -r .apache_reserve_threads "$sizing")
-  apache_server_limit=$(((fpm_max_children + fpm_listen_backlog + reserve + per_child - 1) / per_child))
-  apache_max_request_workers=$((apache_server_limit * per_child))
+  page_connections=$((fpm_max_children + fpm_listen_backlog))
+  apache_threads=$((page_connections + $(jq -r .apache_reserve_threads "$sizing")))
+  apache_spare_threads=$((apache_threads + 25))
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
@@ -63,5 +61,5 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
   here=$(dirname "$0")
   size_php_fpm_pool "$1" "$2" "$here/php-fpm-sizing.json" "$here/php-moodle.ini"
   printf '%s %s %s %s %s %s %s\n' "$fpm_max_children" "$fpm_start_servers" "$fpm_min_spare_servers" \
-    "$fpm_max_spare_servers" "$fpm_listen_backlog" "$apache_max_request_workers" "$apache_server_limit"
+    "$fpm_max_spare_servers" "$fpm_listen_backlog" "$page_connections" "$apache_threads"
 fi
