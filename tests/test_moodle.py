@@ -16,7 +16,7 @@ import pytest
 from moodle_cfn import bootstrap
 from moodle_cfn.checks import run_checks
 from moodle_cfn.errors import InputError
-from moodle_cfn.layers import app, mail, moodle
+from moodle_cfn.layers import app, edge, mail, moodle
 from tests.cfn_eval import resolve_ifs
 from tests.conftest import tool
 from tests.node_rig.cfn_init import resolve
@@ -152,9 +152,9 @@ def test_config_php_with_memcached_sessions(tmp_path, layout):
     assert cfg["lock_factory"] == "\\core\\lock\\postgres_lock_factory"
     assert cfg["session_handler_class"] == "\\core\\session\\memcached"
     assert cfg["session_memcached_save_path"] == "n1.cache:11211,n2.cache:11211"
-    assert (
-        cfg["session_memcached_acquire_lock_timeout"] == 120 and cfg["session_memcached_lock_expire"] == 7200
-    )
+    # A lock left behind by a cache that stopped answering lasts CloudFront's origin read timeout at most.
+    assert (cfg["session_memcached_acquire_lock_timeout"], cfg["session_memcached_lock_expire"]) == (10, 60)
+    assert cfg["session_memcached_lock_expire"] == edge.ORIGIN_READ_TIMEOUT
     assert (cfg["dataroot"], cfg["localcachedir"]) == ("/var/moodledata/data", "/var/cache/moodle")
     assert cfg.get("routerconfigured", False) is (layout != "4.5")
 
@@ -170,6 +170,9 @@ def test_config_php_with_valkey_sessions(tmp_path, layout):
     assert cfg["session_redis_encrypt"] == {
         "cafile": "/etc/pki/tls/certs/ca-bundle.crt", "verify_peer": True, "verify_peer_name": True}  # fmt: skip
     assert "session_memcached_save_path" not in cfg
+    assert (cfg["session_redis_acquire_lock_timeout"], cfg["session_redis_lock_expire"]) == (10, 60)
+    # Moodle 5.x's connect and reply timeout and retries: about 4.5 s at most on a valkey that stopped answering.
+    assert (cfg["session_redis_connection_timeout"], cfg["session_redis_max_retries"]) == (2, 1)
 
 
 def test_site_json_gives_the_script_every_setting_it_reads():

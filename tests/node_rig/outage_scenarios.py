@@ -57,6 +57,12 @@ SIZING = json.loads((ROOT / "src/moodle_cfn/bootstrap/php-fpm-sizing.json").read
 QUEUE_SECONDS = SIZING["queue_seconds"]
 # The page of the load: the dashboard (sessions, the application cache and the database on every load).
 DASHBOARD = "/my/"
+# config.php's session lock expiry ($sessionlockexpire).
+SESSION_LOCK_EXPIRE_SECONDS = int(
+    re.search(
+        r"^\$sessionlockexpire = (\d+);$", (ROOT / "src/moodle_cfn/bootstrap/config.php").read_text(), re.M
+    )[1]
+)
 
 
 def pool_workers(node: Node) -> int:
@@ -103,13 +109,14 @@ def under_load(site: Site, inject: Callable[[], AbstractContextManager[object]],
 
 
 def assess(site: Site, scenario: str, inject: Callable[[], AbstractContextManager[object]], seconds: float,
-           bounded: bool = True) -> None:  # fmt: skip
+           bounded: bool = True, recovered_within: float = RECOVERY_SECONDS) -> None:  # fmt: skip
     """One dependency's outage under load, measured and recorded; the goals asserted (`bounded`: every page
-    in flight ends within PAGE_LIMIT_SECONDS, which a hard-mounted shared disk cannot promise)."""
-    pages, checks, start, back, workers = under_load(site, inject, seconds)
+    in flight ends within PAGE_LIMIT_SECONDS, which a hard-mounted shared disk cannot promise; every page
+    started `recovered_within` seconds after the return answers 200)."""
+    pages, checks, start, back, workers = under_load(site, inject, seconds, recovered_within + 10)
     before = [s for s in pages if s.ended < start]
     during = pages_overlapping(pages, start, back)
-    late = [s for s in pages if s.started >= back + RECOVERY_SECONDS]
+    late = [s for s in pages if s.started >= back + recovered_within]
     failed = failed_health_checks(checks)
     measured = {
         "users": USERS_PER_WORKER * workers * len(site.nodes),
@@ -123,8 +130,8 @@ def assess(site: Site, scenario: str, inject: Callable[[], AbstractContextManage
         },
         "slowest_page_during_s": round(max(s.seconds for s in during), 2),
         "recovery": recovery(pages, site.nodes, back),
-        "pages_from_10s_after_return": len(late),
-        "not_200_from_10s_after_return": sum(s.status != 200 for s in late),
+        f"pages_from_{recovered_within:g}s_after_return": len(late),
+        f"not_200_from_{recovered_within:g}s_after_return": sum(s.status != 200 for s in late),
     }
     record(RESULTS, scenario, **measured)
     assert before and all(s.status == 200 for s in before), {s.status for s in before}
@@ -150,8 +157,15 @@ def test_the_database_reader_black_holed_for_60_s(site: Site) -> None:
 
 @pytest.mark.parametrize("role", ["session", "application"])
 def test_a_cache_cluster_black_holed_for_30_s(site: Site, role: str) -> None:
+    """The session cache: a page in flight when it stops answering cannot release its session's lock, which
+    stays behind until it expires (config.php, 60 s); its user's pages are answered Moodle's session-wait
+    error within 10 s until then. So the session cache's users are back within the lock's expiry, not 10 s."""
+    recovered_within = (
+        SESSION_LOCK_EXPIRE_SECONDS + RECOVERY_SECONDS if role == "session" else RECOVERY_SECONDS
+    )
     assess(site, f"{site.engine} {role} cache black-holed for 30 s under load",
-           lambda: black_holed("127.0.0.1", site.cache_ports[role]), CACHE_OUTAGE_SECONDS)  # fmt: skip
+           lambda: black_holed("127.0.0.1", site.cache_ports[role]), CACHE_OUTAGE_SECONDS,
+           recovered_within=recovered_within)  # fmt: skip
 
 
 def test_the_shared_disk_stalled_for_60_s(site: Site) -> None:

@@ -111,13 +111,25 @@ $CFG->lock_factory = '\core\lock\postgres_lock_factory';
 $CFG->task_scheduled_concurrency_limit = 2;
 $CFG->task_adhoc_concurrency_limit = 4;
 
+// Session locks: a request holds its session's lock until it ends, and releases it in the session cache.
+// When that cache stops answering mid-request (a lost node, a cut-off Availability Zone), the release is
+// lost and the lock stays behind: with Moodle's 7200 s expiry, every user with a page in flight at that
+// moment waited the whole acquire timeout (120 s, holding a PHP-FPM worker) at each page, then got an
+// error, for two hours; the pool filled with such waits and the node served no one (make rehearse-faults,
+// the session cache black-holed for 20 s: all 4 users' locks left behind, their next pages 121 s each).
+// Expiry 60 s: CloudFront's origin read timeout (layers/edge.py), so no viewer ever receives a page that
+// held its lock longer (long work runs in cron's tasks); a lock left behind lasts at most that. Acquire
+// 10 s: the longest a page waits for a PHP-FPM worker (moodle-queue-limit.php); a user's own pages rarely
+// overlap that long, and a page waiting longer is answered Moodle's "wait for your current requests" error.
+$sessionlockexpire = 60;
+$sessionlockwait = 10;
 $session = $settings['session'];
 if ($session['engine'] === 'memcached') {
     $CFG->session_handler_class = '\core\session\memcached';
     $CFG->session_memcached_save_path = implode(',', $session['servers']);
     $CFG->session_memcached_prefix = 'memc.sess.key.';
-    $CFG->session_memcached_acquire_lock_timeout = 120;
-    $CFG->session_memcached_lock_expire = 7200;
+    $CFG->session_memcached_acquire_lock_timeout = $sessionlockwait;
+    $CFG->session_memcached_lock_expire = $sessionlockexpire;
 } else {
     $CFG->session_handler_class = '\core\session\redis';
     $CFG->session_redis_host = $session['host'];
@@ -137,8 +149,8 @@ if ($session['engine'] === 'memcached') {
     // (AWS's ElastiCache PHP example gives every command 2 s). Moodle 4.5 fixes 10 s and 5 tries.
     $CFG->session_redis_connection_timeout = 2;
     $CFG->session_redis_max_retries = 1;
-    $CFG->session_redis_acquire_lock_timeout = 120;
-    $CFG->session_redis_lock_expire = 7200;
+    $CFG->session_redis_acquire_lock_timeout = $sessionlockwait;
+    $CFG->session_redis_lock_expire = $sessionlockexpire;
 }
 
 // Moodle 5.0+: the web server sends unknown paths to r.php (FallbackResource in the vhost).
