@@ -5,9 +5,17 @@ long steps, Apache keeping connections longer than the load balancer."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
 
 from moodle_cfn import bootstrap
 from moodle_cfn.layers import auto_scaling
+
+BOOTSTRAP_DIR = Path(bootstrap.__file__).parent
 
 
 def load_balancer_attribute(app_template: dict, key: str) -> str:
@@ -124,3 +132,29 @@ def test_every_database_connection_has_keepalives_and_a_user_timeout():
     assert "putenv('PGSERVICEFILE=' . $pgservice)" in config
     assert "$pgservice = '/usr/share/moodle-cfn/moodle-pg-service.conf'" in config
     assert re.search(r"'connecttimeout' => 3,", config)
+
+
+QUEUE_CASES = {
+    # (seconds the request waited before PHP ran, the header as Apache set it): shed?
+    "waited 11 s": (11, True),
+    "waited 9 s": (9, False),
+    "no header (a request Apache did not mark)": (None, False),
+}
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php-cli is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("case", sorted(QUEUE_CASES))
+def test_the_queue_limit_sheds_only_a_page_that_waited_longer_than_the_bound(case, tmp_path):
+    """moodle-queue-limit.php run as PHP runs it before a page: 503 and nothing else past the bound."""
+    waited, shed = QUEUE_CASES[case]
+    page = tmp_path / "page.php"
+    page.write_text("<?php echo 'the page ran';\n")
+    received = "" if waited is None else f"t={int((time.time() - waited) * 1_000_000)}"
+    script = (f"$_SERVER['HTTP_X_MOODLE_CFN_RECEIVED'] = '{received}'; "
+              f"require '{BOOTSTRAP_DIR / 'moodle-queue-limit.php'}'; require '{page}';")  # fmt: skip
+    result = subprocess.run(["php", "-r", script], capture_output=True, text=True, check=True,
+                            env={"MOODLE_CFN_QUEUE_SECONDS": "10", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    if shed:
+        assert result.stdout == "The site is busy. Please try again in a few seconds.\n"
+    else:
+        assert result.stdout == "the page ran"
