@@ -59,7 +59,10 @@ templates: $(STAMP) ## Regenerate templates/ (and params/*.json for taskcat) and
 readme: $(STAMP) ## Write the README's generated blocks again (the cost tables, from moodle-cfn cost)
 	$(BIN)/python -m tests.docs_commands
 
-test: $(STAMP) $(IAM_SIMULATE_STAMP) ## Run the whole test suite (golden, cfn-lint, checkov, params, moto rehearsal)
+test: $(STAMP) ## Run the whole test suite (golden, cfn-lint, checkov, params, moto rehearsal)
+	@# The IAM checks' evaluator comes from npm: without Node.js they skip, saying so (.ci/run requires them).
+	@if command -v npm > /dev/null; then $(MAKE) --no-print-directory $(IAM_SIMULATE_STAMP); \
+	else echo "npm not found: the IAM checks will skip (apt-get install nodejs npm, then make test again)"; fi
 	$(BIN)/pytest
 
 rig-machine: ## Install what the node rehearsal runs on (Debian packages, the AWS CLI; needs root)

@@ -24,7 +24,6 @@ USERS = int(os.environ.get("BENCH_USERS", "16"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "10"))
 PASSWORD = "Bench-User-Pass-1!"
-PHP_VERSION = machine_php()
 PAGES = {"dashboard": "/my/", "course": "/course/view.php?id={course}", "login": "/login/index.php"}
 
 
@@ -123,7 +122,7 @@ def measure(site: Site, efs_counts: Callable[[], dict], name: str, pages: dict[s
         result.places = delta(before.get("places", {}), after.get("places", {}))
         results[page] = result
         print(f"  {name:<45} {page:<10} {result.rate:7.1f} req/s  non-200 {result.non_200}", flush=True)
-    rss = [int(kib) for kib in subprocess.run(["ps", "-o", "rss=", "-C", f"php-fpm{PHP_VERSION}"], capture_output=True,
+    rss = [int(kib) for kib in subprocess.run(["ps", "-o", "rss=", "-C", f"php-fpm{machine_php()}"], capture_output=True,
                                                 text=True).stdout.split()]  # fmt: skip
     if rss:
         print(f"  {name:<45} PHP-FPM processes {len(rss)}, resident {sum(rss) / len(rss) / 1024:.0f} MiB "
